@@ -1,0 +1,62 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestScoringStrategyTypeIsSupported(t *testing.T) {
+	tests := []struct {
+		in   ScoringStrategyType
+		want bool
+	}{
+		{ScoringStrategyBinpack, true},
+		{ScoringStrategySpread, true},
+		{ScoringStrategyFragmentation, false}, // reserved, not implemented yet
+		{"", false},
+		{"Binpack", false}, // names are case-sensitive, like other Kubernetes enums
+	}
+	for _, tc := range tests {
+		if got := tc.in.IsSupported(); got != tc.want {
+			t.Errorf("%q.IsSupported() = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSupportedScoringStrategiesReturnsCopy(t *testing.T) {
+	got := SupportedScoringStrategies()
+	if len(got) != 2 || got[0] != ScoringStrategyBinpack || got[1] != ScoringStrategySpread {
+		t.Fatalf("SupportedScoringStrategies() = %v", got)
+	}
+	got[0] = "mutated"
+	if !ScoringStrategyBinpack.IsSupported() {
+		t.Fatal("changing the returned slice changed the supported list")
+	}
+}
+
+func TestDeepCopyIsIndependent(t *testing.T) {
+	gpu := &TesseraGPUArgs{
+		ScoringStrategy:    ScoringStrategy{Type: ScoringStrategySpread},
+		InventoryStaleness: metav1.Duration{Duration: time.Minute},
+		Weights:            ScoringWeights{Node: 1, GPU: 2, Topology: 3, DeviceTaint: 4},
+	}
+	gpuCopy := gpu.DeepCopyObject().(*TesseraGPUArgs)
+	gpuCopy.Weights.Node = 99
+	if gpu.Weights.Node != 1 {
+		t.Error("TesseraGPUArgs copy shares weights with the original")
+	}
+
+	taint := &TesseraTaintTolerationArgs{GPUNodeTaintKey: "k", GPUResourceNames: []string{"a.io/b"}}
+	taintCopy := taint.DeepCopyObject().(*TesseraTaintTolerationArgs)
+	taintCopy.GPUResourceNames[0] = "changed"
+	if taint.GPUResourceNames[0] != "a.io/b" {
+		t.Error("TesseraTaintTolerationArgs copy shares gpuResourceNames with the original")
+	}
+
+	var nilArgs *TesseraGPUArgs
+	if nilArgs.DeepCopy() != nil || nilArgs.DeepCopyObject() != nil {
+		t.Error("deep copy of a nil *TesseraGPUArgs is not nil")
+	}
+}

@@ -1,0 +1,111 @@
+package v1
+
+import (
+	"fmt"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/conversion"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+
+	"github.com/tessera-gpu/tessera/config"
+)
+
+// Conversions are hand-written (rather than generated) to keep this package
+// out of the repository's single code-generation script. The v1 -> internal
+// direction runs on every scheduler start; the internal -> v1 direction runs
+// when the scheduler logs or writes its effective configuration.
+//
+// Unset (nil) v1 fields convert to the internal zero value. The scheduler
+// always defaults before converting, so plugins never see those zeros from a
+// configuration file; callers that convert by hand must default first.
+
+// Convert_v1_TesseraGPUArgs_To_config_TesseraGPUArgs converts versioned
+// TesseraGPUArgs to the internal form.
+func Convert_v1_TesseraGPUArgs_To_config_TesseraGPUArgs(in *TesseraGPUArgs, out *config.TesseraGPUArgs, _ conversion.Scope) error {
+	*out = config.TesseraGPUArgs{}
+	if in.ScoringStrategy != nil {
+		out.ScoringStrategy.Type = config.ScoringStrategyType(in.ScoringStrategy.Type)
+	}
+	if in.InventoryStaleness != nil {
+		out.InventoryStaleness = *in.InventoryStaleness
+	}
+	if w := in.Weights; w != nil {
+		out.Weights = config.ScoringWeights{
+			Node:        ptr.Deref(w.Node, 0),
+			GPU:         ptr.Deref(w.GPU, 0),
+			Topology:    ptr.Deref(w.Topology, 0),
+			DeviceTaint: ptr.Deref(w.DeviceTaint, 0),
+		}
+	}
+	return nil
+}
+
+// Convert_config_TesseraGPUArgs_To_v1_TesseraGPUArgs converts internal
+// TesseraGPUArgs to the versioned form. Every field is set, so the result
+// shows the effective values when the configuration is printed.
+func Convert_config_TesseraGPUArgs_To_v1_TesseraGPUArgs(in *config.TesseraGPUArgs, out *TesseraGPUArgs, _ conversion.Scope) error {
+	*out = TesseraGPUArgs{
+		ScoringStrategy:    &ScoringStrategy{Type: ScoringStrategyType(in.ScoringStrategy.Type)},
+		InventoryStaleness: &metav1.Duration{Duration: in.InventoryStaleness.Duration},
+		Weights: &ScoringWeights{
+			Node:        ptr.To(in.Weights.Node),
+			GPU:         ptr.To(in.Weights.GPU),
+			Topology:    ptr.To(in.Weights.Topology),
+			DeviceTaint: ptr.To(in.Weights.DeviceTaint),
+		},
+	}
+	return nil
+}
+
+// Convert_v1_TesseraTaintTolerationArgs_To_config_TesseraTaintTolerationArgs
+// converts versioned TesseraTaintTolerationArgs to the internal form.
+func Convert_v1_TesseraTaintTolerationArgs_To_config_TesseraTaintTolerationArgs(in *TesseraTaintTolerationArgs, out *config.TesseraTaintTolerationArgs, _ conversion.Scope) error {
+	*out = config.TesseraTaintTolerationArgs{
+		GPUNodeTaintKey:  ptr.Deref(in.GPUNodeTaintKey, ""),
+		GPUResourceNames: slices.Clone(in.GPUResourceNames),
+		GuardGPUNodes:    ptr.Deref(in.GuardGPUNodes, false),
+	}
+	return nil
+}
+
+// Convert_config_TesseraTaintTolerationArgs_To_v1_TesseraTaintTolerationArgs
+// converts internal TesseraTaintTolerationArgs to the versioned form.
+func Convert_config_TesseraTaintTolerationArgs_To_v1_TesseraTaintTolerationArgs(in *config.TesseraTaintTolerationArgs, out *TesseraTaintTolerationArgs, _ conversion.Scope) error {
+	*out = TesseraTaintTolerationArgs{
+		GPUNodeTaintKey:  ptr.To(in.GPUNodeTaintKey),
+		GPUResourceNames: slices.Clone(in.GPUResourceNames),
+		GuardGPUNodes:    ptr.To(in.GuardGPUNodes),
+	}
+	return nil
+}
+
+// RegisterConversions adds the conversion functions of this package's types
+// to a scheme; runtime.Scheme.Convert and ConvertToVersion look them up by
+// the pair of Go types.
+func RegisterConversions(s *runtime.Scheme) error {
+	type pair struct {
+		a, b interface{}
+		fn   conversion.ConversionFunc
+	}
+	for _, p := range []pair{
+		{(*TesseraGPUArgs)(nil), (*config.TesseraGPUArgs)(nil), func(a, b interface{}, scope conversion.Scope) error {
+			return Convert_v1_TesseraGPUArgs_To_config_TesseraGPUArgs(a.(*TesseraGPUArgs), b.(*config.TesseraGPUArgs), scope)
+		}},
+		{(*config.TesseraGPUArgs)(nil), (*TesseraGPUArgs)(nil), func(a, b interface{}, scope conversion.Scope) error {
+			return Convert_config_TesseraGPUArgs_To_v1_TesseraGPUArgs(a.(*config.TesseraGPUArgs), b.(*TesseraGPUArgs), scope)
+		}},
+		{(*TesseraTaintTolerationArgs)(nil), (*config.TesseraTaintTolerationArgs)(nil), func(a, b interface{}, scope conversion.Scope) error {
+			return Convert_v1_TesseraTaintTolerationArgs_To_config_TesseraTaintTolerationArgs(a.(*TesseraTaintTolerationArgs), b.(*config.TesseraTaintTolerationArgs), scope)
+		}},
+		{(*config.TesseraTaintTolerationArgs)(nil), (*TesseraTaintTolerationArgs)(nil), func(a, b interface{}, scope conversion.Scope) error {
+			return Convert_config_TesseraTaintTolerationArgs_To_v1_TesseraTaintTolerationArgs(a.(*config.TesseraTaintTolerationArgs), b.(*TesseraTaintTolerationArgs), scope)
+		}},
+	} {
+		if err := s.AddConversionFunc(p.a, p.b, p.fn); err != nil {
+			return fmt.Errorf("registering conversion %T -> %T: %w", p.a, p.b, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package v1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ScoringStrategyType names the policy TesseraGPU uses to rank nodes and
+// GPUs. See the constants of the same names in package config for meanings
+// and for which values are implemented.
+type ScoringStrategyType string
+
+const (
+	// ScoringStrategyBinpack prefers the fullest nodes and GPUs that fit.
+	ScoringStrategyBinpack ScoringStrategyType = "binpack"
+	// ScoringStrategySpread prefers the emptiest nodes and GPUs.
+	ScoringStrategySpread ScoringStrategyType = "spread"
+	// ScoringStrategyFragmentation is reserved for fragmentation-aware
+	// scoring and is rejected by validation until it is implemented.
+	ScoringStrategyFragmentation ScoringStrategyType = "fragmentation"
+)
+
+// TesseraGPUArgs holds the arguments of the TesseraGPU plugin.
+type TesseraGPUArgs struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// ScoringStrategy selects how nodes and GPUs are ranked.
+	// Defaults to {type: binpack}.
+	ScoringStrategy *ScoringStrategy `json:"scoringStrategy,omitempty"`
+	// InventoryStaleness is the age after which a node's GPUNode heartbeat is
+	// too old to trust; such nodes get no new GPU pods. At least 1s.
+	// Defaults to 2m.
+	InventoryStaleness *metav1.Duration `json:"inventoryStaleness,omitempty"`
+	// Weights combine TesseraGPU's partial scores. Each unset weight
+	// defaults to 1.
+	Weights *ScoringWeights `json:"weights,omitempty"`
+}
+
+// ScoringStrategy configures the ranking policy of TesseraGPU.
+type ScoringStrategy struct {
+	// Type is the strategy: "binpack" or "spread". Defaults to "binpack".
+	Type ScoringStrategyType `json:"type,omitempty"`
+}
+
+// ScoringWeights weigh the partial scores of TesseraGPU. Each is in
+// [0, 100], an explicit 0 turns that term off, and at least one must be
+// positive.
+type ScoringWeights struct {
+	// Node weighs the strategy's view of the node as a whole. Defaults to 1.
+	Node *int32 `json:"node,omitempty"`
+	// GPU weighs the strategy's view of the GPUs chosen inside the node.
+	// Defaults to 1.
+	GPU *int32 `json:"gpu,omitempty"`
+	// Topology weighs NVLink and NUMA locality of multi-GPU requests.
+	// Defaults to 1.
+	Topology *int32 `json:"topology,omitempty"`
+	// DeviceTaint weighs the penalty for untolerated PreferNoSchedule device
+	// taints. Defaults to 1.
+	DeviceTaint *int32 `json:"deviceTaint,omitempty"`
+}
+
+// TesseraTaintTolerationArgs holds the arguments of the
+// TesseraTaintToleration plugin.
+type TesseraTaintTolerationArgs struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// GPUNodeTaintKey is the key of the node taint that marks GPU nodes; pods
+	// requesting a GPU resource tolerate it implicitly. Must be a qualified
+	// name. Defaults to "nvidia.com/gpu".
+	GPUNodeTaintKey *string `json:"gpuNodeTaintKey,omitempty"`
+	// GPUResourceNames are the extended resources that make a pod a GPU pod
+	// and a node a GPU node. An empty or absent list means the default,
+	// ["nvidia.com/gpu", "tessera.io/gpu-percent"], because a list that
+	// matches no resource would silently treat every pod as CPU-only.
+	GPUResourceNames []string `json:"gpuResourceNames,omitempty"`
+	// GuardGPUNodes keeps pods that request no GPU off GPU nodes even when
+	// the GPU node taint is missing. Defaults to false.
+	GuardGPUNodes *bool `json:"guardGPUNodes,omitempty"`
+}

@@ -1,0 +1,182 @@
+// Package validation checks the internal plugin args of package config.
+//
+// The scheduler's own configuration validation only knows the in-tree plugin
+// args, so Tessera's plugins validate their args themselves when they are
+// constructed (config/scheme's Decode helpers do this). Errors carry the
+// field path of the offending value so that a user can find it in the
+// KubeSchedulerConfiguration file.
+package validation
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	v1helper "k8s.io/kubernetes/pkg/apis/core/v1/helper"
+
+	"github.com/tessera-gpu/tessera/config"
+)
+
+const (
+	// MinInventoryStaleness is the smallest accepted inventoryStaleness. A
+	// shorter bound would be below any realistic heartbeat period, so every
+	// node would flap between trusted and stale.
+	MinInventoryStaleness = time.Second
+	// MinScoringWeight and MaxScoringWeight bound each TesseraGPU weight,
+	// matching the range the scheduler uses for its own score weights so that
+	// the weighted sum cannot overflow the plugin's score range.
+	MinScoringWeight int32 = 0
+	// MaxScoringWeight is the largest accepted TesseraGPU weight.
+	MaxScoringWeight int32 = 100
+)
+
+// ValidateTesseraGPUArgs checks TesseraGPUArgs. path is the location of the
+// args in the enclosing document (nil for none); every error names the field
+// below it. It returns nil or an aggregate of field errors.
+func ValidateTesseraGPUArgs(path *field.Path, args *config.TesseraGPUArgs) error {
+	if args == nil {
+		return field.ErrorList{field.Required(path, "TesseraGPU args must not be nil")}.ToAggregate()
+	}
+	var allErrs field.ErrorList
+	allErrs = append(allErrs, validateScoringStrategy(path.Child("scoringStrategy"), args.ScoringStrategy)...)
+	allErrs = append(allErrs, validateInventoryStaleness(path.Child("inventoryStaleness"), args.InventoryStaleness.Duration)...)
+	allErrs = append(allErrs, validateScoringWeights(path.Child("weights"), args.Weights)...)
+	return allErrs.ToAggregate()
+}
+
+func validateScoringStrategy(path *field.Path, s config.ScoringStrategy) field.ErrorList {
+	typePath := path.Child("type")
+	switch {
+	case s.Type == "":
+		return field.ErrorList{field.Required(typePath, fmt.Sprintf("must be one of %s", supportedStrategiesText()))}
+	case s.Type.IsSupported():
+		return nil
+	case s.Type == config.ScoringStrategyFragmentation:
+		// The name is documented as a future strategy; say that rather than
+		// implying a typo.
+		return field.ErrorList{field.Invalid(typePath, s.Type,
+			fmt.Sprintf("fragmentation-aware scoring is not implemented yet; use one of %s", supportedStrategiesText()))}
+	default:
+		supported := config.SupportedScoringStrategies()
+		names := make([]string, len(supported))
+		for i, t := range supported {
+			names[i] = string(t)
+		}
+		return field.ErrorList{field.NotSupported(typePath, s.Type, names)}
+	}
+}
+
+func supportedStrategiesText() string {
+	supported := config.SupportedScoringStrategies()
+	quoted := make([]string, len(supported))
+	for i, t := range supported {
+		quoted[i] = fmt.Sprintf("%q", t)
+	}
+	return strings.Join(quoted, ", ")
+}
+
+func validateInventoryStaleness(path *field.Path, d time.Duration) field.ErrorList {
+	if d < MinInventoryStaleness {
+		return field.ErrorList{field.Invalid(path, d.String(),
+			fmt.Sprintf("must be at least %s: a shorter bound marks healthy nodes stale between heartbeats", MinInventoryStaleness))}
+	}
+	return nil
+}
+
+func validateScoringWeights(path *field.Path, w config.ScoringWeights) field.ErrorList {
+	var allErrs field.ErrorList
+	weights := []struct {
+		name  string
+		value int32
+	}{
+		{"node", w.Node},
+		{"gpu", w.GPU},
+		{"topology", w.Topology},
+		{"deviceTaint", w.DeviceTaint},
+	}
+	allZero := true
+	for _, wt := range weights {
+		if wt.value < MinScoringWeight || wt.value > MaxScoringWeight {
+			allErrs = append(allErrs, field.Invalid(path.Child(wt.name), wt.value,
+				fmt.Sprintf("must be in the range [%d, %d]", MinScoringWeight, MaxScoringWeight)))
+		}
+		if wt.value != 0 {
+			allZero = false
+		}
+	}
+	if allZero {
+		allErrs = append(allErrs, field.Invalid(path, "all zero",
+			"at least one weight must be positive; with all weights zero the plugin could not rank nodes"))
+	}
+	return allErrs
+}
+
+// ValidateTesseraTaintTolerationArgs checks TesseraTaintTolerationArgs. path
+// is the location of the args in the enclosing document (nil for none); every
+// error names the field below it. It returns nil or an aggregate of field
+// errors.
+func ValidateTesseraTaintTolerationArgs(path *field.Path, args *config.TesseraTaintTolerationArgs) error {
+	if args == nil {
+		return field.ErrorList{field.Required(path, "TesseraTaintToleration args must not be nil")}.ToAggregate()
+	}
+	var allErrs field.ErrorList
+
+	keyPath := path.Child("gpuNodeTaintKey")
+	if args.GPUNodeTaintKey == "" {
+		allErrs = append(allErrs, field.Required(keyPath, "the key of the taint that marks GPU nodes"))
+	} else {
+		// Node taint keys follow the same rule, so a key accepted here can be
+		// put on a node.
+		for _, msg := range utilvalidation.IsQualifiedName(args.GPUNodeTaintKey) {
+			allErrs = append(allErrs, field.Invalid(keyPath, args.GPUNodeTaintKey, msg))
+		}
+	}
+
+	namesPath := path.Child("gpuResourceNames")
+	if len(args.GPUResourceNames) == 0 {
+		allErrs = append(allErrs, field.Required(namesPath, "at least one resource that makes a pod a GPU pod"))
+	}
+	seen := sets.New[string]()
+	for i, name := range args.GPUResourceNames {
+		p := namesPath.Index(i)
+		if seen.Has(name) {
+			allErrs = append(allErrs, field.Duplicate(p, name))
+			continue
+		}
+		seen.Insert(name)
+		allErrs = append(allErrs, validateExtendedResourceName(p, name)...)
+	}
+	return allErrs.ToAggregate()
+}
+
+// validateExtendedResourceName checks that name can be advertised by a device
+// plugin and requested by a pod as an extended resource. Each rule gets its
+// own message; the final check defers to Kubernetes' own helper so that the
+// two cannot drift apart.
+func validateExtendedResourceName(path *field.Path, name string) field.ErrorList {
+	switch {
+	case name == "":
+		return field.ErrorList{field.Required(path, "resource name must not be empty")}
+	case !strings.Contains(name, "/"):
+		return field.ErrorList{field.Invalid(path, name,
+			"must be a domain-prefixed extended resource name such as nvidia.com/gpu; unprefixed names are Kubernetes' native resources")}
+	case strings.Contains(name, corev1.ResourceDefaultNamespacePrefix):
+		return field.ErrorList{field.Invalid(path, name,
+			fmt.Sprintf("must not be in the %q namespace, which is reserved for native resources", corev1.ResourceDefaultNamespacePrefix))}
+	case strings.HasPrefix(name, corev1.DefaultResourceRequestsPrefix):
+		return field.ErrorList{field.Invalid(path, name,
+			fmt.Sprintf("must not start with %q, which is reserved for quota", corev1.DefaultResourceRequestsPrefix))}
+	}
+	var allErrs field.ErrorList
+	for _, msg := range utilvalidation.IsQualifiedName(name) {
+		allErrs = append(allErrs, field.Invalid(path, name, msg))
+	}
+	if len(allErrs) == 0 && !v1helper.IsExtendedResourceName(corev1.ResourceName(name)) {
+		allErrs = append(allErrs, field.Invalid(path, name, "is not a valid extended resource name"))
+	}
+	return allErrs
+}

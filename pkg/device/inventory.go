@@ -1,0 +1,175 @@
+package device
+
+import (
+	"fmt"
+	"math/bits"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// FullUnits is the capacity of one device in Tessera's single internal unit,
+// percent of a device. A whole-device request takes all of it.
+const FullUnits = 100
+
+// MaxDevicesPerNode bounds the devices Tessera tracks on one node, so that a
+// node's device sets fit in a uint64 bit mask and the hot path needs no heap.
+const MaxDevicesPerNode = 64
+
+// Taint is a taint on one device. It is a Kubernetes taint so that pod
+// tolerations match it with exactly the semantics they have on node taints.
+type Taint = corev1.Taint
+
+// Device is one schedulable device of a node.
+type Device struct {
+	// ID is the device's stable identity (for GPUs, the NVML UUID).
+	ID string
+	// Index is the device's position in the node's inventory and the bit
+	// that stands for it in masks.
+	Index int
+	// Model is the device's model name, matched exactly by model selectors.
+	Model string
+	// MemoryMiB is the device memory.
+	MemoryMiB int64
+	// NUMANode is the NUMA node the device hangs off; -1 when unknown.
+	NUMANode int
+	// Links is the set of devices (by Index) this one has a fast link to,
+	// such as NVLink.
+	Links uint64
+	// Healthy is false while the device must not take new work.
+	Healthy bool
+	// Taints are the device taints.
+	Taints []Taint
+}
+
+// Inventory is the immutable device inventory of one node.
+type Inventory struct {
+	// Node is the node's name.
+	Node string
+	// Devices are the usable devices; Devices[i].Index == i.
+	Devices []Device
+	// Heartbeat is when the node's agent last confirmed the inventory; the
+	// zero time means never.
+	Heartbeat time.Time
+	// Problems lists the entries of the source inventory that were skipped,
+	// each with the reason, for logs and events.
+	Problems []string
+
+	byID     map[string]int
+	all      uint64
+	tainted  uint64
+	healthy  uint64
+	models   []string
+	maxModel int
+}
+
+// DeviceSpec is one device as a backend reports it, before validation.
+type DeviceSpec struct {
+	ID        string
+	Model     string
+	MemoryMiB int64
+	NUMANode  int
+	// LinkIDs are the IDs of linked peers.
+	LinkIDs []string
+	Healthy bool
+	Taints  []Taint
+}
+
+// NewInventory validates specs and builds a node's inventory. Devices that
+// cannot be used safely (no ID, no model, negative memory, an ID that appears
+// twice, or more devices than MaxDevicesPerNode) are left out and named in
+// Problems; links to unknown peers are dropped. It never fails: a bad entry
+// costs that entry, not the node.
+func NewInventory(node string, heartbeat time.Time, specs []DeviceSpec) *Inventory {
+	inv := &Inventory{Node: node, Heartbeat: heartbeat, byID: make(map[string]int, len(specs))}
+	seen := make(map[string]int, len(specs))
+	for _, s := range specs {
+		seen[s.ID]++
+	}
+	for i, s := range specs {
+		switch {
+		case s.ID == "":
+			inv.Problems = append(inv.Problems, fmt.Sprintf("device #%d has no ID", i))
+			continue
+		case seen[s.ID] > 1:
+			// Which of the two entries is real is unknowable; using either
+			// could hand one physical device to two pods.
+			inv.Problems = append(inv.Problems, fmt.Sprintf("device %s appears %d times; all its entries are skipped", s.ID, seen[s.ID]))
+			seen[s.ID] = -seen[s.ID] // reported; skip the other entries silently
+			continue
+		case seen[s.ID] < 0:
+			continue
+		case s.Model == "":
+			inv.Problems = append(inv.Problems, fmt.Sprintf("device %s has no model", s.ID))
+			continue
+		case s.MemoryMiB < 0:
+			inv.Problems = append(inv.Problems, fmt.Sprintf("device %s has negative memory %d MiB", s.ID, s.MemoryMiB))
+			continue
+		case len(inv.Devices) == MaxDevicesPerNode:
+			inv.Problems = append(inv.Problems, fmt.Sprintf("device %s is beyond the %d devices tracked per node", s.ID, MaxDevicesPerNode))
+			continue
+		}
+		idx := len(inv.Devices)
+		inv.byID[s.ID] = idx
+		numa := s.NUMANode
+		if numa < -1 {
+			numa = -1
+		}
+		inv.Devices = append(inv.Devices, Device{
+			ID: s.ID, Index: idx, Model: s.Model, MemoryMiB: s.MemoryMiB,
+			NUMANode: numa, Healthy: s.Healthy, Taints: s.Taints,
+		})
+	}
+	// Links are resolved once every index is known.
+	for _, s := range specs {
+		idx, ok := inv.byID[s.ID]
+		if !ok {
+			continue
+		}
+		for _, peer := range s.LinkIDs {
+			if p, ok := inv.byID[peer]; ok && p != idx {
+				inv.Devices[idx].Links |= 1 << uint(p)
+				// Links are symmetric even if only one side reports them.
+				inv.Devices[p].Links |= 1 << uint(idx)
+			}
+		}
+	}
+	models := map[string]bool{}
+	for i := range inv.Devices {
+		d := &inv.Devices[i]
+		inv.all |= 1 << uint(i)
+		if d.Healthy {
+			inv.healthy |= 1 << uint(i)
+		}
+		if len(d.Taints) > 0 {
+			inv.tainted |= 1 << uint(i)
+		}
+		if !models[d.Model] {
+			models[d.Model] = true
+			inv.models = append(inv.models, d.Model)
+		}
+	}
+	sort.Strings(inv.models)
+	return inv
+}
+
+// Len is the number of usable devices.
+func (inv *Inventory) Len() int { return len(inv.Devices) }
+
+// IndexOf returns the index of the device with the given ID.
+func (inv *Inventory) IndexOf(id string) (int, bool) {
+	i, ok := inv.byID[id]
+	return i, ok
+}
+
+// Models returns the distinct device models, sorted.
+func (inv *Inventory) Models() []string { return inv.models }
+
+// HealthyCount is the number of healthy devices.
+func (inv *Inventory) HealthyCount() int { return bits.OnesCount64(inv.healthy) }
+
+// Stale reports whether the inventory's heartbeat is older than bound at now.
+func (inv *Inventory) Stale(now time.Time, bound time.Duration) bool {
+	return inv.Heartbeat.IsZero() || now.Sub(inv.Heartbeat) > bound
+}

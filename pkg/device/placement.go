@@ -1,0 +1,347 @@
+package device
+
+import (
+	"math/bits"
+)
+
+// Strategy is how a node's devices are packed.
+type Strategy int
+
+const (
+	// Binpack fills partly used devices and nodes first, keeping whole
+	// devices and whole nodes free for large requests.
+	Binpack Strategy = iota
+	// Spread places work on the emptiest devices and nodes, trading packing
+	// for less interference between co-located pods.
+	Spread
+)
+
+// Weights weigh the parts of a node's score. Each part is 0..100.
+type Weights struct {
+	// Node rates node-level packing (binpack) or headroom (spread).
+	Node int64
+	// Device rates how full the chosen shared devices end up (binpack) or
+	// how empty they stay (spread).
+	Device int64
+	// Topology rates how well the chosen whole devices are linked.
+	Topology int64
+	// Taint rates how few chosen devices carry PreferNoSchedule taints
+	// that the pod does not tolerate.
+	Taint int64
+}
+
+// Reason says why a node cannot host a request.
+type Reason int
+
+const (
+	// Fits means the request fits.
+	Fits Reason = iota
+	// NoDevices means the node reports no devices.
+	NoDevices
+	// NoAllowedModel means no device has a model the pod accepts.
+	NoAllowedModel
+	// NoneHealthy means every device of an accepted model is unhealthy.
+	NoneHealthy
+	// Untolerated means every healthy device of an accepted model carries a
+	// device taint the pod does not tolerate.
+	Untolerated
+	// Insufficient means the usable devices lack the free capacity.
+	Insufficient
+)
+
+// Usable returns the devices a request may use on a node (healthy, of an
+// accepted model, hard taints tolerated) and, among them, those carrying
+// PreferNoSchedule taints the pod does not tolerate. When no device is usable
+// it says why, naming the last hurdle that some device got past.
+func Usable(inv *Inventory, r *Request) (usable, avoid uint64, why Reason) {
+	if inv.Len() == 0 {
+		return 0, 0, NoDevices
+	}
+	why = NoAllowedModel
+	for i := range inv.Devices {
+		d := &inv.Devices[i]
+		if !r.allowsModel(d.Model) {
+			continue
+		}
+		if !d.Healthy {
+			why = max(why, NoneHealthy)
+			continue
+		}
+		bit := uint64(1) << uint(i)
+		if inv.tainted&bit != 0 {
+			if !r.tolerates(d, isHardEffect) {
+				why = max(why, Untolerated)
+				continue
+			}
+			if !r.tolerates(d, isPreferEffect) {
+				avoid |= bit
+			}
+		}
+		usable |= bit
+	}
+	if usable != 0 {
+		why = Fits
+	}
+	return usable, avoid, why
+}
+
+// Placement is where a request's demands go on one node.
+type Placement struct {
+	// Whole is the set of devices taken whole.
+	Whole uint64
+	// Share gives the device of each of the request's share slots.
+	Share [MaxSharesPerPod]int8
+}
+
+// Plan places a request on a node whose devices have used units already in
+// use, restricted to the usable devices and steering away from avoid. It
+// reports false when the request does not fit. Plan does not allocate.
+func Plan(inv *Inventory, used []int, r *Request, usable, avoid uint64, st Strategy) (Placement, bool) {
+	var p Placement
+	var free [MaxDevicesPerNode]int
+	var full uint64
+	for i := range inv.Devices {
+		bit := uint64(1) << uint(i)
+		if usable&bit == 0 {
+			free[i] = -1
+			continue
+		}
+		free[i] = FullUnits - used[i]
+		if free[i] == FullUnits {
+			full |= bit
+		}
+	}
+	if r.Whole > 0 {
+		if bits.OnesCount64(full) < r.Whole {
+			return p, false
+		}
+		// Shares prefer partly used devices, so whole devices are taken
+		// from the fully free ones only where enough would remain.
+		p.Whole = pickWhole(inv, full, avoid, r.Whole, st)
+		for m := p.Whole; m != 0; m &= m - 1 {
+			free[bits.TrailingZeros64(m)] = -1
+		}
+	}
+	if len(r.Shares) > 0 {
+		saved := free
+		if !placeShares(&p, &free, inv.Len(), r.Shares, avoid, st) {
+			// Worst-fit can strand a share that best-fit would place.
+			if st == Binpack || !placeShares(&p, &saved, inv.Len(), r.Shares, avoid, Binpack) {
+				return p, false
+			}
+		}
+	}
+	return p, true
+}
+
+// placeShares puts each share (largest first) on a device with room: the
+// tightest fit for binpack, the roomiest for spread; devices to avoid lose
+// ties only.
+func placeShares(p *Placement, free *[MaxDevicesPerNode]int, n int, shares []int, avoid uint64, st Strategy) bool {
+	for s, units := range shares {
+		best := -1
+		for i := 0; i < n; i++ {
+			if free[i] < units {
+				continue
+			}
+			if best < 0 || better(free[i], free[best], avoid&(1<<uint(i)) != 0, avoid&(1<<uint(best)) != 0, st) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return false
+		}
+		free[best] -= units
+		p.Share[s] = int8(best)
+	}
+	return true
+}
+
+func better(freeA, freeB int, avoidA, avoidB bool, st Strategy) bool {
+	if avoidA != avoidB {
+		return !avoidA
+	}
+	if st == Spread {
+		return freeA > freeB
+	}
+	return freeA < freeB
+}
+
+// pickWhole chooses n devices from the fully free set. Several devices are
+// grown greedily from every possible seed towards the best-linked set (most
+// linked pairs, then most devices on the seed's NUMA node, then fewest to
+// avoid). A single device is taken, under binpack, where it breaks up the
+// fewest linked free devices, keeping large islands whole for large jobs.
+func pickWhole(inv *Inventory, full, avoid uint64, n int, st Strategy) uint64 {
+	if bits.OnesCount64(full) == n {
+		return full
+	}
+	if n == 1 {
+		best, bestKey := -1, 0
+		for m := full; m != 0; m &= m - 1 {
+			i := bits.TrailingZeros64(m)
+			key := 0
+			if avoid&(1<<uint(i)) != 0 {
+				key += 1 << 10
+			}
+			if st == Binpack {
+				key += bits.OnesCount64(inv.Devices[i].Links & full)
+			}
+			if best < 0 || key < bestKey {
+				best, bestKey = i, key
+			}
+		}
+		return 1 << uint(best)
+	}
+	var bestSet uint64
+	bestKey := -1
+	for seeds := full; seeds != 0; seeds &= seeds - 1 {
+		seed := bits.TrailingZeros64(seeds)
+		set := uint64(1) << uint(seed)
+		numa := inv.Devices[seed].NUMANode
+		for k := 1; k < n; k++ {
+			pick, pickKey := -1, -1
+			for m := full &^ set; m != 0; m &= m - 1 {
+				c := bits.TrailingZeros64(m)
+				key := bits.OnesCount64(inv.Devices[c].Links&set) << 8
+				if inv.Devices[c].NUMANode == numa {
+					key += 2
+				}
+				if avoid&(1<<uint(c)) == 0 {
+					key++
+				}
+				if key > pickKey {
+					pick, pickKey = c, key
+				}
+			}
+			set |= 1 << uint(pick)
+		}
+		key := setQuality(inv, set, avoid)
+		if key > bestKey {
+			bestSet, bestKey = set, key
+		}
+	}
+	return bestSet
+}
+
+// setQuality orders device sets: linked pairs first, then devices sharing
+// the most common NUMA node, then devices not to avoid.
+func setQuality(inv *Inventory, set, avoid uint64) int {
+	pairs, numa := linkedPairs(inv, set), sameNUMA(inv, set)
+	return pairs<<16 | numa<<8 | bits.OnesCount64(set&^avoid)
+}
+
+func linkedPairs(inv *Inventory, set uint64) int {
+	n := 0
+	for m := set; m != 0; m &= m - 1 {
+		n += bits.OnesCount64(inv.Devices[bits.TrailingZeros64(m)].Links & set)
+	}
+	return n / 2
+}
+
+// sameNUMA is the size of the largest group of devices in set that share a
+// known NUMA node.
+func sameNUMA(inv *Inventory, set uint64) int {
+	best := 0
+	for m := set; m != 0; m &= m - 1 {
+		a := inv.Devices[bits.TrailingZeros64(m)].NUMANode
+		if a < 0 {
+			continue
+		}
+		c := 0
+		for k := set; k != 0; k &= k - 1 {
+			if inv.Devices[bits.TrailingZeros64(k)].NUMANode == a {
+				c++
+			}
+		}
+		best = max(best, c)
+	}
+	return best
+}
+
+// Score rates a placement from 0 to 100 under a strategy and weights.
+func (p *Placement) Score(inv *Inventory, used []int, r *Request, avoid uint64, st Strategy, w Weights) int64 {
+	total := int64(inv.Len()) * FullUnits
+	var inUse int64
+	for i := range inv.Devices {
+		inUse += int64(used[i])
+	}
+	nodeFill := (inUse + int64(r.Units())) * 100 / max(total, 1)
+
+	// Fill of the shared devices after the pod lands on them.
+	deviceFill := int64(100)
+	if len(r.Shares) > 0 {
+		var after [MaxDevicesPerNode]int
+		var touched uint64
+		for s, units := range r.Shares {
+			d := p.Share[s]
+			if touched&(1<<uint(d)) == 0 {
+				after[d] = used[d]
+				touched |= 1 << uint(d)
+			}
+			after[d] += units
+		}
+		var sum int64
+		for m := touched; m != 0; m &= m - 1 {
+			sum += int64(after[bits.TrailingZeros64(m)])
+		}
+		deviceFill = sum / int64(bits.OnesCount64(touched))
+	}
+	if st == Spread {
+		nodeFill, deviceFill = 100-nodeFill, 100-deviceFill
+	}
+
+	topology := int64(100)
+	if n := bits.OnesCount64(p.Whole); n >= 2 {
+		maxPairs := int64(n * (n - 1) / 2)
+		topology = (70*int64(linkedPairs(inv, p.Whole)))/maxPairs + (30*int64(sameNUMA(inv, p.Whole)))/int64(n)
+	}
+
+	chosen := p.Whole
+	for s := range r.Shares {
+		chosen |= 1 << uint(p.Share[s])
+	}
+	taint := int64(100)
+	if c := bits.OnesCount64(chosen); c > 0 {
+		taint = 100 - int64(bits.OnesCount64(chosen&avoid))*100/int64(c)
+	}
+
+	sum := w.Node + w.Device + w.Topology + w.Taint
+	if sum == 0 {
+		return 0
+	}
+	return (w.Node*nodeFill + w.Device*deviceFill + w.Topology*topology + w.Taint*taint) / sum
+}
+
+// Grant is a container's use of one device.
+type Grant struct {
+	// Device is the device's index in the inventory.
+	Device int
+	// Units is the capacity used; FullUnits for a whole device.
+	Units int
+}
+
+// Grants turns a placement into per-container grants, in the order of the
+// request's containers. Init containers reuse the devices of the pod.
+func (p *Placement) Grants(r *Request) [][]Grant {
+	var whole []int
+	for m := p.Whole; m != 0; m &= m - 1 {
+		whole = append(whole, bits.TrailingZeros64(m))
+	}
+	out := make([][]Grant, len(r.Containers))
+	for i, c := range r.Containers {
+		switch {
+		case c.Count > 0:
+			from := r.wholeFrom[i]
+			if c.Init {
+				from = 0
+			}
+			for _, d := range whole[from : from+c.Count] {
+				out[i] = append(out[i], Grant{Device: d, Units: FullUnits})
+			}
+		case c.Units > 0:
+			out[i] = []Grant{{Device: int(p.Share[r.shareOf[i]]), Units: c.Units}}
+		}
+	}
+	return out
+}

@@ -1,0 +1,405 @@
+package tesseragpu
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+// nodeState is an immutable view of one node's GPUs. Writers build a new one
+// and swap it in, so Filter and Score read it without locks or copies.
+type nodeState struct {
+	// inv is nil until the node's GPUNode is seen.
+	inv *device.Inventory
+	// used is the capacity in use per device index.
+	used []int
+	// unknown counts pods on the node that hold GPUs the cache cannot pin
+	// to devices (no readable assignment). While any exist, every GPU of
+	// the node counts as taken, so nothing can be double-booked.
+	unknown int
+}
+
+// nodeRecord is the mutable bookkeeping behind a node's state; it is
+// guarded by cache.mu, except for state which readers load atomically.
+type nodeRecord struct {
+	name  string
+	rv    string
+	inv   *device.Inventory
+	pods  map[types.UID]*podRecord
+	state atomic.Pointer[nodeState]
+}
+
+// podRecord is one pod's hold on a node's devices.
+type podRecord struct {
+	uid  types.UID
+	key  string
+	node string
+	// use is the capacity the pod holds per device UUID at its peak; nil
+	// when the pod's assignment is missing or unreadable.
+	use map[string]int
+	// assumed is true between Reserve and the informer seeing the pod
+	// bound; such records are dropped only by Unreserve or deletion.
+	assumed bool
+}
+
+// gpuCache is the scheduler's view of every node's GPU inventory and of the
+// GPUs held by pods. It is fed by informers, updated by Reserve and
+// Unreserve, and rebuilt from pod annotations after a restart.
+type gpuCache struct {
+	logger klog.Logger
+
+	mu   sync.Mutex
+	pods map[types.UID]*podRecord
+	// sizes counts nodes by device count, to answer "largest node" cheaply.
+	sizes [device.MaxDevicesPerNode + 1]int
+	// nodes maps node names to records; the map is replaced, never changed,
+	// when a node is added or removed.
+	nodes atomic.Pointer[map[string]*nodeRecord]
+	// largest is the most devices any node has.
+	largest atomic.Int64
+}
+
+func newCache(logger klog.Logger) *gpuCache {
+	c := &gpuCache{logger: logger, pods: map[types.UID]*podRecord{}}
+	c.nodes.Store(&map[string]*nodeRecord{})
+	return c
+}
+
+// state returns the node's current state, or nil when nothing is known.
+func (c *gpuCache) state(node string) *nodeState {
+	r := (*c.nodes.Load())[node]
+	if r == nil {
+		return nil
+	}
+	return r.state.Load()
+}
+
+// largestNode returns the most devices any node reports.
+func (c *gpuCache) largestNode() int { return int(c.largest.Load()) }
+
+func (c *gpuCache) recordLocked(name string) *nodeRecord {
+	old := *c.nodes.Load()
+	if r := old[name]; r != nil {
+		return r
+	}
+	r := &nodeRecord{name: name, pods: map[types.UID]*podRecord{}}
+	r.state.Store(&nodeState{})
+	m := make(map[string]*nodeRecord, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[name] = r
+	c.nodes.Store(&m)
+	return r
+}
+
+func (c *gpuCache) dropRecordLocked(r *nodeRecord) {
+	if r.inv != nil || len(r.pods) > 0 {
+		return
+	}
+	old := *c.nodes.Load()
+	m := make(map[string]*nodeRecord, len(old))
+	for k, v := range old {
+		if k != r.name {
+			m[k] = v
+		}
+	}
+	c.nodes.Store(&m)
+}
+
+func (c *gpuCache) resizeLocked(from, to int) {
+	if from == to {
+		return
+	}
+	if from >= 0 {
+		c.sizes[from]--
+	}
+	if to >= 0 {
+		c.sizes[to]++
+	}
+	largest := 0
+	for n := len(c.sizes) - 1; n > 0; n-- {
+		if c.sizes[n] > 0 {
+			largest = n
+			break
+		}
+	}
+	c.largest.Store(int64(largest))
+}
+
+// setGPUNode applies a GPUNode. Objects older than the one applied (by
+// resourceVersion) are ignored, so a late informer event cannot undo what a
+// queueing hint already applied.
+func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.recordLocked(gn.Name)
+	if r.inv != nil && !newerRV(gn.ResourceVersion, r.rv) {
+		return
+	}
+	inv := gpu.Inventory(gn)
+	if len(inv.Problems) > 0 && (r.inv == nil || fmt.Sprint(r.inv.Problems) != fmt.Sprint(inv.Problems)) {
+		c.logger.Info("GPUNode has GPUs that cannot be used; they are skipped", "gpuNode", gn.Name, "problems", inv.Problems)
+	}
+	from := -1
+	if r.inv != nil {
+		from = r.inv.Len()
+	}
+	c.resizeLocked(from, inv.Len())
+	r.rv, r.inv = gn.ResourceVersion, inv
+	c.publishLocked(r)
+}
+
+// deleteGPUNode forgets a node's inventory. Pods on it keep their records,
+// so their devices are counted again if the inventory returns.
+func (c *gpuCache) deleteGPUNode(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := (*c.nodes.Load())[name]
+	if r == nil || r.inv == nil {
+		return
+	}
+	c.resizeLocked(r.inv.Len(), -1)
+	r.inv, r.rv = nil, ""
+	c.publishLocked(r)
+	c.dropRecordLocked(r)
+}
+
+// newerRV reports whether resourceVersion a is newer than b. Versions that
+// do not parse as integers are taken as newer, since nothing better is known.
+func newerRV(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	if errA != nil || errB != nil {
+		return a != b
+	}
+	return x > y
+}
+
+// upsertPod applies a pod seen by the informer.
+func (c *gpuCache) upsertPod(pod *v1.Pod) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.pods[pod.UID]
+	if pod.Spec.NodeName == "" || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		// An unbound pod holds nothing unless Reserve assumed it; a finished
+		// pod's devices are free again.
+		if old != nil && !(old.assumed && pod.Spec.NodeName == "" && pod.Status.Phase != v1.PodSucceeded && pod.Status.Phase != v1.PodFailed) {
+			c.removeLocked(old)
+		}
+		return
+	}
+	use, err := podUse(pod)
+	if err != nil {
+		c.logger.Error(err, "Pod holds GPUs without a usable assignment; all GPUs of its node count as taken until it goes", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
+	} else if use == nil {
+		if old != nil {
+			c.removeLocked(old)
+		}
+		return
+	}
+	if old != nil && old.node == pod.Spec.NodeName && !old.assumed && sameUse(old.use, use) && (use != nil || err != nil) {
+		return
+	}
+	if old != nil {
+		c.removeLocked(old)
+	}
+	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use})
+}
+
+// removePod forgets a pod and reports the node it held devices on.
+func (c *gpuCache) removePod(uid types.UID) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pods[uid]
+	if p == nil {
+		return "", false
+	}
+	c.removeLocked(p)
+	return p.node, true
+}
+
+// assume records the devices chosen in Reserve, after checking under the
+// lock that they are still free: a pod placed concurrently, or an informer
+// event since Filter, fails the check instead of being double-booked.
+func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) error {
+	use, err := assignmentUse(pod, a)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.pods[pod.UID]; old != nil {
+		c.removeLocked(old)
+	}
+	r := (*c.nodes.Load())[node]
+	if r == nil || r.inv == nil {
+		return fmt.Errorf("node %s has no gpu inventory", node)
+	}
+	st := r.state.Load()
+	if st.unknown > 0 {
+		return fmt.Errorf("node %s has gpu pods of unknown assignment", node)
+	}
+	for uuid, units := range use {
+		i, ok := r.inv.IndexOf(uuid)
+		if !ok {
+			return fmt.Errorf("gpu %s is no longer in node %s's inventory", uuid, node)
+		}
+		if free := device.FullUnits - st.used[i]; units > free {
+			return fmt.Errorf("gpu %s on node %s has %d%% free, %d%% needed", uuid, node, free, units)
+		}
+	}
+	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true})
+	return nil
+}
+
+// forget drops an assumed pod; it is a no-op for pods already confirmed.
+func (c *gpuCache) forget(uid types.UID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.pods[uid]; p != nil && p.assumed {
+		c.removeLocked(p)
+	}
+}
+
+func (c *gpuCache) addLocked(p *podRecord) {
+	c.pods[p.uid] = p
+	r := c.recordLocked(p.node)
+	r.pods[p.uid] = p
+	c.publishLocked(r)
+}
+
+func (c *gpuCache) removeLocked(p *podRecord) {
+	delete(c.pods, p.uid)
+	r := (*c.nodes.Load())[p.node]
+	if r == nil {
+		return
+	}
+	delete(r.pods, p.uid)
+	c.publishLocked(r)
+	c.dropRecordLocked(r)
+}
+
+// publishLocked recomputes a node's state from its inventory and pods.
+func (c *gpuCache) publishLocked(r *nodeRecord) {
+	st := &nodeState{inv: r.inv}
+	if r.inv != nil {
+		st.used = make([]int, r.inv.Len())
+	}
+	for _, p := range r.pods {
+		if p.use == nil {
+			st.unknown++
+			continue
+		}
+		if r.inv == nil {
+			continue
+		}
+		for uuid, units := range p.use {
+			if i, ok := r.inv.IndexOf(uuid); ok {
+				st.used[i] += units
+			} else {
+				c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name, "gpu", uuid)
+			}
+		}
+	}
+	r.state.Store(st)
+}
+
+func sameUse(a, b map[string]int) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// podUse reads the devices a bound pod holds from its assignment. It returns
+// nil, nil for a pod that asks for no GPU, and an error for a GPU pod whose
+// assignment is missing or unreadable.
+func podUse(pod *v1.Pod) (map[string]int, error) {
+	raw, annotated := pod.Annotations[assignment.Annotation]
+	req, reqErr := gpu.ParsePod(pod)
+	if !annotated {
+		if reqErr == nil && req == nil {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("pod asks for GPUs but has no %s annotation", assignment.Annotation)
+	}
+	a, err := assignment.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if reqErr == nil && req != nil {
+		if err := matches(a, req); err != nil {
+			return nil, err
+		}
+	}
+	return assignmentUse(pod, a)
+}
+
+// matches checks that an assignment gives every container what it asks for,
+// so that an annotation copied from another pod or cut short is not trusted.
+func matches(a assignment.Assignment, req *device.Request) error {
+	for _, c := range req.Containers {
+		devs := a[c.Name]
+		switch {
+		case c.Count > 0:
+			if len(devs) != c.Count {
+				return fmt.Errorf("%s gives container %q %d gpus; it asks for %d", assignment.Annotation, c.Name, len(devs), c.Count)
+			}
+			for _, d := range devs {
+				if d.Percent != device.FullUnits {
+					return fmt.Errorf("%s gives container %q %d%% of gpu %s; it asks for whole gpus", assignment.Annotation, c.Name, d.Percent, d.UUID)
+				}
+			}
+		case len(devs) != 1 || devs[0].Percent != c.Units:
+			return fmt.Errorf("%s does not give container %q the %d%% of one gpu it asks for", assignment.Annotation, c.Name, c.Units)
+		}
+	}
+	return nil
+}
+
+// assignmentUse folds an assignment into the capacity the pod holds per
+// device at its peak: app containers and sidecars add up, while a regular
+// init container runs alone and its devices pass on to later containers.
+func assignmentUse(pod *v1.Pod, a assignment.Assignment) (map[string]int, error) {
+	init := map[string]bool{}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy == nil || *c.RestartPolicy != v1.ContainerRestartPolicyAlways {
+			init[c.Name] = true
+		}
+	}
+	app, peakInit := map[string]int{}, map[string]int{}
+	for name, devs := range a {
+		for _, d := range devs {
+			if init[name] {
+				peakInit[d.UUID] = max(peakInit[d.UUID], d.Percent)
+			} else {
+				app[d.UUID] += d.Percent
+			}
+		}
+	}
+	for uuid, units := range peakInit {
+		app[uuid] = max(app[uuid], units)
+	}
+	for uuid, units := range app {
+		if units > device.FullUnits {
+			return nil, fmt.Errorf("%s gives the pod %d%% of gpu %s", assignment.Annotation, units, uuid)
+		}
+	}
+	return app, nil
+}

@@ -1,0 +1,123 @@
+package tesseragpu
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
+	"github.com/tessera-gpu/tessera/pkg/generated/informers"
+)
+
+// gpuNodeEvents is how the scheduler names GPUNode events: it watches the
+// resource through a dynamic informer of its own.
+const gpuNodeEvents fwk.EventResource = "gpunodes.v1alpha1.tessera.io"
+
+var metav1PatchOptions = metav1.PatchOptions{FieldManager: "tessera-scheduler"}
+
+// watch feeds the cache from the pod informer the scheduler already runs and
+// from a GPUNode informer of the plugin's own. It returns a function that
+// reports whether both have delivered their initial lists, so that no pod is
+// placed on a cache that does not yet know what is running.
+func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, error) {
+	podReg, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(pl.podHandler())
+	if err != nil {
+		return nil, fmt.Errorf("watching pods: %w", err)
+	}
+	client, err := versioned.NewForConfig(h.KubeConfig())
+	if err != nil {
+		return nil, fmt.Errorf("building the GPUNode client: %w", err)
+	}
+	factory := informers.NewSharedInformerFactory(client, 0)
+	gnReg, err := factory.Tessera().V1alpha1().GPUNodes().Informer().AddEventHandler(pl.gpuNodeHandler())
+	if err != nil {
+		return nil, fmt.Errorf("watching GPUNodes: %w", err)
+	}
+	factory.Start(ctx.Done())
+	return func() bool { return podReg.HasSynced() && gnReg.HasSynced() }, nil
+}
+
+// EventsToRegister requeues pods rejected for GPU reasons when a GPUNode
+// appears or changes, or when a pod that held GPUs goes away.
+func (pl *TesseraGPU) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
+	return []fwk.ClusterEventWithHint{
+		{Event: fwk.ClusterEvent{Resource: gpuNodeEvents, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.afterGPUNodeChange},
+		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete}, QueueingHintFn: pl.afterPodDelete},
+	}, nil
+}
+
+// afterGPUNodeChange applies the new inventory to the cache before the pod
+// is retried (the plugin's own informer may not have delivered it yet), then
+// queues the pod if anything but the heartbeat changed, or if the heartbeat
+// brought a stale inventory back.
+func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj, newObj any) (fwk.QueueingHint, error) {
+	gn, err := asGPUNode(newObj)
+	if err != nil {
+		return fwk.Queue, err
+	}
+	pl.cache.setGPUNode(gn)
+	if oldObj == nil {
+		return fwk.Queue, nil
+	}
+	old, err := asGPUNode(oldObj)
+	if err != nil {
+		return fwk.Queue, err
+	}
+	if !equality.Semantic.DeepEqual(old.Spec, gn.Spec) || !equality.Semantic.DeepEqual(old.Status.GPUs, gn.Status.GPUs) {
+		logger.V(5).Info("GPUNode inventory changed", "pod", klog.KObj(pod), "gpuNode", gn.Name)
+		return fwk.Queue, nil
+	}
+	now := pl.now()
+	if heartbeatStale(old, now, pl.staleness) && !heartbeatStale(gn, now, pl.staleness) {
+		return fwk.Queue, nil
+	}
+	return fwk.QueueSkip, nil
+}
+
+// heartbeatStale reports whether a GPUNode's heartbeat is missing or older
+// than bound at now.
+func heartbeatStale(gn *v1alpha1.GPUNode, now time.Time, bound time.Duration) bool {
+	hb := gn.Status.HeartbeatTime
+	return hb == nil || now.Sub(hb.Time) > bound
+}
+
+// afterPodDelete frees the deleted pod's GPUs in the cache first, so the
+// retried pod sees them free, and queues the pod if GPUs were freed.
+func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, _ *v1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
+	pod, ok := oldObj.(*v1.Pod)
+	if !ok {
+		return fwk.Queue, fmt.Errorf("expected a pod, got %T", oldObj)
+	}
+	_, held := pl.cache.removePod(pod.UID)
+	if held || pod.Annotations[assignment.Annotation] != "" {
+		return fwk.Queue, nil
+	}
+	return fwk.QueueSkip, nil
+}
+
+// asGPUNode accepts the typed object or the unstructured one that the
+// scheduler's dynamic informer delivers.
+func asGPUNode(obj any) (*v1alpha1.GPUNode, error) {
+	switch o := obj.(type) {
+	case *v1alpha1.GPUNode:
+		return o, nil
+	case *unstructured.Unstructured:
+		gn := &v1alpha1.GPUNode{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, gn); err != nil {
+			return nil, fmt.Errorf("decoding GPUNode %s: %w", o.GetName(), err)
+		}
+		return gn, nil
+	default:
+		return nil, fmt.Errorf("expected a GPUNode, got %T", obj)
+	}
+}

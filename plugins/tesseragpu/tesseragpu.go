@@ -1,0 +1,353 @@
+// Package tesseragpu is the TesseraGPU scheduler plugin. It places whole,
+// multi and fractional GPU requests from the per-GPU inventory that device
+// plugins publish as GPUNode resources: PreFilter reads the pod's request
+// once, Filter and Score read a lock-free per-node GPU state, Reserve picks
+// the exact GPUs and assumes them, and PreBind records the choice on the pod
+// in the tessera.io/gpu-assignment annotation for the node to honour.
+package tesseragpu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/config"
+	configscheme "github.com/tessera-gpu/tessera/config/scheme"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+// Name is the plugin's name in the registry and in configuration.
+const Name = config.TesseraGPUName
+
+const (
+	stateKey fwk.StateKey = "PreFilter" + Name
+
+	// Filter and PreFilter reasons. They end up, node by node, in the
+	// pod's FailedScheduling event, so they are short and say what to fix.
+	reasonNotSynced    = "gpu inventory not yet synced"
+	reasonNoInventory  = "node has no gpu inventory"
+	reasonStale        = "gpu inventory is stale"
+	reasonUnknownPods  = "node has gpu pods of unknown assignment"
+	reasonNoGPUs       = "node has no usable gpus"
+	reasonModel        = "no gpu of an allowed model"
+	reasonUnhealthy    = "no healthy gpu of an allowed model"
+	reasonDeviceTaints = "gpus have untolerated device taints"
+	reasonCapacity     = "insufficient gpu capacity"
+)
+
+// TesseraGPU is the GPU placement plugin.
+type TesseraGPU struct {
+	handle    fwk.Handle
+	cache     *gpuCache
+	strategy  device.Strategy
+	weights   device.Weights
+	staleness time.Duration
+	synced    func() bool
+	now       func() time.Time
+}
+
+var (
+	_ fwk.PreFilterPlugin   = &TesseraGPU{}
+	_ fwk.FilterPlugin      = &TesseraGPU{}
+	_ fwk.PreScorePlugin    = &TesseraGPU{}
+	_ fwk.ScorePlugin       = &TesseraGPU{}
+	_ fwk.ReservePlugin     = &TesseraGPU{}
+	_ fwk.PreBindPlugin     = &TesseraGPU{}
+	_ fwk.EnqueueExtensions = &TesseraGPU{}
+)
+
+// Name returns the plugin's name.
+func (pl *TesseraGPU) Name() string { return Name }
+
+// cycleState is what PreFilter works out once per pod, and what Reserve
+// chose for PreBind to write.
+type cycleState struct {
+	req *device.Request
+	now time.Time
+	// chosen is set by Reserve.
+	chosen assignment.Assignment
+}
+
+// Clone shares the request, which is never changed after PreFilter.
+func (s *cycleState) Clone() fwk.StateData {
+	c := *s
+	return &c
+}
+
+func readState(cs fwk.CycleState) (*cycleState, error) {
+	d, err := cs.Read(stateKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading %q from cycle state: %w", stateKey, err)
+	}
+	s, ok := d.(*cycleState)
+	if !ok {
+		return nil, fmt.Errorf("%q in cycle state has type %T", stateKey, d)
+	}
+	return s, nil
+}
+
+// PreFilter parses and validates the pod's GPU request. Pods that ask for
+// no GPU skip the rest of the plugin.
+func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	req, err := gpu.ParsePod(pod)
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "invalid gpu request: "+err.Error())
+	}
+	if req.Empty() {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	if !pl.synced() {
+		return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
+	}
+	if largest := pl.cache.largestNode(); req.Whole > largest {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
+			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
+	}
+	cs.Write(stateKey, &cycleState{req: req, now: pl.now()})
+	return nil, nil
+}
+
+// PreFilterExtensions returns nil: the plugin's state is its own cache,
+// which preemption's what-if pods do not change.
+func (pl *TesseraGPU) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+
+// Filter reports whether the node's GPUs can hold the pod.
+func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.NodeInfo) *fwk.Status {
+	s, err := readState(cs)
+	if err != nil {
+		return fwk.AsStatus(err)
+	}
+	_, _, status := pl.fit(s, ni.Node().Name)
+	return status
+}
+
+// fit is Filter's verdict plus what Score and Reserve need. It does not
+// allocate on the path that admits a node.
+func (pl *TesseraGPU) fit(s *cycleState, node string) (*nodeState, device.Placement, *fwk.Status) {
+	st := pl.cache.state(node)
+	if st == nil || st.inv == nil {
+		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
+	}
+	if st.inv.Stale(s.now, pl.staleness) {
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonStale)
+	}
+	if st.unknown > 0 {
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonUnknownPods)
+	}
+	usable, avoid, why := device.Usable(st.inv, s.req)
+	switch why {
+	case device.NoDevices:
+		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoGPUs)
+	case device.NoAllowedModel:
+		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonModel)
+	case device.NoneHealthy:
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonUnhealthy)
+	case device.Untolerated:
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonDeviceTaints)
+	}
+	p, ok := device.Plan(st.inv, st.used, s.req, usable, avoid, pl.strategy)
+	if !ok {
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonCapacity)
+	}
+	return st, p, nil
+}
+
+// PreScore skips scoring for pods that ask for no GPU.
+func (pl *TesseraGPU) PreScore(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ []fwk.NodeInfo) *fwk.Status {
+	if _, err := readState(cs); err != nil {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	return nil
+}
+
+// Score rates the placement the strategy would choose on the node.
+func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.NodeInfo) (int64, *fwk.Status) {
+	s, err := readState(cs)
+	if err != nil {
+		return 0, fwk.AsStatus(err)
+	}
+	st, p, status := pl.fit(s, ni.Node().Name)
+	if status != nil {
+		// The node changed since Filter; rank it last rather than fail the
+		// cycle, and let Reserve have the final word.
+		return 0, nil
+	}
+	_, avoid, _ := device.Usable(st.inv, s.req)
+	return p.Score(st.inv, st.used, s.req, avoid, pl.strategy, pl.weights), nil
+}
+
+// NormalizeScore stretches the scores over 0..MaxNodeScore, so that the GPU
+// ranking keeps its weight beside other plugins even when nodes differ by a
+// few percent.
+func (pl *TesseraGPU) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, scores fwk.NodeScoreList) *fwk.Status {
+	if len(scores) == 0 {
+		return nil
+	}
+	lo, hi := scores[0].Score, scores[0].Score
+	for _, s := range scores {
+		lo, hi = min(lo, s.Score), max(hi, s.Score)
+	}
+	for i := range scores {
+		if hi == lo {
+			scores[i].Score = fwk.MaxNodeScore
+			continue
+		}
+		scores[i].Score = (scores[i].Score - lo) * fwk.MaxNodeScore / (hi - lo)
+	}
+	return nil
+}
+
+// ScoreExtensions returns the plugin, which normalizes its scores.
+func (pl *TesseraGPU) ScoreExtensions() fwk.ScoreExtensions { return pl }
+
+// Reserve picks the exact GPUs on the chosen node and assumes them in the
+// cache, so the next pod's Filter already sees them taken.
+func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
+	s, err := readState(cs)
+	if err != nil {
+		// PreFilter skipped the pod: it asks for no GPU.
+		return nil
+	}
+	st, p, status := pl.fit(s, node)
+	if status != nil {
+		return status
+	}
+	a := assignment.Assignment{}
+	grants := p.Grants(s.req)
+	for i, c := range s.req.Containers {
+		for _, g := range grants[i] {
+			a[c.Name] = append(a[c.Name], assignment.Device{UUID: st.inv.Devices[g.Device].ID, Percent: g.Units})
+		}
+	}
+	if err := pl.cache.assume(pod, node, a); err != nil {
+		return fwk.NewStatus(fwk.Unschedulable, "gpus changed during scheduling: "+err.Error())
+	}
+	s.chosen = a
+	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", node, "assignment", a.String())
+	return nil
+}
+
+// Unreserve releases the GPUs Reserve assumed.
+func (pl *TesseraGPU) Unreserve(_ context.Context, cs fwk.CycleState, pod *v1.Pod, _ string) {
+	if s, err := readState(cs); err == nil {
+		s.chosen = nil
+	}
+	pl.cache.forget(pod.UID)
+}
+
+// PreBindPreFlight skips PreBind for pods that ask for no GPU.
+func (pl *TesseraGPU) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+	if s, err := readState(cs); err != nil || s.chosen == nil {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
+}
+
+// PreBind writes the chosen GPUs onto the pod before it is bound, so the
+// node's device plugin can hand exactly those to the containers.
+func (pl *TesseraGPU) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
+	s, err := readState(cs)
+	if err != nil || s.chosen == nil {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{assignment.Annotation: s.chosen.String()}},
+	})
+	if err != nil {
+		return fwk.AsStatus(err)
+	}
+	_, err = pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions)
+	if err != nil {
+		return fwk.AsStatus(fmt.Errorf("recording gpu assignment on pod %s: %w", klog.KObj(pod), err))
+	}
+	return nil
+}
+
+// New builds the plugin: it decodes and validates its args, starts the
+// GPUNode informer and feeds the cache from it and from the pod informer.
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	args, err := configscheme.DecodeTesseraGPUArgs(obj)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	logger := klog.FromContext(ctx).WithValues("plugin", Name)
+	pl := newPlugin(logger, args)
+	pl.handle = h
+	synced, err := pl.watch(ctx, h)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	pl.synced = synced
+	return pl, nil
+}
+
+func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
+	pl := &TesseraGPU{
+		cache:     newCache(logger),
+		staleness: args.InventoryStaleness.Duration,
+		weights: device.Weights{
+			Node: int64(args.Weights.Node), Device: int64(args.Weights.GPU),
+			Topology: int64(args.Weights.Topology), Taint: int64(args.Weights.DeviceTaint),
+		},
+		synced: func() bool { return true },
+		now:    time.Now,
+	}
+	if args.ScoringStrategy.Type == config.ScoringStrategySpread {
+		pl.strategy = device.Spread
+	}
+	return pl
+}
+
+// handlers adapts cache updates to informer callbacks.
+func (pl *TesseraGPU) podHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { pl.onPod(obj) },
+		UpdateFunc: func(_, obj any) { pl.onPod(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if pod, ok := obj.(*v1.Pod); ok {
+				pl.cache.removePod(pod.UID)
+			}
+		},
+	}
+}
+
+func (pl *TesseraGPU) onPod(obj any) {
+	if pod, ok := obj.(*v1.Pod); ok {
+		pl.cache.upsertPod(pod)
+	}
+}
+
+func (pl *TesseraGPU) gpuNodeHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { pl.onGPUNode(obj) },
+		UpdateFunc: func(_, obj any) { pl.onGPUNode(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if gn, ok := obj.(*v1alpha1.GPUNode); ok {
+				pl.cache.deleteGPUNode(gn.Name)
+			}
+		},
+	}
+}
+
+func (pl *TesseraGPU) onGPUNode(obj any) {
+	if gn, ok := obj.(*v1alpha1.GPUNode); ok {
+		pl.cache.setGPUNode(gn)
+	}
+}

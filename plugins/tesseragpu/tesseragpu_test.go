@@ -1,0 +1,451 @@
+package tesseragpu
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/config"
+	configscheme "github.com/tessera-gpu/tessera/config/scheme"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+var now = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+
+// gpuNode builds an inventory of n healthy GPUs of one model, in two NVLink
+// islands split by NUMA node, with a fresh heartbeat.
+func gpuNode(name string, n int, model string) *v1alpha1.GPUNode {
+	gn := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "1"}}
+	hb := metav1.NewTime(now.Add(-10 * time.Second))
+	gn.Status.HeartbeatTime = &hb
+	half := max(n/2, 1)
+	for i := 0; i < n; i++ {
+		g := v1alpha1.GPU{UUID: uuid(name, i), Index: int32(i), Model: model, MemoryMiB: 81920,
+			NUMANode: int32(i / half), Health: v1alpha1.GPUHealth{Healthy: true}}
+		for j := (i / half) * half; j < (i/half)*half+half && j < n; j++ {
+			if j != i {
+				g.NVLinkPeers = append(g.NVLinkPeers, uuid(name, j))
+			}
+		}
+		gn.Status.GPUs = append(gn.Status.GPUs, g)
+	}
+	return gn
+}
+
+func uuid(node string, i int) string { return fmt.Sprintf("GPU-%s-%d", node, i) }
+
+type podOpt func(*v1.Pod)
+
+func makePod(name string, opts ...podOpt) *v1.Pod {
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name)},
+		Spec:       v1.PodSpec{Containers: []v1.Container{{Name: "main"}}},
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+func limit(res v1.ResourceName, n string) podOpt {
+	return func(p *v1.Pod) {
+		c := &p.Spec.Containers[0]
+		if c.Resources.Limits == nil {
+			c.Resources.Limits = v1.ResourceList{}
+		}
+		c.Resources.Limits[res] = resource.MustParse(n)
+	}
+}
+
+func whole(n string) podOpt   { return limit(gpu.ResourceGPU, n) }
+func percent(n string) podOpt { return limit(gpu.ResourcePercent, n) }
+func annotate(k, v string) podOpt {
+	return func(p *v1.Pod) {
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[k] = v
+	}
+}
+func onNode(n string) podOpt { return func(p *v1.Pod) { p.Spec.NodeName = n } }
+func tolerate(key string) podOpt {
+	return func(p *v1.Pod) {
+		p.Spec.Tolerations = append(p.Spec.Tolerations, v1.Toleration{Key: key, Operator: v1.TolerationOpExists})
+	}
+}
+
+func testPlugin(t *testing.T, strategy config.ScoringStrategyType, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
+	t.Helper()
+	args := configscheme.DefaultTesseraGPUArgs()
+	args.ScoringStrategy.Type = strategy
+	pl := newPlugin(klog.Background(), args)
+	pl.now = func() time.Time { return now }
+	for _, gn := range nodes {
+		pl.cache.setGPUNode(gn)
+	}
+	return pl
+}
+
+func nodeInfo(name string) fwk.NodeInfo {
+	ni := framework.NewNodeInfo()
+	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	return ni
+}
+
+func preFilter(t *testing.T, pl *TesseraGPU, pod *v1.Pod) (fwk.CycleState, *fwk.Status) {
+	t.Helper()
+	cs := framework.NewCycleState()
+	_, st := pl.PreFilter(context.Background(), cs, pod, nil)
+	return cs, st
+}
+
+func TestPreFilter(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 8, "H100"))
+	tests := []struct {
+		name     string
+		pod      *v1.Pod
+		wantCode fwk.Code
+		wantMsg  string
+	}{
+		{name: "no gpu", pod: makePod("p"), wantCode: fwk.Skip},
+		{name: "whole", pod: makePod("p", whole("2")), wantCode: fwk.Success},
+		{name: "percent", pod: makePod("p", percent("30")), wantCode: fwk.Success},
+		{name: "percent 0", pod: makePod("p", percent("0")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "must be 1-99"},
+		{name: "percent 100", pod: makePod("p", percent("100")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "must be 1-99"},
+		{name: "percent 150", pod: makePod("p", percent("150")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "must be 1-99"},
+		{name: "percent fractional", pod: makePod("p", percent("500m")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "whole number"},
+		{name: "both resources", pod: makePod("p", whole("1"), percent("20")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "both"},
+		{name: "more than any node", pod: makePod("p", whole("16")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "largest gpu node has 8"},
+		{name: "bad models", pod: makePod("p", whole("1"), annotate(gpu.ModelsAnnotation, "H100,,A100")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "entry 2 is empty"},
+		{name: "models without gpu", pod: makePod("p", annotate(gpu.ModelsAnnotation, "H100")), wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: "no container asks"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, st := preFilter(t, pl, tt.pod)
+			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
+				t.Errorf("PreFilter = %v %q, want %v containing %q", st.Code(), st.Message(), tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestPreFilterWaitsForSync(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 8, "H100"))
+	pl.synced = func() bool { return false }
+	if _, st := preFilter(t, pl, makePod("p", whole("1"))); st.Code() != fwk.Unschedulable || st.Message() != reasonNotSynced {
+		t.Errorf("PreFilter before sync = %v", st)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	stale := gpuNode("stale", 4, "H100")
+	old := metav1.NewTime(now.Add(-time.Hour))
+	stale.Status.HeartbeatTime = &old
+	sick := gpuNode("sick", 2, "H100")
+	for i := range sick.Status.GPUs {
+		sick.Status.GPUs[i].Health = v1alpha1.GPUHealth{Healthy: false, Reason: "XID 79"}
+	}
+	tainted := gpuNode("tainted", 1, "H100")
+	tainted.Status.GPUs[0].Taints = []v1alpha1.DeviceTaint{{Key: "tessera.io/xid", Value: "79", Effect: v1.TaintEffectNoSchedule}}
+	admin := gpuNode("admin", 1, "H100")
+	admin.Spec.DeviceTaints = []v1alpha1.GPUDeviceTaint{{UUID: uuid("admin", 0), DeviceTaint: v1alpha1.DeviceTaint{Key: "maint", Effect: v1.TaintEffectNoSchedule}}}
+	empty := gpuNode("empty", 0, "H100")
+	dup := gpuNode("dup", 2, "H100")
+	dup.Status.GPUs[1].UUID = dup.Status.GPUs[0].UUID
+
+	pl := testPlugin(t, config.ScoringStrategyBinpack,
+		gpuNode("h100", 4, "H100"), gpuNode("a100", 4, "A100"), stale, sick, tainted, admin, empty, dup, gpuNode("busy", 4, "H100"), gpuNode("mystery", 4, "H100"))
+	for i := 0; i < 4; i++ {
+		pl.cache.upsertPod(makePod(fmt.Sprintf("busy-%d", i), onNode("busy"), percent("60"),
+			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":60}]}`, uuid("busy", i)))))
+	}
+	pl.cache.upsertPod(makePod("corrupt", onNode("mystery"), whole("1"), annotate(assignment.Annotation, "{not json")))
+
+	tests := []struct {
+		name     string
+		pod      *v1.Pod
+		node     string
+		wantCode fwk.Code
+		wantMsg  string
+	}{
+		{name: "fits", pod: makePod("p", whole("4")), node: "h100", wantCode: fwk.Success},
+		{name: "more whole than free", pod: makePod("p", whole("4")), node: "tainted", wantCode: fwk.Unschedulable, wantMsg: reasonDeviceTaints},
+		{name: "no inventory", pod: makePod("p", whole("1")), node: "nowhere", wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: reasonNoInventory},
+		{name: "stale", pod: makePod("p", whole("1")), node: "stale", wantCode: fwk.Unschedulable, wantMsg: reasonStale},
+		{name: "unhealthy", pod: makePod("p", percent("10")), node: "sick", wantCode: fwk.Unschedulable, wantMsg: reasonUnhealthy},
+		{name: "device taint", pod: makePod("p", whole("1")), node: "tainted", wantCode: fwk.Unschedulable, wantMsg: reasonDeviceTaints},
+		{name: "device taint tolerated", pod: makePod("p", whole("1"), tolerate("tessera.io/xid")), node: "tainted", wantCode: fwk.Success},
+		{name: "admin device taint", pod: makePod("p", whole("1")), node: "admin", wantCode: fwk.Unschedulable, wantMsg: reasonDeviceTaints},
+		{name: "model allowed", pod: makePod("p", whole("1"), annotate(gpu.ModelsAnnotation, "A100, H100")), node: "a100", wantCode: fwk.Success},
+		{name: "model refused", pod: makePod("p", whole("1"), annotate(gpu.ModelsAnnotation, "H100")), node: "a100", wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: reasonModel},
+		{name: "no gpus", pod: makePod("p", whole("1")), node: "empty", wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: reasonNoGPUs},
+		{name: "duplicate uuids skipped", pod: makePod("p", percent("10")), node: "dup", wantCode: fwk.UnschedulableAndUnresolvable, wantMsg: reasonNoGPUs},
+		{name: "shares full", pod: makePod("p", percent("50")), node: "busy", wantCode: fwk.Unschedulable, wantMsg: reasonCapacity},
+		{name: "shares room", pod: makePod("p", percent("40")), node: "busy", wantCode: fwk.Success},
+		{name: "whole on shared", pod: makePod("p", whole("1")), node: "busy", wantCode: fwk.Unschedulable, wantMsg: reasonCapacity},
+		{name: "unknown assignment", pod: makePod("p", percent("10")), node: "mystery", wantCode: fwk.Unschedulable, wantMsg: reasonUnknownPods},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs, st := preFilter(t, pl, tt.pod)
+			if !st.IsSuccess() {
+				t.Fatalf("PreFilter: %v", st)
+			}
+			st = pl.Filter(context.Background(), cs, tt.pod, nodeInfo(tt.node))
+			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
+				t.Errorf("Filter = %v %q, want %v %q", st.Code(), st.Message(), tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestFilterDoesNotAllocate(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 8, "H100"))
+	for _, pod := range []*v1.Pod{makePod("w", whole("2")), makePod("s", percent("30"))} {
+		cs, _ := preFilter(t, pl, pod)
+		ni := nodeInfo("a")
+		if n := testing.AllocsPerRun(100, func() { pl.Filter(context.Background(), cs, pod, ni) }); n != 0 {
+			t.Errorf("Filter(%s) allocates %v times", pod.Name, n)
+		}
+	}
+}
+
+func TestScore(t *testing.T) {
+	for _, tt := range []struct {
+		strategy config.ScoringStrategyType
+		want     string
+	}{{config.ScoringStrategyBinpack, "busy"}, {config.ScoringStrategySpread, "idle"}} {
+		t.Run(string(tt.strategy), func(t *testing.T) {
+			pl := testPlugin(t, tt.strategy, gpuNode("busy", 4, "H100"), gpuNode("idle", 4, "H100"))
+			pl.cache.upsertPod(makePod("x", onNode("busy"), percent("50"),
+				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":50}]}`, uuid("busy", 0)))))
+			pod := makePod("p", percent("30"))
+			cs, _ := preFilter(t, pl, pod)
+			if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
+				t.Fatal(st)
+			}
+			var scores fwk.NodeScoreList
+			for _, n := range []string{"busy", "idle"} {
+				s, st := pl.Score(context.Background(), cs, pod, nodeInfo(n))
+				if !st.IsSuccess() {
+					t.Fatal(st)
+				}
+				scores = append(scores, fwk.NodeScore{Name: n, Score: s})
+			}
+			pl.NormalizeScore(context.Background(), cs, pod, scores)
+			best := scores[0]
+			for _, s := range scores {
+				if s.Score > best.Score {
+					best = s
+				}
+			}
+			if best.Name != tt.want || best.Score != fwk.MaxNodeScore {
+				t.Errorf("scores %v; want %s on top with %d", scores, tt.want, fwk.MaxNodeScore)
+			}
+		})
+	}
+}
+
+func TestReserveUnreserve(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
+	ctx := context.Background()
+	reserve := func(pod *v1.Pod) (fwk.CycleState, *fwk.Status) {
+		cs, st := preFilter(t, pl, pod)
+		if !st.IsSuccess() {
+			t.Fatal(st)
+		}
+		return cs, pl.Reserve(ctx, cs, pod, "a")
+	}
+	p1 := makePod("p1", percent("60"))
+	cs1, st := reserve(p1)
+	if !st.IsSuccess() {
+		t.Fatalf("Reserve p1: %v", st)
+	}
+	s1, _ := readState(cs1)
+	if got := s1.chosen.String(); got != fmt.Sprintf(`{"main":[{"uuid":%q,"percent":60}]}`, uuid("a", 0)) {
+		t.Errorf("p1 assignment %s", got)
+	}
+	// A second 60% share cannot go on the same GPU.
+	p2 := makePod("p2", percent("60"))
+	cs2, st := reserve(p2)
+	s2, _ := readState(cs2)
+	if !st.IsSuccess() || s2.chosen["main"][0].UUID != uuid("a", 1) {
+		t.Fatalf("Reserve p2: %v %v", st, s2.chosen)
+	}
+	if st := pl.Filter(ctx, cs2, makePod("p3", whole("1")), nodeInfo("a")); st.IsSuccess() {
+		t.Error("no whole GPU should be free")
+	}
+	pl.Unreserve(ctx, cs1, p1, "a")
+	pl.Unreserve(ctx, cs1, p1, "a") // idempotent
+	if used := pl.cache.state("a").used; used[0] != 0 || used[1] != 60 {
+		t.Errorf("after Unreserve used = %v, want [0 60]", used)
+	}
+	// Non-GPU pods pass Reserve untouched.
+	if st := pl.Reserve(ctx, framework.NewCycleState(), makePod("cpu"), "a"); !st.IsSuccess() {
+		t.Error(st)
+	}
+}
+
+// TestConcurrentReserveNeverDoubleBooks races many Reserves for one node
+// whose capacity fits only some of them.
+func TestConcurrentReserveNeverDoubleBooks(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 4, "H100"))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	placed := 0
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			pod := makePod(fmt.Sprintf("p%d", i), percent("60"))
+			cs := framework.NewCycleState()
+			if _, st := pl.PreFilter(context.Background(), cs, pod, nil); !st.IsSuccess() {
+				return
+			}
+			if st := pl.Reserve(context.Background(), cs, pod, "a"); st.IsSuccess() {
+				mu.Lock()
+				placed++
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	if placed != 4 {
+		t.Errorf("placed %d pods of 60%% on 4 GPUs, want 4", placed)
+	}
+	for i, u := range pl.cache.state("a").used {
+		if u > 100 {
+			t.Errorf("gpu %d at %d%%", i, u)
+		}
+	}
+}
+
+func TestCacheFromPods(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
+	c := pl.cache
+	ann := func(u string, pct int) podOpt {
+		return annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, u, pct))
+	}
+	bound := makePod("bound", onNode("a"), percent("40"), ann(uuid("a", 0), 40))
+	c.upsertPod(bound)
+	c.upsertPod(bound) // repeated events change nothing
+	if u := c.state("a").used; u[0] != 40 {
+		t.Fatalf("used %v", u)
+	}
+	done := bound.DeepCopy()
+	done.Status.Phase = v1.PodSucceeded
+	c.upsertPod(done)
+	if u := c.state("a").used; u[0] != 0 {
+		t.Errorf("finished pod still holds %v", u)
+	}
+
+	// An assumed pod survives informer events that show it not yet bound.
+	pod := makePod("assumed", percent("30"))
+	a := assignment.Assignment{"main": {{UUID: uuid("a", 1), Percent: 30}}}
+	if err := c.assume(pod, "a", a); err != nil {
+		t.Fatal(err)
+	}
+	c.upsertPod(makePod("assumed", percent("30"), ann(uuid("a", 1), 30)))
+	if u := c.state("a").used; u[1] != 30 {
+		t.Errorf("assumed pod dropped: %v", u)
+	}
+	c.upsertPod(makePod("assumed", percent("30"), ann(uuid("a", 1), 30), onNode("a")))
+	c.forget(pod.UID) // confirmed pods are not forgotten by Unreserve
+	if u := c.state("a").used; u[1] != 30 {
+		t.Errorf("confirmed pod dropped: %v", u)
+	}
+	if _, ok := c.removePod(pod.UID); !ok {
+		t.Error("removePod found nothing")
+	}
+
+	// An assignment that does not match the request makes the node's GPUs
+	// count as taken.
+	c.upsertPod(makePod("mismatch", onNode("a"), whole("2"), ann(uuid("a", 0), 100)))
+	if st := c.state("a"); st.unknown != 1 {
+		t.Errorf("mismatched assignment not counted as unknown: %+v", st)
+	}
+	c.removePod("uid-mismatch")
+	if st := c.state("a"); st.unknown != 0 {
+		t.Errorf("unknown count %d after removal", st.unknown)
+	}
+	// A GPU that vanished from the inventory frees nothing and breaks nothing.
+	c.upsertPod(makePod("ghost", onNode("a"), percent("20"), ann("GPU-gone", 20)))
+	if u := c.state("a").used; u[0] != 0 || u[1] != 0 {
+		t.Errorf("ghost GPU counted: %v", u)
+	}
+}
+
+func TestCacheIgnoresOlderGPUNode(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack)
+	newer := gpuNode("a", 4, "H100")
+	newer.ResourceVersion = "20"
+	older := gpuNode("a", 2, "H100")
+	older.ResourceVersion = "10"
+	pl.cache.setGPUNode(newer)
+	pl.cache.setGPUNode(older)
+	if n := pl.cache.state("a").inv.Len(); n != 4 {
+		t.Errorf("older GPUNode applied over newer: %d gpus", n)
+	}
+	if pl.cache.largestNode() != 4 {
+		t.Errorf("largest = %d", pl.cache.largestNode())
+	}
+	pl.cache.deleteGPUNode("a")
+	if pl.cache.state("a") != nil || pl.cache.largestNode() != 0 {
+		t.Error("deleted GPUNode still known")
+	}
+}
+
+func TestQueueingHints(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 1, "H100"))
+	logger := klog.Background()
+	pod := makePod("pending", percent("50"))
+
+	old := gpuNode("a", 1, "H100")
+	hb := old.DeepCopy()
+	hb.ResourceVersion = "2"
+	t2 := metav1.NewTime(now)
+	hb.Status.HeartbeatTime = &t2
+	if h, _ := pl.afterGPUNodeChange(logger, pod, old, hb); h != fwk.QueueSkip {
+		t.Errorf("heartbeat-only update: %v", h)
+	}
+	grown := gpuNode("a", 2, "H100")
+	grown.ResourceVersion = "3"
+	if h, _ := pl.afterGPUNodeChange(logger, pod, hb, grown); h != fwk.Queue {
+		t.Errorf("new GPU: %v", h)
+	}
+	if pl.cache.state("a").inv.Len() != 2 {
+		t.Error("hint did not apply the new inventory")
+	}
+	staleOld := grown.DeepCopy()
+	long := metav1.NewTime(now.Add(-time.Hour))
+	staleOld.Status.HeartbeatTime = &long
+	if h, _ := pl.afterGPUNodeChange(logger, pod, staleOld, grown); h != fwk.Queue {
+		t.Errorf("stale to fresh: %v", h)
+	}
+
+	holder := makePod("holder", onNode("a"), percent("60"),
+		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":60}]}`, uuid("a", 0))))
+	pl.cache.upsertPod(holder)
+	if h, _ := pl.afterPodDelete(logger, pod, holder, nil); h != fwk.Queue {
+		t.Errorf("gpu pod deleted: %v", h)
+	}
+	if pl.cache.state("a").used[0] != 0 {
+		t.Error("hint did not free the deleted pod's share")
+	}
+	if h, _ := pl.afterPodDelete(logger, pod, makePod("cpu", onNode("a")), nil); h != fwk.QueueSkip {
+		t.Errorf("cpu pod deleted: %v", h)
+	}
+}

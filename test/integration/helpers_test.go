@@ -1,0 +1,313 @@
+package integration
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+const schedulerName = "tessera-scheduler"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Verbose() {
+		// The apiserver and scheduler log hundreds of lines per test.
+		klog.SetLogger(logr.Discard())
+	}
+	os.Exit(m.Run())
+}
+
+// env is one test's control plane and scheduler.
+type env struct {
+	t     *testing.T
+	ctx   context.Context
+	c     *localcluster.Cluster
+	dir   string
+	sched *localcluster.Scheduler
+	so    localcluster.SchedulerOptions
+}
+
+func newEnv(t *testing.T, so localcluster.SchedulerOptions) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, TB: t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	e := &env{t: t, ctx: ctx, c: c, dir: dir, so: so}
+	e.startScheduler()
+	t.Cleanup(func() {
+		if e.sched != nil {
+			e.sched.Stop()
+		}
+	})
+	return e
+}
+
+func (e *env) startScheduler() {
+	e.t.Helper()
+	s, err := e.c.StartScheduler(e.ctx, e.dir, e.so)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.sched = s
+}
+
+func (e *env) stopScheduler() {
+	e.sched.Stop()
+	e.sched = nil
+}
+
+type nodeSpec struct {
+	gpus      int
+	model     string
+	heartbeat time.Time
+	mutate    func(*v1alpha1.GPUNode)
+	noTaint   bool
+}
+
+func gpuUUID(node string, i int) string { return fmt.Sprintf("GPU-%s-%d", node, i) }
+
+// addNode creates a Node as the kubelet and device plugin would present it
+// (GPU resources advertised, GPU taint set) and its GPUNode inventory.
+func (e *env) addNode(name string, ns nodeSpec) {
+	e.t.Helper()
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
+	if ns.gpus > 0 && !ns.noTaint {
+		node.Spec.Taints = []v1.Taint{{Key: "nvidia.com/gpu", Value: "present", Effect: v1.TaintEffectNoSchedule}}
+	}
+	node, err := e.c.Client.CoreV1().Nodes().Create(e.ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	res := v1.ResourceList{
+		v1.ResourceCPU: resource.MustParse("64"), v1.ResourceMemory: resource.MustParse("512Gi"), v1.ResourcePods: resource.MustParse("110"),
+	}
+	if ns.gpus > 0 {
+		res["nvidia.com/gpu"] = *resource.NewQuantity(int64(ns.gpus), resource.DecimalSI)
+		res["tessera.io/gpu-percent"] = *resource.NewQuantity(int64(100*ns.gpus), resource.DecimalSI)
+	}
+	node.Status.Capacity, node.Status.Allocatable = res, res
+	node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}
+	if _, err := e.c.Client.CoreV1().Nodes().UpdateStatus(e.ctx, node, metav1.UpdateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	if ns.gpus == 0 {
+		return
+	}
+	gn := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	gn, err = e.c.GPU.TesseraV1alpha1().GPUNodes().Create(e.ctx, gn, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	hb := ns.heartbeat
+	if hb.IsZero() {
+		hb = time.Now()
+	}
+	gn.Status = v1alpha1.GPUNodeStatus{DriverVersion: "550.54.15", CUDADriverVersion: 12040, HeartbeatTime: &metav1.Time{Time: hb}}
+	model := ns.model
+	if model == "" {
+		model = "NVIDIA H100 80GB HBM3"
+	}
+	half := max(ns.gpus/2, 1)
+	for i := 0; i < ns.gpus; i++ {
+		g := v1alpha1.GPU{UUID: gpuUUID(name, i), Index: int32(i), Model: model, MemoryMiB: 81920, ComputeCapability: "9.0",
+			NUMANode: int32(i / half), PCIBusID: fmt.Sprintf("00000000:%02x:00.0", 0x18+i),
+			Health: v1alpha1.GPUHealth{Healthy: true, Since: &metav1.Time{Time: hb}}}
+		for j := (i / half) * half; j < min((i/half)*half+half, ns.gpus); j++ {
+			if j != i {
+				g.NVLinkPeers = append(g.NVLinkPeers, gpuUUID(name, j))
+			}
+		}
+		gn.Status.GPUs = append(gn.Status.GPUs, g)
+	}
+	gn.Status.GPUCount, gn.Status.HealthyCount, gn.Status.Models = int32(ns.gpus), int32(ns.gpus), model
+	if ns.mutate != nil {
+		ns.mutate(gn)
+	}
+	if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, gn, metav1.UpdateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+type podOpt func(*v1.Pod)
+
+func gpus(n int) podOpt { return resources("nvidia.com/gpu", fmt.Sprint(n)) }
+func share(p int) podOpt {
+	return resources("tessera.io/gpu-percent", fmt.Sprint(p))
+}
+func resources(name v1.ResourceName, q string) podOpt {
+	return func(p *v1.Pod) {
+		c := &p.Spec.Containers[0]
+		if c.Resources.Limits == nil {
+			c.Resources.Limits = v1.ResourceList{}
+		}
+		c.Resources.Limits[name] = resource.MustParse(q)
+	}
+}
+func annotated(k, v string) podOpt {
+	return func(p *v1.Pod) {
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[k] = v
+	}
+}
+func scheduler(name string) podOpt { return func(p *v1.Pod) { p.Spec.SchedulerName = name } }
+func tolerating(key string) podOpt {
+	return func(p *v1.Pod) {
+		p.Spec.Tolerations = append(p.Spec.Tolerations, v1.Toleration{Key: key, Operator: v1.TolerationOpExists})
+	}
+}
+
+func (e *env) createPod(name string, opts ...podOpt) *v1.Pod {
+	e.t.Helper()
+	p, err := e.tryCreatePod(name, opts...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) tryCreatePod(name string, opts ...podOpt) (*v1.Pod, error) {
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: v1.PodSpec{
+			SchedulerName: schedulerName,
+			Containers: []v1.Container{{Name: "main", Image: "registry.k8s.io/pause:3.10",
+				Resources: v1.ResourceRequirements{Requests: v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m")}}}},
+		},
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return e.c.Client.CoreV1().Pods("default").Create(e.ctx, p, metav1.CreateOptions{})
+}
+
+// waitBound waits until the pod is bound and returns it.
+func (e *env) waitBound(name string) *v1.Pod {
+	e.t.Helper()
+	var pod *v1.Pod
+	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := e.c.Client.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pod = p
+		return p.Spec.NodeName != "", nil
+	})
+	if err != nil {
+		e.t.Fatalf("pod %s not bound: %v; events: %s", name, err, e.events(name))
+	}
+	return pod
+}
+
+// waitUnschedulable waits for a FailedScheduling event on the pod that
+// contains want, and checks the pod is still unbound.
+func (e *env) waitUnschedulable(name, want string) string {
+	e.t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		msg = e.events(name)
+		return strings.Contains(msg, want), nil
+	})
+	if err != nil {
+		e.t.Fatalf("pod %s: no FailedScheduling event containing %q; events: %s", name, want, msg)
+	}
+	if p, err := e.c.Client.CoreV1().Pods("default").Get(e.ctx, name, metav1.GetOptions{}); err != nil || p.Spec.NodeName != "" {
+		e.t.Fatalf("pod %s should be pending: node %q, err %v", name, p.Spec.NodeName, err)
+	}
+	return msg
+}
+
+func (e *env) events(pod string) string {
+	list, err := e.c.Client.CoreV1().Events("default").List(e.ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", pod).String(),
+	})
+	if err != nil {
+		return err.Error()
+	}
+	var msgs []string
+	for _, ev := range list.Items {
+		msgs = append(msgs, ev.Reason+": "+ev.Message)
+	}
+	return strings.Join(msgs, " | ")
+}
+
+// assignmentOf returns the pod's parsed assignment, failing the test if it
+// is missing or invalid.
+func (e *env) assignmentOf(p *v1.Pod) assignment.Assignment {
+	e.t.Helper()
+	a, err := assignment.Parse(p.Annotations[assignment.Annotation])
+	if err != nil {
+		e.t.Fatalf("pod %s: %v", p.Name, err)
+	}
+	return a
+}
+
+// checkNoOverbooking sums every bound pod's assignment per GPU and fails if
+// a GPU is above 100% or a GPU is named that its node does not have.
+func (e *env) checkNoOverbooking() map[string]int {
+	e.t.Helper()
+	pods, err := e.c.Client.CoreV1().Pods("").List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	use := map[string]int{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		raw, ok := p.Annotations[assignment.Annotation]
+		if p.Spec.NodeName == "" || !ok {
+			continue
+		}
+		a, err := assignment.Parse(raw)
+		if err != nil {
+			continue
+		}
+		for _, devs := range a {
+			for _, d := range devs {
+				if !strings.HasPrefix(d.UUID, "GPU-"+p.Spec.NodeName+"-") {
+					e.t.Errorf("pod %s on %s got GPU %s of another node", p.Name, p.Spec.NodeName, d.UUID)
+				}
+				use[d.UUID] += d.Percent
+			}
+		}
+	}
+	for u, pct := range use {
+		if pct > 100 {
+			e.t.Errorf("GPU %s is booked at %d%%", u, pct)
+		}
+	}
+	return use
+}
+
+// mustQuantityString builds a quantity holding an arbitrary string, to send
+// what a hand-written manifest could contain.
+func mustQuantityString(t *testing.T, s string) resource.Quantity {
+	t.Helper()
+	var q resource.Quantity
+	if err := q.UnmarshalJSON([]byte(`"` + s + `"`)); err == nil {
+		return q
+	}
+	// The client refuses to build it; the apiserver would too.
+	return resource.Quantity{Format: resource.Format(s)}
+}

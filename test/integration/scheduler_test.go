@@ -1,0 +1,320 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+// TestPlacesWholeMultiAndFractionalPods places pods of every shape and
+// checks that each assignment names GPUs of its node, as many as asked.
+func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("big", nodeSpec{gpus: 8})
+	e.addNode("small", nodeSpec{gpus: 4})
+
+	e.createPod("eight", gpus(8))
+	p := e.waitBound("eight")
+	if p.Spec.NodeName != "big" {
+		t.Fatalf("8-GPU pod on %s", p.Spec.NodeName)
+	}
+	if a := e.assignmentOf(p); len(a["main"]) != 8 {
+		t.Fatalf("8-GPU pod got %v", a)
+	}
+
+	e.createPod("two", gpus(2))
+	e.createPod("one", gpus(1))
+	e.createPod("frac", share(30))
+	for _, c := range []struct {
+		name    string
+		n, pct  int
+	}{{"two", 2, 100}, {"one", 1, 100}, {"frac", 1, 30}} {
+		p := e.waitBound(c.name)
+		if p.Spec.NodeName != "small" {
+			t.Errorf("%s on %s; big is full", c.name, p.Spec.NodeName)
+		}
+		devs := e.assignmentOf(p)["main"]
+		if len(devs) != c.n {
+			t.Errorf("%s got %d GPUs, want %d", c.name, len(devs), c.n)
+		}
+		for _, d := range devs {
+			if d.Percent != c.pct {
+				t.Errorf("%s got %d%% of %s, want %d", c.name, d.Percent, d.UUID, c.pct)
+			}
+		}
+	}
+	use := e.checkNoOverbooking()
+	if len(use) != 12 {
+		t.Errorf("%d GPUs in use, want all 12: %v", len(use), use)
+	}
+	// The 2-GPU pod sits on one NVLink island of the 4-GPU node.
+	two := e.assignmentOf(e.waitBound("two"))["main"]
+	island := func(u string) bool { return strings.HasSuffix(u, "-0") || strings.HasSuffix(u, "-1") }
+	if island(two[0].UUID) != island(two[1].UUID) {
+		t.Errorf("2-GPU pod spans NVLink islands: %v", two)
+	}
+}
+
+// TestSixtyPercentPodsOnePerGPU submits ten 60% pods to eight GPUs.
+func TestSixtyPercentPodsOnePerGPU(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n1", nodeSpec{gpus: 4})
+	e.addNode("n2", nodeSpec{gpus: 4})
+	for i := 0; i < 10; i++ {
+		e.createPod(fmt.Sprintf("p%d", i), share(60))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var bound, pending []string
+	for time.Now().Before(deadline) {
+		bound, pending = nil, nil
+		pods, err := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			if p.Spec.NodeName != "" {
+				bound = append(bound, p.Name)
+			} else {
+				pending = append(pending, p.Name)
+			}
+		}
+		if len(bound) == 8 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(bound) != 8 || len(pending) != 2 {
+		t.Fatalf("bound %v, pending %v; want 8 and 2", bound, pending)
+	}
+	use := e.checkNoOverbooking()
+	if len(use) != 8 {
+		t.Errorf("pods share GPUs: %v", use)
+	}
+	for _, name := range pending {
+		e.waitUnschedulable(name, "insufficient gpu capacity")
+	}
+	// Still exactly 8 after the pending pods were retried.
+	time.Sleep(time.Second)
+	if n := len(e.checkNoOverbooking()); n != 8 {
+		t.Errorf("%d GPUs in use", n)
+	}
+}
+
+// TestNonGPUPodsStayOffGPUNodes checks the GPU-node taint and the guard.
+func TestNonGPUPodsStayOffGPUNodes(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{TaintArgs: map[string]any{"guardGPUNodes": true}})
+	e.addNode("gpu-tainted", nodeSpec{gpus: 4})
+	e.addNode("gpu-untainted", nodeSpec{gpus: 4, noTaint: true})
+
+	// No CPU node yet: the CPU pod has nowhere to go.
+	e.createPod("cpu")
+	msg := e.waitUnschedulable("cpu", "untolerated taint")
+	if !strings.Contains(msg, "reserved for gpu pods") {
+		t.Errorf("guard reason missing: %s", msg)
+	}
+	// A GPU pod goes to a tainted GPU node without any toleration.
+	e.createPod("gpu", gpus(1))
+	e.waitBound("gpu")
+	// Once a CPU node exists the CPU pod lands there.
+	e.addNode("cpu-node", nodeSpec{})
+	if p := e.waitBound("cpu"); p.Spec.NodeName != "cpu-node" {
+		t.Errorf("cpu pod on %s", p.Spec.NodeName)
+	}
+	// A CPU pod that tolerates the GPU taint explicitly may use GPU nodes.
+	e.c.Client.CoreV1().Nodes().Delete(e.ctx, "cpu-node", metav1.DeleteOptions{})
+	e.createPod("cpu-tolerating", tolerating("nvidia.com/gpu"))
+	if p := e.waitBound("cpu-tolerating"); !strings.HasPrefix(p.Spec.NodeName, "gpu-") {
+		t.Errorf("tolerating pod on %s", p.Spec.NodeName)
+	}
+}
+
+// TestDeviceTaints leaves a tainted GPU to pods that tolerate it.
+func TestDeviceTaints(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n", nodeSpec{gpus: 2, mutate: func(gn *v1alpha1.GPUNode) {
+		gn.Status.GPUs[1].Taints = []v1alpha1.DeviceTaint{{Key: "tessera.io/xid", Value: "79", Effect: v1.TaintEffectNoSchedule}}
+	}})
+	e.createPod("a", gpus(1))
+	if a := e.assignmentOf(e.waitBound("a")); a["main"][0].UUID != gpuUUID("n", 0) {
+		t.Errorf("pod got %v; GPU 1 is tainted", a)
+	}
+	e.createPod("b", gpus(1))
+	e.waitUnschedulable("b", "untolerated device taints")
+	e.createPod("c", gpus(1), tolerating("tessera.io/xid"))
+	if a := e.assignmentOf(e.waitBound("c")); a["main"][0].UUID != gpuUUID("n", 1) {
+		t.Errorf("tolerating pod got %v", a)
+	}
+}
+
+// TestModelSelection places a model-constrained pod on that model only.
+func TestModelSelection(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("h100", nodeSpec{gpus: 2, model: "NVIDIA H100 80GB HBM3"})
+	e.addNode("a100", nodeSpec{gpus: 2, model: "NVIDIA A100-SXM4-80GB"})
+	for i := 0; i < 2; i++ {
+		name := fmt.Sprintf("a100-%d", i)
+		e.createPod(name, gpus(1), annotated("tessera.io/gpu-models", "NVIDIA A100-SXM4-80GB"))
+		if p := e.waitBound(name); p.Spec.NodeName != "a100" {
+			t.Errorf("%s on %s", name, p.Spec.NodeName)
+		}
+	}
+	e.createPod("a100-more", gpus(1), annotated("tessera.io/gpu-models", "NVIDIA A100-SXM4-80GB"))
+	msg := e.waitUnschedulable("a100-more", "insufficient gpu capacity")
+	if !strings.Contains(msg, "no gpu of an allowed model") {
+		t.Errorf("h100 node's reason missing: %s", msg)
+	}
+	e.createPod("bad-models", gpus(1), annotated("tessera.io/gpu-models", "H100,,A100"))
+	e.waitUnschedulable("bad-models", "tessera.io/gpu-models: entry 2 is empty")
+}
+
+// TestStaleInventoryAvoided keeps new pods off a node whose heartbeat is old.
+func TestStaleInventoryAvoided(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{GPUArgs: map[string]any{"inventoryStaleness": "1m"}})
+	e.addNode("stale", nodeSpec{gpus: 8, heartbeat: time.Now().Add(-time.Hour)})
+	e.createPod("p", gpus(1))
+	e.waitUnschedulable("p", "gpu inventory is stale")
+	e.addNode("fresh", nodeSpec{gpus: 1})
+	if p := e.waitBound("p"); p.Spec.NodeName != "fresh" {
+		t.Errorf("pod on %s", p.Spec.NodeName)
+	}
+}
+
+// TestBadRequestsGetEvents checks that invalid requests are refused with a
+// reason and change nothing.
+func TestBadRequestsGetEvents(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n", nodeSpec{gpus: 8})
+	for _, c := range []struct {
+		name string
+		opts []podOpt
+		want string
+	}{
+		{"pct-0", []podOpt{share(0)}, "must be 1-99"},
+		{"pct-100", []podOpt{share(100)}, "must be 1-99"},
+		{"pct-150", []podOpt{share(150)}, "must be 1-99"},
+		{"both", []podOpt{gpus(1), share(20)}, "asks for both"},
+		{"sixteen", []podOpt{gpus(16)}, "the largest gpu node has 8"},
+	} {
+		e.createPod(c.name, c.opts...)
+		e.waitUnschedulable(c.name, c.want)
+	}
+	// The apiserver itself refuses a non-numeric quantity.
+	if _, err := e.tryCreatePod("abc", func(p *v1.Pod) {
+		p.Spec.Containers[0].Resources.Limits = v1.ResourceList{}
+		p.Spec.Containers[0].Resources.Limits["tessera.io/gpu-percent"] = mustQuantityString(t, "abc")
+	}); err == nil {
+		t.Error("a pod asking for abc percent was accepted")
+	}
+	// A good pod still gets all 8 GPUs: the bad ones hold nothing.
+	e.createPod("good", gpus(8))
+	e.waitBound("good")
+	e.checkNoOverbooking()
+}
+
+// TestRestartDoesNotDoubleBook restarts the scheduler between placements
+// and after a pod with a corrupt assignment appears.
+func TestRestartDoesNotDoubleBook(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n1", nodeSpec{gpus: 4})
+	e.addNode("n2", nodeSpec{gpus: 4})
+	for i := 0; i < 3; i++ {
+		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
+		e.createPod(fmt.Sprintf("s%d", i), share(50))
+	}
+	for i := 0; i < 3; i++ {
+		e.waitBound(fmt.Sprintf("w%d", i))
+		e.waitBound(fmt.Sprintf("s%d", i))
+	}
+	e.stopScheduler()
+
+	// While it is down, a pod appears on n2 with a corrupt assignment, as if
+	// written by a broken tool.
+	bad := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "corrupt", Namespace: "default", Annotations: map[string]string{assignment.Annotation: "{broken"}},
+		Spec: v1.PodSpec{NodeName: "n2", SchedulerName: schedulerName, Containers: []v1.Container{{Name: "main", Image: "x"}}},
+	}
+	gpus(1)(bad)
+	if _, err := e.c.Client.CoreV1().Pods("default").Create(e.ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 3; i < 8; i++ {
+		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
+	}
+	e.startScheduler()
+
+	// n1 and n2 had 8 GPUs; the earlier pods hold 3 whole and 3 halves.
+	// n2 counts as full while the corrupt pod exists, so everything new
+	// must fit on n1, and no GPU may be booked twice.
+	time.Sleep(3 * time.Second)
+	use := e.checkNoOverbooking()
+	pods, _ := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+	for _, p := range pods.Items {
+		if strings.HasPrefix(p.Name, "w") && p.Spec.NodeName == "n2" {
+			a := e.assignmentOf(&p)
+			// Only pods placed before the restart may be on n2.
+			var idx int
+			fmt.Sscanf(p.Name, "w%d", &idx)
+			if idx >= 3 {
+				t.Errorf("%s placed on n2 (%v) although n2 has a pod of unknown assignment", p.Name, a)
+			}
+		}
+	}
+	t.Logf("GPU use after restart: %v", use)
+	// Deleting the corrupt pod releases n2 for the pending pods.
+	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "corrupt", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	e.checkNoOverbooking()
+}
+
+// TestDeletedPodFreesShareAtOnce checks that a pending pod is placed as soon
+// as a pod holding the GPU goes, without the periodic retry.
+func TestDeletedPodFreesShareAtOnce(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n", nodeSpec{gpus: 1})
+	e.createPod("holder", share(70))
+	e.waitBound("holder")
+	e.createPod("waiter", share(50))
+	e.waitUnschedulable("waiter", "insufficient gpu capacity")
+	start := time.Now()
+	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "holder", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitBound("waiter")
+	// The periodic flush of unschedulable pods is 5 minutes; backoff is at
+	// most 10 seconds.
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("waiter placed %v after the deletion", d)
+	}
+	e.checkNoOverbooking()
+}
+
+// TestOtherSchedulersPodsLeftAlone checks that pods for other schedulers are
+// not touched.
+func TestOtherSchedulersPodsLeftAlone(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n", nodeSpec{gpus: 2})
+	e.createPod("default-sched", gpus(1), scheduler("default-scheduler"))
+	e.createPod("other", gpus(1), scheduler("volcano"))
+	e.createPod("ours", gpus(1))
+	e.waitBound("ours")
+	time.Sleep(2 * time.Second)
+	for _, name := range []string{"default-sched", "other"} {
+		p, err := e.c.Client.CoreV1().Pods("default").Get(e.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Spec.NodeName != "" || p.Annotations[assignment.Annotation] != "" {
+			t.Errorf("%s was touched: node %q annotations %v", name, p.Spec.NodeName, p.Annotations)
+		}
+	}
+}
