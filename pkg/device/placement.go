@@ -54,8 +54,34 @@ const (
 // PreferNoSchedule taints the pod does not tolerate. When no device is usable
 // it says why, naming the last hurdle that some device got past.
 func Usable(inv *Inventory, r *Request) (usable, avoid uint64, why Reason) {
+	usable, avoid, _, why = usable4(inv, r)
+	return usable, avoid, why
+}
+
+// Blocked explains a failed Plan: it returns the reason the devices of an
+// accepted model that Usable left out were left out (NoneHealthy or
+// Untolerated) when the request would fit with them, and Insufficient when
+// capacity is short either way.
+func Blocked(inv *Inventory, used []int, r *Request) Reason {
+	usable, _, blocked, _ := usable4(inv, r)
+	if blocked == 0 {
+		return Insufficient
+	}
+	if _, ok := Plan(inv, used, r, usable|blocked, 0, Binpack); !ok {
+		return Insufficient
+	}
+	// Taints come first when both apply: the pod's author can act on them.
+	for m := blocked; m != 0; m &= m - 1 {
+		if inv.Devices[bits.TrailingZeros64(m)].Healthy {
+			return Untolerated
+		}
+	}
+	return NoneHealthy
+}
+
+func usable4(inv *Inventory, r *Request) (usable, avoid, blocked uint64, why Reason) {
 	if inv.Len() == 0 {
-		return 0, 0, NoDevices
+		return 0, 0, 0, NoDevices
 	}
 	why = NoAllowedModel
 	for i := range inv.Devices {
@@ -63,14 +89,16 @@ func Usable(inv *Inventory, r *Request) (usable, avoid uint64, why Reason) {
 		if !r.allowsModel(d.Model) {
 			continue
 		}
+		bit := uint64(1) << uint(i)
 		if !d.Healthy {
 			why = max(why, NoneHealthy)
+			blocked |= bit
 			continue
 		}
-		bit := uint64(1) << uint(i)
 		if inv.tainted&bit != 0 {
 			if !r.tolerates(d, isHardEffect) {
 				why = max(why, Untolerated)
+				blocked |= bit
 				continue
 			}
 			if !r.tolerates(d, isPreferEffect) {
@@ -82,7 +110,7 @@ func Usable(inv *Inventory, r *Request) (usable, avoid uint64, why Reason) {
 	if usable != 0 {
 		why = Fits
 	}
-	return usable, avoid, why
+	return usable, avoid, blocked, why
 }
 
 // Placement is where a request's demands go on one node.

@@ -11,6 +11,7 @@ import (
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/storage/storagebackend"
 	"k8s.io/client-go/kubernetes"
@@ -114,7 +115,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
 		return nil, err
 	}
-	if c.GPU, err = versioned.NewForConfig(c.Config); err != nil {
+	gpuCfg := rest.CopyConfig(c.Config)
+	gpuCfg.ContentType, gpuCfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+	if c.GPU, err = versioned.NewForConfig(gpuCfg); err != nil {
 		return nil, err
 	}
 	c.Kubeconfig = filepath.Join(opts.Dir, "kubeconfig")

@@ -5,8 +5,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -32,8 +34,10 @@ type nodeState struct {
 // nodeRecord is the mutable bookkeeping behind a node's state; it is
 // guarded by cache.mu, except for state which readers load atomically.
 type nodeRecord struct {
-	name  string
-	rv    string
+	name string
+	rv   string
+	// gn is the GPUNode the inventory was built from.
+	gn    *v1alpha1.GPUNode
 	inv   *device.Inventory
 	pods  map[types.UID]*podRecord
 	state atomic.Pointer[nodeState]
@@ -57,6 +61,15 @@ type podRecord struct {
 // Unreserve, and rebuilt from pod annotations after a restart.
 type gpuCache struct {
 	logger klog.Logger
+	// staleness is the inventory staleness bound, to tell when a heartbeat
+	// brings a node back.
+	staleness time.Duration
+	now       func() time.Time
+	// changed is called, outside the lock, after a change that may let a
+	// rejected pod fit: capacity freed, an inventory changed or came back.
+	changed func()
+	// gen counts such changes.
+	gen atomic.Uint64
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRecord
@@ -69,10 +82,26 @@ type gpuCache struct {
 	largest atomic.Int64
 }
 
-func newCache(logger klog.Logger) *gpuCache {
-	c := &gpuCache{logger: logger, pods: map[types.UID]*podRecord{}}
+func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
+	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {}, pods: map[types.UID]*podRecord{}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
+}
+
+// generation returns the number of changes so far that may let a rejected
+// pod fit.
+func (c *gpuCache) generation() uint64 { return c.gen.Load() }
+
+// unlock releases the lock and reports a change that may let a rejected pod
+// fit, if there was one.
+func (c *gpuCache) unlock(changed bool) {
+	if changed {
+		c.gen.Add(1)
+	}
+	c.mu.Unlock()
+	if changed {
+		c.changed()
+	}
 }
 
 // state returns the node's current state, or nil when nothing is known.
@@ -142,9 +171,9 @@ func (c *gpuCache) resizeLocked(from, to int) {
 // queueing hint already applied.
 func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	r := c.recordLocked(gn.Name)
 	if r.inv != nil && !newerRV(gn.ResourceVersion, r.rv) {
+		c.unlock(false)
 		return
 	}
 	inv := gpu.Inventory(gn)
@@ -155,9 +184,25 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	if r.inv != nil {
 		from = r.inv.Len()
 	}
+	now := c.now()
+	changed := r.gn == nil || inventoryChanged(r.gn, gn) ||
+		(heartbeatStale(r.gn, now, c.staleness) && !heartbeatStale(gn, now, c.staleness))
 	c.resizeLocked(from, inv.Len())
-	r.rv, r.inv = gn.ResourceVersion, inv
+	r.rv, r.gn, r.inv = gn.ResourceVersion, gn, inv
 	c.publishLocked(r)
+	c.unlock(changed)
+}
+
+// inventoryChanged reports whether anything but the heartbeat differs.
+func inventoryChanged(a, b *v1alpha1.GPUNode) bool {
+	return !equality.Semantic.DeepEqual(a.Spec, b.Spec) || !equality.Semantic.DeepEqual(a.Status.GPUs, b.Status.GPUs)
+}
+
+// heartbeatStale reports whether a GPUNode's heartbeat is missing or older
+// than bound at now.
+func heartbeatStale(gn *v1alpha1.GPUNode, now time.Time, bound time.Duration) bool {
+	hb := gn.Status.HeartbeatTime
+	return hb == nil || now.Sub(hb.Time) > bound
 }
 
 // deleteGPUNode forgets a node's inventory. Pods on it keep their records,
@@ -170,7 +215,7 @@ func (c *gpuCache) deleteGPUNode(name string) {
 		return
 	}
 	c.resizeLocked(r.inv.Len(), -1)
-	r.inv, r.rv = nil, ""
+	r.inv, r.rv, r.gn = nil, "", nil
 	c.publishLocked(r)
 	c.dropRecordLocked(r)
 }
@@ -189,14 +234,17 @@ func newerRV(a, b string) bool {
 // upsertPod applies a pod seen by the informer.
 func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	old := c.pods[pod.UID]
-	if pod.Spec.NodeName == "" || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+	finished := pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed
+	if pod.Spec.NodeName == "" || finished {
 		// An unbound pod holds nothing unless Reserve assumed it; a finished
 		// pod's devices are free again.
-		if old != nil && !(old.assumed && pod.Spec.NodeName == "" && pod.Status.Phase != v1.PodSucceeded && pod.Status.Phase != v1.PodFailed) {
+		if old != nil && (finished || !old.assumed) {
 			c.removeLocked(old)
+			c.unlock(true)
+			return
 		}
+		c.unlock(false)
 		return
 	}
 	use, err := podUse(pod)
@@ -206,26 +254,33 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 		if old != nil {
 			c.removeLocked(old)
 		}
+		c.unlock(old != nil)
 		return
 	}
-	if old != nil && old.node == pod.Spec.NodeName && !old.assumed && sameUse(old.use, use) && (use != nil || err != nil) {
+	if old != nil && old.node == pod.Spec.NodeName && sameUse(old.use, use) {
+		// Confirmation of an assumed pod, or a repeated event.
+		old.assumed = false
+		c.unlock(false)
 		return
 	}
 	if old != nil {
 		c.removeLocked(old)
 	}
 	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use})
+	// A corrected assignment may free devices.
+	c.unlock(old != nil)
 }
 
 // removePod forgets a pod and reports the node it held devices on.
 func (c *gpuCache) removePod(uid types.UID) (string, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.pods[uid]
 	if p == nil {
+		c.unlock(false)
 		return "", false
 	}
 	c.removeLocked(p)
+	c.unlock(true)
 	return p.node, true
 }
 
@@ -266,10 +321,11 @@ func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) err
 // forget drops an assumed pod; it is a no-op for pods already confirmed.
 func (c *gpuCache) forget(uid types.UID) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p := c.pods[uid]; p != nil && p.assumed {
+	p := c.pods[uid]
+	if p != nil && p.assumed {
 		c.removeLocked(p)
 	}
+	c.unlock(p != nil && p.assumed)
 }
 
 func (c *gpuCache) addLocked(p *podRecord) {

@@ -3,13 +3,12 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -34,7 +33,11 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	if err != nil {
 		return nil, fmt.Errorf("watching pods: %w", err)
 	}
-	client, err := versioned.NewForConfig(h.KubeConfig())
+	// The scheduler talks protobuf to the apiserver; custom resources
+	// only speak JSON.
+	cfg := rest.CopyConfig(h.KubeConfig())
+	cfg.ContentType, cfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+	client, err := versioned.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("building the GPUNode client: %w", err)
 	}
@@ -73,7 +76,7 @@ func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj
 	if err != nil {
 		return fwk.Queue, err
 	}
-	if !equality.Semantic.DeepEqual(old.Spec, gn.Spec) || !equality.Semantic.DeepEqual(old.Status.GPUs, gn.Status.GPUs) {
+	if inventoryChanged(old, gn) {
 		logger.V(5).Info("GPUNode inventory changed", "pod", klog.KObj(pod), "gpuNode", gn.Name)
 		return fwk.Queue, nil
 	}
@@ -81,19 +84,12 @@ func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj
 	if heartbeatStale(old, now, pl.staleness) && !heartbeatStale(gn, now, pl.staleness) {
 		return fwk.Queue, nil
 	}
-	return fwk.QueueSkip, nil
-}
-
-// heartbeatStale reports whether a GPUNode's heartbeat is missing or older
-// than bound at now.
-func heartbeatStale(gn *v1alpha1.GPUNode, now time.Time, bound time.Duration) bool {
-	hb := gn.Status.HeartbeatTime
-	return hb == nil || now.Sub(hb.Time) > bound
+	return pl.changedSince(pod), nil
 }
 
 // afterPodDelete frees the deleted pod's GPUs in the cache first, so the
 // retried pod sees them free, and queues the pod if GPUs were freed.
-func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, _ *v1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
+func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, waiting *v1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
 	pod, ok := oldObj.(*v1.Pod)
 	if !ok {
 		return fwk.Queue, fmt.Errorf("expected a pod, got %T", oldObj)
@@ -102,7 +98,7 @@ func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, _ *v1.Pod, oldObj, _ any) (f
 	if held || pod.Annotations[assignment.Annotation] != "" {
 		return fwk.Queue, nil
 	}
-	return fwk.QueueSkip, nil
+	return pl.changedSince(waiting), nil
 }
 
 // asGPUNode accepts the typed object or the unstructured one that the

@@ -55,6 +55,7 @@ type TesseraGPU struct {
 	staleness time.Duration
 	synced    func() bool
 	now       func() time.Time
+	waiting   *waitingPods
 }
 
 var (
@@ -114,6 +115,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
+	pl.waiting.attempt(pod, pl.cache.generation())
 	cs.Write(stateKey, &cycleState{req: req, now: pl.now()})
 	return nil, nil
 }
@@ -147,20 +149,33 @@ func (pl *TesseraGPU) fit(s *cycleState, node string) (*nodeState, device.Placem
 	}
 	usable, avoid, why := device.Usable(st.inv, s.req)
 	switch why {
-	case device.NoDevices:
-		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoGPUs)
-	case device.NoAllowedModel:
-		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonModel)
-	case device.NoneHealthy:
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonUnhealthy)
-	case device.Untolerated:
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonDeviceTaints)
+	case device.Fits:
+	case device.NoDevices, device.NoAllowedModel:
+		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, failureReason(why))
+	default:
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, failureReason(why))
 	}
 	p, ok := device.Plan(st.inv, st.used, s.req, usable, avoid, pl.strategy)
 	if !ok {
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonCapacity)
+		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.inv, st.used, s.req)))
 	}
 	return st, p, nil
+}
+
+// failureReason is the Filter message for a device-model verdict.
+func failureReason(why device.Reason) string {
+	switch why {
+	case device.NoDevices:
+		return reasonNoGPUs
+	case device.NoAllowedModel:
+		return reasonModel
+	case device.NoneHealthy:
+		return reasonUnhealthy
+	case device.Untolerated:
+		return reasonDeviceTaints
+	default:
+		return reasonCapacity
+	}
 }
 
 // PreScore skips scoring for pods that ask for no GPU.
@@ -234,6 +249,7 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		return fwk.NewStatus(fwk.Unschedulable, "gpus changed during scheduling: "+err.Error())
 	}
 	s.chosen = a
+	pl.waiting.done(pod.UID)
 	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", node, "assignment", a.String())
 	return nil
 }
@@ -289,12 +305,14 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	pl.synced = synced
+	go pl.activateLoop(klog.NewContext(ctx, logger), h)
 	return pl, nil
 }
 
 func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
 	pl := &TesseraGPU{
-		cache:     newCache(logger),
+		cache:     newCache(logger, args.InventoryStaleness.Duration),
+		waiting:   newWaitingPods(),
 		staleness: args.InventoryStaleness.Duration,
 		weights: device.Weights{
 			Node: int64(args.Weights.Node), Device: int64(args.Weights.GPU),
@@ -303,6 +321,7 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
 		synced: func() bool { return true },
 		now:    time.Now,
 	}
+	pl.cache.changed = pl.waiting.notify
 	if args.ScoringStrategy.Type == config.ScoringStrategySpread {
 		pl.strategy = device.Spread
 	}
@@ -320,6 +339,7 @@ func (pl *TesseraGPU) podHandler() cache.ResourceEventHandler {
 			}
 			if pod, ok := obj.(*v1.Pod); ok {
 				pl.cache.removePod(pod.UID)
+				pl.waiting.done(pod.UID)
 			}
 		},
 	}

@@ -93,6 +93,7 @@ func testPlugin(t *testing.T, strategy config.ScoringStrategyType, nodes ...*v1a
 	args.ScoringStrategy.Type = strategy
 	pl := newPlugin(klog.Background(), args)
 	pl.now = func() time.Time { return now }
+	pl.cache.now = pl.now
 	for _, gn := range nodes {
 		pl.cache.setGPUNode(gn)
 	}
@@ -412,6 +413,7 @@ func TestQueueingHints(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 1, "H100"))
 	logger := klog.Background()
 	pod := makePod("pending", percent("50"))
+	preFilter(t, pl, pod) // records the cache generation this attempt saw
 
 	old := gpuNode("a", 1, "H100")
 	hb := old.DeepCopy()
@@ -445,7 +447,43 @@ func TestQueueingHints(t *testing.T) {
 	if pl.cache.state("a").used[0] != 0 {
 		t.Error("hint did not free the deleted pod's share")
 	}
+	preFilter(t, pl, pod)
 	if h, _ := pl.afterPodDelete(logger, pod, makePod("cpu", onNode("a")), nil); h != fwk.QueueSkip {
 		t.Errorf("cpu pod deleted: %v", h)
+	}
+}
+
+// TestWaitingPodsActivatedOnChange checks that a pod whose last attempt saw
+// an older cache is handed to the activator once the cache changes, even
+// when no scheduler event follows (the cache lagged behind the event).
+func TestWaitingPodsActivatedOnChange(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 1, "H100"))
+	holder := makePod("holder", onNode("a"), percent("70"),
+		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":70}]}`, uuid("a", 0))))
+	pl.cache.upsertPod(holder)
+	pod := makePod("waiter", percent("50"))
+	cs, _ := preFilter(t, pl, pod)
+	if st := pl.Filter(context.Background(), cs, pod, nodeInfo("a")); st.IsSuccess() {
+		t.Fatal("waiter should not fit yet")
+	}
+	if got := pl.waiting.stale(pl.cache.generation()); len(got) != 0 {
+		t.Fatalf("nothing changed, yet %v are stale", got)
+	}
+	select { // drain earlier notifications
+	case <-pl.waiting.kick:
+	default:
+	}
+	pl.cache.removePod(holder.UID)
+	select {
+	case <-pl.waiting.kick:
+	default:
+		t.Fatal("freeing a share did not notify")
+	}
+	got := pl.waiting.stale(pl.cache.generation())
+	if got["default/waiter"] == nil {
+		t.Fatalf("waiter not activated: %v", got)
+	}
+	if again := pl.waiting.stale(pl.cache.generation()); len(again) != 0 {
+		t.Errorf("activated twice: %v", again)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
-	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
 )
@@ -77,77 +76,20 @@ func (e *env) stopScheduler() {
 	e.sched = nil
 }
 
-type nodeSpec struct {
-	gpus      int
-	model     string
-	heartbeat time.Time
-	mutate    func(*v1alpha1.GPUNode)
-	noTaint   bool
-}
-
-func gpuUUID(node string, i int) string { return fmt.Sprintf("GPU-%s-%d", node, i) }
-
-// addNode creates a Node as the kubelet and device plugin would present it
-// (GPU resources advertised, GPU taint set) and its GPUNode inventory.
-func (e *env) addNode(name string, ns nodeSpec) {
+// addNode creates a node and its GPUNode inventory; GPU nodes are split
+// into two NVLink islands on two NUMA nodes.
+func (e *env) addNode(name string, fn localcluster.FakeNode) {
 	e.t.Helper()
-	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
-	if ns.gpus > 0 && !ns.noTaint {
-		node.Spec.Taints = []v1.Taint{{Key: "nvidia.com/gpu", Value: "present", Effect: v1.TaintEffectNoSchedule}}
+	fn.Name = name
+	if fn.Islands == 0 {
+		fn.Islands = 2
 	}
-	node, err := e.c.Client.CoreV1().Nodes().Create(e.ctx, node, metav1.CreateOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	res := v1.ResourceList{
-		v1.ResourceCPU: resource.MustParse("64"), v1.ResourceMemory: resource.MustParse("512Gi"), v1.ResourcePods: resource.MustParse("110"),
-	}
-	if ns.gpus > 0 {
-		res["nvidia.com/gpu"] = *resource.NewQuantity(int64(ns.gpus), resource.DecimalSI)
-		res["tessera.io/gpu-percent"] = *resource.NewQuantity(int64(100*ns.gpus), resource.DecimalSI)
-	}
-	node.Status.Capacity, node.Status.Allocatable = res, res
-	node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue}}
-	if _, err := e.c.Client.CoreV1().Nodes().UpdateStatus(e.ctx, node, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	if ns.gpus == 0 {
-		return
-	}
-	gn := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	gn, err = e.c.GPU.TesseraV1alpha1().GPUNodes().Create(e.ctx, gn, metav1.CreateOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	hb := ns.heartbeat
-	if hb.IsZero() {
-		hb = time.Now()
-	}
-	gn.Status = v1alpha1.GPUNodeStatus{DriverVersion: "550.54.15", CUDADriverVersion: 12040, HeartbeatTime: &metav1.Time{Time: hb}}
-	model := ns.model
-	if model == "" {
-		model = "NVIDIA H100 80GB HBM3"
-	}
-	half := max(ns.gpus/2, 1)
-	for i := 0; i < ns.gpus; i++ {
-		g := v1alpha1.GPU{UUID: gpuUUID(name, i), Index: int32(i), Model: model, MemoryMiB: 81920, ComputeCapability: "9.0",
-			NUMANode: int32(i / half), PCIBusID: fmt.Sprintf("00000000:%02x:00.0", 0x18+i),
-			Health: v1alpha1.GPUHealth{Healthy: true, Since: &metav1.Time{Time: hb}}}
-		for j := (i / half) * half; j < min((i/half)*half+half, ns.gpus); j++ {
-			if j != i {
-				g.NVLinkPeers = append(g.NVLinkPeers, gpuUUID(name, j))
-			}
-		}
-		gn.Status.GPUs = append(gn.Status.GPUs, g)
-	}
-	gn.Status.GPUCount, gn.Status.HealthyCount, gn.Status.Models = int32(ns.gpus), int32(ns.gpus), model
-	if ns.mutate != nil {
-		ns.mutate(gn)
-	}
-	if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, gn, metav1.UpdateOptions{}); err != nil {
+	if err := e.c.AddNode(e.ctx, fn); err != nil {
 		e.t.Fatal(err)
 	}
 }
+
+func gpuUUID(node string, i int) string { return localcluster.FakeGPUUUID(node, i) }
 
 type podOpt func(*v1.Pod)
 
@@ -222,13 +164,19 @@ func (e *env) waitBound(name string) *v1.Pod {
 }
 
 // waitUnschedulable waits for a FailedScheduling event on the pod that
-// contains want, and checks the pod is still unbound.
+// contains want (or one of its "|"-separated alternatives), and checks the
+// pod is still unbound.
 func (e *env) waitUnschedulable(name, want string) string {
 	e.t.Helper()
 	var msg string
 	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		msg = e.events(name)
-		return strings.Contains(msg, want), nil
+		for _, w := range strings.Split(want, "|") {
+			if strings.Contains(msg, w) {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
 		e.t.Fatalf("pod %s: no FailedScheduling event containing %q; events: %s", name, want, msg)
@@ -298,16 +246,4 @@ func (e *env) checkNoOverbooking() map[string]int {
 		}
 	}
 	return use
-}
-
-// mustQuantityString builds a quantity holding an arbitrary string, to send
-// what a hand-written manifest could contain.
-func mustQuantityString(t *testing.T, s string) resource.Quantity {
-	t.Helper()
-	var q resource.Quantity
-	if err := q.UnmarshalJSON([]byte(`"` + s + `"`)); err == nil {
-		return q
-	}
-	// The client refuses to build it; the apiserver would too.
-	return resource.Quantity{Format: resource.Format(s)}
 }

@@ -18,8 +18,8 @@ import (
 // checks that each assignment names GPUs of its node, as many as asked.
 func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("big", nodeSpec{gpus: 8})
-	e.addNode("small", nodeSpec{gpus: 4})
+	e.addNode("big", localcluster.FakeNode{GPUs: 8})
+	e.addNode("small", localcluster.FakeNode{GPUs: 4})
 
 	e.createPod("eight", gpus(8))
 	p := e.waitBound("eight")
@@ -34,8 +34,8 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 	e.createPod("one", gpus(1))
 	e.createPod("frac", share(30))
 	for _, c := range []struct {
-		name    string
-		n, pct  int
+		name   string
+		n, pct int
 	}{{"two", 2, 100}, {"one", 1, 100}, {"frac", 1, 30}} {
 		p := e.waitBound(c.name)
 		if p.Spec.NodeName != "small" {
@@ -66,8 +66,8 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 // TestSixtyPercentPodsOnePerGPU submits ten 60% pods to eight GPUs.
 func TestSixtyPercentPodsOnePerGPU(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n1", nodeSpec{gpus: 4})
-	e.addNode("n2", nodeSpec{gpus: 4})
+	e.addNode("n1", localcluster.FakeNode{GPUs: 4})
+	e.addNode("n2", localcluster.FakeNode{GPUs: 4})
 	for i := 0; i < 10; i++ {
 		e.createPod(fmt.Sprintf("p%d", i), share(60))
 	}
@@ -111,8 +111,8 @@ func TestSixtyPercentPodsOnePerGPU(t *testing.T) {
 // TestNonGPUPodsStayOffGPUNodes checks the GPU-node taint and the guard.
 func TestNonGPUPodsStayOffGPUNodes(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{TaintArgs: map[string]any{"guardGPUNodes": true}})
-	e.addNode("gpu-tainted", nodeSpec{gpus: 4})
-	e.addNode("gpu-untainted", nodeSpec{gpus: 4, noTaint: true})
+	e.addNode("gpu-tainted", localcluster.FakeNode{GPUs: 4})
+	e.addNode("gpu-untainted", localcluster.FakeNode{GPUs: 4, NoTaint: true})
 
 	// No CPU node yet: the CPU pod has nowhere to go.
 	e.createPod("cpu")
@@ -124,7 +124,7 @@ func TestNonGPUPodsStayOffGPUNodes(t *testing.T) {
 	e.createPod("gpu", gpus(1))
 	e.waitBound("gpu")
 	// Once a CPU node exists the CPU pod lands there.
-	e.addNode("cpu-node", nodeSpec{})
+	e.addNode("cpu-node", localcluster.FakeNode{})
 	if p := e.waitBound("cpu"); p.Spec.NodeName != "cpu-node" {
 		t.Errorf("cpu pod on %s", p.Spec.NodeName)
 	}
@@ -139,7 +139,7 @@ func TestNonGPUPodsStayOffGPUNodes(t *testing.T) {
 // TestDeviceTaints leaves a tainted GPU to pods that tolerate it.
 func TestDeviceTaints(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n", nodeSpec{gpus: 2, mutate: func(gn *v1alpha1.GPUNode) {
+	e.addNode("n", localcluster.FakeNode{GPUs: 2, Mutate: func(gn *v1alpha1.GPUNode) {
 		gn.Status.GPUs[1].Taints = []v1alpha1.DeviceTaint{{Key: "tessera.io/xid", Value: "79", Effect: v1.TaintEffectNoSchedule}}
 	}})
 	e.createPod("a", gpus(1))
@@ -157,8 +157,8 @@ func TestDeviceTaints(t *testing.T) {
 // TestModelSelection places a model-constrained pod on that model only.
 func TestModelSelection(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("h100", nodeSpec{gpus: 2, model: "NVIDIA H100 80GB HBM3"})
-	e.addNode("a100", nodeSpec{gpus: 2, model: "NVIDIA A100-SXM4-80GB"})
+	e.addNode("h100", localcluster.FakeNode{GPUs: 2, Model: "NVIDIA H100 80GB HBM3"})
+	e.addNode("a100", localcluster.FakeNode{GPUs: 2, Model: "NVIDIA A100-SXM4-80GB"})
 	for i := 0; i < 2; i++ {
 		name := fmt.Sprintf("a100-%d", i)
 		e.createPod(name, gpus(1), annotated("tessera.io/gpu-models", "NVIDIA A100-SXM4-80GB"))
@@ -167,10 +167,9 @@ func TestModelSelection(t *testing.T) {
 		}
 	}
 	e.createPod("a100-more", gpus(1), annotated("tessera.io/gpu-models", "NVIDIA A100-SXM4-80GB"))
-	msg := e.waitUnschedulable("a100-more", "insufficient gpu capacity")
-	if !strings.Contains(msg, "no gpu of an allowed model") {
-		t.Errorf("h100 node's reason missing: %s", msg)
-	}
+	// The A100 node is full (NodeResourcesFit already counts its
+	// nvidia.com/gpu), and the H100 node is refused for its model.
+	e.waitUnschedulable("a100-more", "no gpu of an allowed model")
 	e.createPod("bad-models", gpus(1), annotated("tessera.io/gpu-models", "H100,,A100"))
 	e.waitUnschedulable("bad-models", "tessera.io/gpu-models: entry 2 is empty")
 }
@@ -178,10 +177,10 @@ func TestModelSelection(t *testing.T) {
 // TestStaleInventoryAvoided keeps new pods off a node whose heartbeat is old.
 func TestStaleInventoryAvoided(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{GPUArgs: map[string]any{"inventoryStaleness": "1m"}})
-	e.addNode("stale", nodeSpec{gpus: 8, heartbeat: time.Now().Add(-time.Hour)})
+	e.addNode("stale", localcluster.FakeNode{GPUs: 8, Heartbeat: time.Now().Add(-time.Hour)})
 	e.createPod("p", gpus(1))
 	e.waitUnschedulable("p", "gpu inventory is stale")
-	e.addNode("fresh", nodeSpec{gpus: 1})
+	e.addNode("fresh", localcluster.FakeNode{GPUs: 1})
 	if p := e.waitBound("p"); p.Spec.NodeName != "fresh" {
 		t.Errorf("pod on %s", p.Spec.NodeName)
 	}
@@ -191,7 +190,7 @@ func TestStaleInventoryAvoided(t *testing.T) {
 // reason and change nothing.
 func TestBadRequestsGetEvents(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n", nodeSpec{gpus: 8})
+	e.addNode("n", localcluster.FakeNode{GPUs: 8})
 	for _, c := range []struct {
 		name string
 		opts []podOpt
@@ -206,12 +205,14 @@ func TestBadRequestsGetEvents(t *testing.T) {
 		e.createPod(c.name, c.opts...)
 		e.waitUnschedulable(c.name, c.want)
 	}
-	// The apiserver itself refuses a non-numeric quantity.
-	if _, err := e.tryCreatePod("abc", func(p *v1.Pod) {
-		p.Spec.Containers[0].Resources.Limits = v1.ResourceList{}
-		p.Spec.Containers[0].Resources.Limits["tessera.io/gpu-percent"] = mustQuantityString(t, "abc")
-	}); err == nil {
-		t.Error("a pod asking for abc percent was accepted")
+	// The apiserver itself refuses a non-numeric quantity, with a message
+	// that names the field.
+	raw := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"abc"},"spec":{"schedulerName":"tessera-scheduler",` +
+		`"containers":[{"name":"main","image":"x","resources":{"limits":{"tessera.io/gpu-percent":"abc"}}}]}}`
+	err := e.c.Client.CoreV1().RESTClient().Post().Namespace("default").Resource("pods").
+		SetHeader("Content-Type", "application/json").Body([]byte(raw)).Do(e.ctx).Error()
+	if err == nil || !strings.Contains(err.Error(), "quantities must match the regular expression") {
+		t.Errorf("pod asking for abc percent: err = %v", err)
 	}
 	// A good pod still gets all 8 GPUs: the bad ones hold nothing.
 	e.createPod("good", gpus(8))
@@ -223,8 +224,8 @@ func TestBadRequestsGetEvents(t *testing.T) {
 // and after a pod with a corrupt assignment appears.
 func TestRestartDoesNotDoubleBook(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n1", nodeSpec{gpus: 4})
-	e.addNode("n2", nodeSpec{gpus: 4})
+	e.addNode("n1", localcluster.FakeNode{GPUs: 4})
+	e.addNode("n2", localcluster.FakeNode{GPUs: 4})
 	for i := 0; i < 3; i++ {
 		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
 		e.createPod(fmt.Sprintf("s%d", i), share(50))
@@ -239,7 +240,7 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 	// written by a broken tool.
 	bad := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "corrupt", Namespace: "default", Annotations: map[string]string{assignment.Annotation: "{broken"}},
-		Spec: v1.PodSpec{NodeName: "n2", SchedulerName: schedulerName, Containers: []v1.Container{{Name: "main", Image: "x"}}},
+		Spec:       v1.PodSpec{NodeName: "n2", SchedulerName: schedulerName, Containers: []v1.Container{{Name: "main", Image: "x"}}},
 	}
 	gpus(1)(bad)
 	if _, err := e.c.Client.CoreV1().Pods("default").Create(e.ctx, bad, metav1.CreateOptions{}); err != nil {
@@ -272,19 +273,45 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "corrupt", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
-	e.checkNoOverbooking()
+	// n2 has three whole GPUs free (the fourth holds a half), so exactly
+	// three of the five waiting pods can now be placed, all on n2.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var onN2 int
+		pods, _ := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+		for _, p := range pods.Items {
+			var idx int
+			if _, err := fmt.Sscanf(p.Name, "w%d", &idx); err == nil && idx >= 3 && p.Spec.NodeName != "" {
+				if p.Spec.NodeName != "n2" {
+					t.Fatalf("%s placed on %s", p.Name, p.Spec.NodeName)
+				}
+				onN2++
+			}
+		}
+		if onN2 == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pods placed on n2 after the corrupt pod went, want 3", onN2)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	if use := e.checkNoOverbooking(); len(use) != 8 {
+		t.Errorf("GPU use %v; want all 8 GPUs in use", use)
+	}
 }
 
 // TestDeletedPodFreesShareAtOnce checks that a pending pod is placed as soon
 // as a pod holding the GPU goes, without the periodic retry.
 func TestDeletedPodFreesShareAtOnce(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n", nodeSpec{gpus: 1})
+	e.addNode("n", localcluster.FakeNode{GPUs: 1})
 	e.createPod("holder", share(70))
 	e.waitBound("holder")
 	e.createPod("waiter", share(50))
-	e.waitUnschedulable("waiter", "insufficient gpu capacity")
+	// NodeResourcesFit sees the node's 100 percent units taken first.
+	e.waitUnschedulable("waiter", "Insufficient tessera.io/gpu-percent|insufficient gpu capacity")
 	start := time.Now()
 	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "holder", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
@@ -302,7 +329,7 @@ func TestDeletedPodFreesShareAtOnce(t *testing.T) {
 // not touched.
 func TestOtherSchedulersPodsLeftAlone(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n", nodeSpec{gpus: 2})
+	e.addNode("n", localcluster.FakeNode{GPUs: 2})
 	e.createPod("default-sched", gpus(1), scheduler("default-scheduler"))
 	e.createPod("other", gpus(1), scheduler("volcano"))
 	e.createPod("ours", gpus(1))
