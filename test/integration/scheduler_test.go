@@ -270,7 +270,8 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 	}
 	t.Logf("GPU use after restart: %v", use)
 	// Deleting the corrupt pod releases n2 for the pending pods.
-	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "corrupt", metav1.DeleteOptions{}); err != nil {
+	// No kubelet runs to finish a graceful deletion, so delete at once.
+	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "corrupt", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}
 	// n2 has three whole GPUs free (the fourth holds a half), so exactly
