@@ -64,14 +64,17 @@ func (c *Cluster) AddNode(ctx context.Context, fn FakeNode) error {
 	if fn.GPUs == 0 {
 		return nil
 	}
-	gn, err := c.GPU.TesseraV1alpha1().GPUNodes().Create(ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: fn.Name}}, metav1.CreateOptions{})
+	want := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: fn.Name}, Status: FakeInventory(fn)}
+	if fn.Mutate != nil {
+		fn.Mutate(want)
+	}
+	// Create keeps the spec and drops the status; the status subresource
+	// takes the rest, as the device plugin writes it.
+	gn, err := c.GPU.TesseraV1alpha1().GPUNodes().Create(ctx, want, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("creating GPUNode %s: %w", fn.Name, err)
 	}
-	gn.Status = FakeInventory(fn)
-	if fn.Mutate != nil {
-		fn.Mutate(gn)
-	}
+	gn.Status = want.Status
 	if _, err := c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(ctx, gn, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("writing GPUNode %s status: %w", fn.Name, err)
 	}

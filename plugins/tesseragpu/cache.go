@@ -3,12 +3,14 @@ package tesseragpu
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -70,6 +72,9 @@ type gpuCache struct {
 	changed func()
 	// gen counts such changes.
 	gen atomic.Uint64
+	// warn records a Warning event about bad input on the object it
+	// concerns; the recorder is asynchronous, so it may be called under mu.
+	warn func(regarding runtime.Object, reason, note string)
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRecord
@@ -83,7 +88,8 @@ type gpuCache struct {
 }
 
 func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
-	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {}, pods: map[types.UID]*podRecord{}}
+	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {},
+		warn: func(runtime.Object, string, string) {}, pods: map[types.UID]*podRecord{}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
 }
@@ -179,6 +185,8 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	inv := gpu.Inventory(gn)
 	if len(inv.Problems) > 0 && (r.inv == nil || fmt.Sprint(r.inv.Problems) != fmt.Sprint(inv.Problems)) {
 		c.logger.Info("GPUNode has GPUs that cannot be used; they are skipped", "gpuNode", gn.Name, "problems", inv.Problems)
+		ref := &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: gn.Name, UID: gn.UID}
+		c.warn(ref, "InvalidGPUInventory", "GPUs skipped: "+strings.Join(inv.Problems, "; "))
 	}
 	from := -1
 	if r.inv != nil {
@@ -249,7 +257,10 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	}
 	use, err := podUse(pod)
 	if err != nil {
-		c.logger.Error(err, "Pod holds GPUs without a usable assignment; all GPUs of its node count as taken until it goes", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
+		if old == nil || old.use != nil || old.node != pod.Spec.NodeName {
+			c.logger.Error(err, "Pod holds GPUs without a usable assignment; all GPUs of its node count as taken until it goes", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
+			c.warn(pod, "InvalidGPUAssignment", fmt.Sprintf("%v; all GPUs of node %s count as taken until this pod goes", err, pod.Spec.NodeName))
+		}
 	} else if use == nil {
 		if old != nil {
 			c.removeLocked(old)

@@ -300,6 +300,10 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	logger := klog.FromContext(ctx).WithValues("plugin", Name)
 	pl := newPlugin(logger, args)
 	pl.handle = h
+	recorder := h.EventRecorder()
+	pl.cache.warn = func(regarding runtime.Object, reason, note string) {
+		recorder.Eventf(regarding, nil, v1.EventTypeWarning, reason, "Scheduling", "%s", note)
+	}
 	synced, err := pl.watch(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)

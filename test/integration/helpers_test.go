@@ -187,6 +187,20 @@ func (e *env) waitUnschedulable(name, want string) string {
 	return msg
 }
 
+// waitEvent waits for an event on the named object whose "reason: message"
+// contains want.
+func (e *env) waitEvent(name, want string) {
+	e.t.Helper()
+	var msg string
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		msg = e.events(name)
+		return strings.Contains(msg, want), nil
+	})
+	if err != nil {
+		e.t.Fatalf("%s: no event containing %q; events: %s", name, want, msg)
+	}
+}
+
 func (e *env) events(pod string) string {
 	list, err := e.c.Client.CoreV1().Events("default").List(e.ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", pod).String(),

@@ -250,6 +250,7 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
 	}
 	e.startScheduler()
+	e.waitEvent("corrupt", "InvalidGPUAssignment: tessera.io/gpu-assignment is not valid")
 
 	// n1 and n2 had 8 GPUs; the earlier pods hold 3 whole and 3 halves.
 	// n2 counts as full while the corrupt pod exists, so everything new
@@ -344,5 +345,21 @@ func TestOtherSchedulersPodsLeftAlone(t *testing.T) {
 		if p.Spec.NodeName != "" || p.Annotations[assignment.Annotation] != "" {
 			t.Errorf("%s was touched: node %q annotations %v", name, p.Spec.NodeName, p.Annotations)
 		}
+	}
+}
+
+// TestBadInventorySkipsGPUs gives a GPUNode two GPUs with one UUID: both
+// are skipped with an event on the GPUNode, and the good GPU is still used.
+func TestBadInventorySkipsGPUs(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("dup", localcluster.FakeNode{GPUs: 3, Mutate: func(gn *v1alpha1.GPUNode) {
+		gn.Status.GPUs[1].UUID = gn.Status.GPUs[0].UUID
+	}})
+	e.waitEvent("dup", "InvalidGPUInventory: GPUs skipped: device GPU-dup-0 appears 2 times")
+	e.createPod("two", gpus(2))
+	e.waitUnschedulable("two", "the largest gpu node has 1")
+	e.createPod("one", gpus(1))
+	if a := e.assignmentOf(e.waitBound("one")); a["main"][0].UUID != gpuUUID("dup", 2) {
+		t.Errorf("pod got %v; only GPU 2 is usable", a)
 	}
 }
