@@ -74,7 +74,14 @@ func TestNewRequest(t *testing.T) {
 		{name: "init whole reused", cs: []ContainerDemand{{Name: "i", Count: 1, Init: true}, {Name: "a", Count: 2}}, wantWhole: 2},
 		{name: "init whole larger", cs: []ContainerDemand{{Name: "i", Count: 4, Init: true}, {Name: "a", Count: 2}}, wantWhole: 4},
 		{name: "init share reused", cs: []ContainerDemand{{Name: "i", Units: 30, Init: true}, {Name: "a", Units: 50}}, wantShares: []int{50}},
-		{name: "init share larger", cs: []ContainerDemand{{Name: "i", Units: 70, Init: true}, {Name: "a", Units: 50}}, wantShares: []int{70, 50}},
+		{name: "init share larger grows the app slot", cs: []ContainerDemand{{Name: "i", Units: 70, Init: true}, {Name: "a", Units: 50}}, wantShares: []int{70}},
+		{name: "init share without later share", cs: []ContainerDemand{{Name: "i", Units: 40, Init: true}, {Name: "a", Count: 1}}, wantWhole: 1, wantShares: []int{40}},
+		// A sidecar declared before an init container runs beside it, so
+		// the init container cannot reuse the sidecar's device.
+		{name: "sidecar before init whole", cs: []ContainerDemand{{Name: "proxy", Count: 1}, {Name: "warmup", Count: 1, Init: true}}, wantWhole: 2},
+		{name: "sidecar before init share", cs: []ContainerDemand{{Name: "proxy", Units: 30}, {Name: "warmup", Units: 20, Init: true}}, wantShares: []int{30, 20}},
+		{name: "init before sidecar reuses it", cs: []ContainerDemand{{Name: "warmup", Count: 1, Init: true}, {Name: "proxy", Count: 1}}, wantWhole: 1},
+		{name: "two inits share the extra slots", cs: []ContainerDemand{{Name: "i1", Count: 3, Init: true}, {Name: "i2", Count: 2, Init: true}, {Name: "a", Count: 1}}, wantWhole: 3},
 		{name: "both", cs: []ContainerDemand{{Name: "a", Count: 1, Units: 5}}, wantErr: "at once"},
 		{name: "share 100", cs: []ContainerDemand{{Name: "a", Units: 100}}, wantErr: "1-99%"},
 		{name: "too many", cs: []ContainerDemand{{Name: "a", Count: 65}}, wantErr: "no node has more"},
@@ -246,6 +253,22 @@ func TestGrants(t *testing.T) {
 	g := p.Grants(r)
 	want := "[[{2 100}] [{2 100} {3 100}] [{6 30}] [{5 60}]]"
 	if fmt.Sprint(g) != want {
+		t.Errorf("Grants = %v, want %v", g, want)
+	}
+}
+
+func TestGrantsSidecarBeforeInit(t *testing.T) {
+	r := mustRequest(t,
+		ContainerDemand{Name: "proxy", Count: 1},
+		ContainerDemand{Name: "warmup", Count: 2, Init: true},
+		ContainerDemand{Name: "main", Count: 1},
+	)
+	if r.Whole != 3 {
+		t.Fatalf("whole = %d, want 3 (proxy + warmup's step of 2, one reused by main)", r.Whole)
+	}
+	g := (&Placement{Whole: 0b111}).Grants(r)
+	// proxy: slot 0; main: slot 1; warmup: main's slot 1 and extra slot 2.
+	if want := "[[{0 100}] [{1 100} {2 100}] [{1 100}]]"; fmt.Sprint(g) != want {
 		t.Errorf("Grants = %v, want %v", g, want)
 	}
 }

@@ -143,8 +143,8 @@ func Plan(inv *Inventory, used []int, r *Request, usable, avoid uint64, st Strat
 		if bits.OnesCount64(full) < r.Whole {
 			return p, false
 		}
-		// Shares prefer partly used devices, so whole devices are taken
-		// from the fully free ones only where enough would remain.
+		// Whole devices come first, from the fully free ones; shares then
+		// fill partly used devices before touching free ones.
 		p.Whole = pickWhole(inv, full, avoid, r.Whole, st)
 		for m := p.Whole; m != 0; m &= m - 1 {
 			free[bits.TrailingZeros64(m)] = -1
@@ -360,12 +360,8 @@ func (p *Placement) Grants(r *Request) [][]Grant {
 	for i, c := range r.Containers {
 		switch {
 		case c.Count > 0:
-			from := r.wholeFrom[i]
-			if c.Init {
-				from = 0
-			}
-			for _, d := range whole[from : from+c.Count] {
-				out[i] = append(out[i], Grant{Device: d, Units: FullUnits})
+			for _, slot := range r.wholeSlots[i] {
+				out[i] = append(out[i], Grant{Device: whole[slot], Units: FullUnits})
 			}
 		case c.Units > 0:
 			out[i] = []Grant{{Device: int(p.Share[r.shareOf[i]]), Units: c.Units}}

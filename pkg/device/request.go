@@ -35,31 +35,35 @@ type Request struct {
 	Models []string
 	// Tolerations are the pod's tolerations, matched against device taints.
 	Tolerations []corev1.Toleration
+	// ComparisonOperators turns on the Gt/Lt toleration operators, as the
+	// TaintTolerationComparisonOperators feature gate does for node taints.
+	ComparisonOperators bool
 
 	// Whole is how many whole devices the pod holds at its peak.
 	Whole int
 	// Shares are the share demands the pod holds at its peak, largest first.
 	Shares []int
 	// shareOf maps each share container (by position in Containers) to its
-	// slot in Shares; wholeFrom gives the first whole slot of each container.
-	shareOf   []int
-	wholeFrom []int
+	// slot in Shares; wholeSlots gives each container's whole slots.
+	shareOf    []int
+	wholeSlots [][]int
 }
 
-// NewRequest derives the pod-level demand from container demands, following
-// Kubernetes' effective-request rules: app containers (and sidecars) run
-// together, init containers one at a time before them, and an init
-// container's devices are reused by the containers after it. It returns an
-// error for demands that cannot be served at all.
+// NewRequest derives the pod-level demand from container demands given in
+// spec order (init containers, then app containers), following Kubernetes'
+// effective-request rules: app containers and sidecars run together for the
+// pod's life; a regular init container runs alone, beside the sidecars
+// declared before it, and the kubelet hands its devices on to the
+// containers declared after it. It returns an error for demands that
+// cannot be served at all.
 func NewRequest(containers []ContainerDemand, models []string, tolerations []corev1.Toleration) (*Request, error) {
 	r := &Request{Containers: containers, Models: models, Tolerations: tolerations}
-	r.shareOf = make([]int, len(containers))
-	r.wholeFrom = make([]int, len(containers))
-	type share struct{ units, container int }
-	var appShares []share
-	maxInitWhole, maxInitShare := 0, 0
+	n := len(containers)
+	r.shareOf = make([]int, n)
+	r.wholeSlots = make([][]int, n)
+	var shares []int // units per share slot, before sorting
 	for i, c := range containers {
-		r.shareOf[i], r.wholeFrom[i] = -1, -1
+		r.shareOf[i] = -1
 		switch {
 		case c.Count < 0 || c.Units < 0:
 			return nil, fmt.Errorf("container %q asks for a negative amount", c.Name)
@@ -71,61 +75,89 @@ func NewRequest(containers []ContainerDemand, models []string, tolerations []cor
 			return nil, fmt.Errorf("container %q asks for %d devices; no node has more than %d", c.Name, c.Count, MaxDevicesPerNode)
 		}
 		if c.Init {
-			maxInitWhole = max(maxInitWhole, c.Count)
-			maxInitShare = max(maxInitShare, c.Units)
 			continue
 		}
-		if c.Count > 0 {
-			r.wholeFrom[i] = r.Whole
-			r.Whole += c.Count
+		// Long-running containers own their slots.
+		for k := 0; k < c.Count; k++ {
+			r.wholeSlots[i] = append(r.wholeSlots[i], r.Whole+k)
 		}
+		r.Whole += c.Count
 		if c.Units > 0 {
-			appShares = append(appShares, share{c.Units, i})
+			r.shareOf[i] = len(shares)
+			shares = append(shares, c.Units)
 		}
 	}
 	if r.Whole > MaxDevicesPerNode {
 		return nil, fmt.Errorf("pod asks for %d whole devices; no node has more than %d", r.Whole, MaxDevicesPerNode)
 	}
-	// An init container bigger than the app containers' whole devices needs
-	// extra devices for its run; the app containers never use them.
-	r.Whole = max(r.Whole, maxInitWhole)
-	// An init share is served by the largest app share if that is big
-	// enough, otherwise it needs a share slot of its own.
-	largest := 0
-	for _, s := range appShares {
-		largest = max(largest, s.units)
-	}
-	if maxInitShare > largest {
-		appShares = append(appShares, share{maxInitShare, -1})
-	}
-	slices.SortStableFunc(appShares, func(a, b share) int { return b.units - a.units })
-	for _, s := range appShares {
-		if s.container >= 0 {
-			r.shareOf[s.container] = len(r.Shares)
-		}
-		r.Shares = append(r.Shares, s.units)
-	}
-	if len(r.Shares) > MaxSharesPerPod {
-		return nil, fmt.Errorf("pod has %d containers asking for device shares; at most %d are supported", len(r.Shares), MaxSharesPerPod)
-	}
+	// Init containers reuse the slots of the long-running containers
+	// declared after them (those get the init container's devices from the
+	// kubelet) and need extra slots only beyond those. Extra slots are shared
+	// by all init containers, which run one at a time.
+	extraWhole, extraShare := 0, -1
 	for i, c := range containers {
-		if c.Init && c.Units > 0 {
-			r.shareOf[i] = initShareSlot(r.Shares, c.Units)
+		if !c.Init {
+			continue
+		}
+		if c.Count > 0 {
+			var later []int
+			for j := i + 1; j < n; j++ {
+				if !containers[j].Init {
+					later = append(later, r.wholeSlots[j]...)
+				}
+			}
+			take := append([]int(nil), later[:min(len(later), c.Count)]...)
+			need := c.Count - len(take)
+			for k := 0; k < need; k++ {
+				take = append(take, r.Whole+k)
+			}
+			extraWhole = max(extraWhole, need)
+			r.wholeSlots[i] = take
+		}
+		if c.Units > 0 {
+			// The largest later share takes the init container's units on
+			// its device, growing if it must: the kubelet reuses them there.
+			best := -1
+			for j := i + 1; j < n; j++ {
+				if k := r.shareOf[j]; !containers[j].Init && k >= 0 && (best < 0 || shares[k] > shares[best]) {
+					best = k
+				}
+			}
+			if best < 0 {
+				if extraShare < 0 {
+					extraShare = len(shares)
+					shares = append(shares, 0)
+				}
+				best = extraShare
+			}
+			shares[best] = max(shares[best], c.Units)
+			r.shareOf[i] = best
+		}
+	}
+	r.Whole += extraWhole
+	if r.Whole > MaxDevicesPerNode {
+		return nil, fmt.Errorf("pod asks for %d whole devices; no node has more than %d", r.Whole, MaxDevicesPerNode)
+	}
+	if len(shares) > MaxSharesPerPod {
+		return nil, fmt.Errorf("pod has %d device shares; at most %d are supported", len(shares), MaxSharesPerPod)
+	}
+	// Placement packs the largest shares first; renumber the slots so.
+	order := make([]int, len(shares))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return shares[b] - shares[a] })
+	pos := make([]int, len(shares))
+	for p, old := range order {
+		pos[old] = p
+		r.Shares = append(r.Shares, shares[old])
+	}
+	for i, k := range r.shareOf {
+		if k >= 0 {
+			r.shareOf[i] = pos[k]
 		}
 	}
 	return r, nil
-}
-
-// initShareSlot picks, for an init container's share, the smallest share slot
-// that can hold it: the kubelet will hand those same units on.
-func initShareSlot(shares []int, units int) int {
-	best := -1
-	for i, s := range shares {
-		if s >= units && (best < 0 || s <= shares[best]) {
-			best = i
-		}
-	}
-	return best
 }
 
 // Empty reports whether the request asks for nothing.
@@ -163,7 +195,7 @@ func (r *Request) tolerates(d *Device, effect func(corev1.TaintEffect) bool) boo
 		}
 		ok := false
 		for j := range r.Tolerations {
-			if r.Tolerations[j].ToleratesTaint(klog.Logger{}, t, false) {
+			if r.Tolerations[j].ToleratesTaint(klog.Logger{}, t, r.ComparisonOperators) {
 				ok = true
 				break
 			}

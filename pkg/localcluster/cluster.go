@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -77,9 +78,15 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}()
 	}
 
-	etcdURL, stopEtcd, err := startEtcd(filepath.Join(opts.Dir, "etcd"))
+	etcdURL, closeEtcd, err := startEtcd(filepath.Join(opts.Dir, "etcd"))
 	if err != nil {
 		return nil, err
+	}
+	var once sync.Once
+	stopEtcd := func() { once.Do(closeEtcd) }
+	if own != nil {
+		// Fatal unwinds through the recover above, which runs cleanups.
+		own.Cleanup(stopEtcd)
 	}
 	storage := storagebackend.NewDefaultConfig("/registry", nil)
 	storage.Transport.ServerList = []string{etcdURL}

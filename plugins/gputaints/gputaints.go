@@ -78,8 +78,7 @@ func (pl *TaintToleration) PreFilter(_ context.Context, cs fwk.CycleState, pod *
 
 func (pl *TaintToleration) computeState(pod *v1.Pod) *state {
 	s := &state{gpuPod: pl.requestsGPU(pod), tolerations: pod.Spec.Tolerations}
-	gpuTaint := v1.Taint{Key: pl.taintKey, Effect: v1.TaintEffectNoSchedule}
-	s.toleratesGPUTaint = v1helper.TolerationsTolerateTaint(klog.Logger{}, pod.Spec.Tolerations, &gpuTaint, pl.comparisonOperators)
+	s.toleratesGPUTaint = toleratesKey(pod.Spec.Tolerations, pl.taintKey)
 	if s.gpuPod {
 		// The implied toleration covers scheduling only, never NoExecute:
 		// an evicting GPU-node taint still has to be tolerated explicitly.
@@ -93,6 +92,22 @@ func (pl *TaintToleration) computeState(pod *v1.Pod) *state {
 		}
 	}
 	return s
+}
+
+// toleratesKey reports whether some toleration covers a NoSchedule taint
+// with the key, whatever its value: the guard applies where the taint is
+// missing, so there is no value to compare; on nodes that carry the taint,
+// Filter has already matched the real taint.
+func toleratesKey(tolerations []v1.Toleration, key string) bool {
+	for _, t := range tolerations {
+		if t.Effect != "" && t.Effect != v1.TaintEffectNoSchedule {
+			continue
+		}
+		if t.Key == key || (t.Key == "" && t.Operator == v1.TolerationOpExists) {
+			return true
+		}
+	}
+	return false
 }
 
 // PreFilterExtensions returns nil: the state does not depend on other pods.

@@ -54,6 +54,10 @@ func TestFilter(t *testing.T) {
 		{name: "cpu pod on untainted gpu node without guard", pod: pod(""), node: node("n", 8)},
 		{name: "guard keeps cpu pod off untainted gpu node", guard: true, pod: pod(""), node: node("n", 8), want: ReasonGuarded},
 		{name: "guard lets tolerating cpu pod in", guard: true, pod: pod("", tolerateGPU), node: node("n", 8)},
+		{name: "guard accepts an Equal toleration of the usual value", guard: true,
+			pod: pod("", v1.Toleration{Key: "nvidia.com/gpu", Operator: v1.TolerationOpEqual, Value: "present", Effect: v1.TaintEffectNoSchedule}), node: node("n", 8)},
+		{name: "guard ignores a NoExecute-only toleration", guard: true,
+			pod: pod("", v1.Toleration{Key: "nvidia.com/gpu", Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute}), node: node("n", 8), want: ReasonGuarded},
 		{name: "guard ignores cpu nodes", guard: true, pod: pod(""), node: node("n", 0)},
 		{name: "guard lets gpu pods in", guard: true, pod: pod("nvidia.com/gpu"), node: node("n", 8)},
 	}

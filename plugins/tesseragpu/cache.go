@@ -178,7 +178,8 @@ func (c *gpuCache) resizeLocked(from, to int) {
 func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	c.mu.Lock()
 	r := c.recordLocked(gn.Name)
-	if r.inv != nil && !newerRV(gn.ResourceVersion, r.rv) {
+	// r.rv survives a deletion, so a late event cannot resurrect it.
+	if r.rv != "" && !newerRV(gn.ResourceVersion, r.rv) {
 		c.unlock(false)
 		return
 	}
@@ -186,7 +187,7 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	if len(inv.Problems) > 0 && (r.inv == nil || fmt.Sprint(r.inv.Problems) != fmt.Sprint(inv.Problems)) {
 		c.logger.Info("GPUNode has GPUs that cannot be used; they are skipped", "gpuNode", gn.Name, "problems", inv.Problems)
 		ref := &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: gn.Name, UID: gn.UID}
-		c.warn(ref, "InvalidGPUInventory", "GPUs skipped: "+strings.Join(inv.Problems, "; "))
+		c.warn(ref, "InvalidGPUInventory", truncate("GPUs skipped: "+strings.Join(inv.Problems, "; ")))
 	}
 	from := -1
 	if r.inv != nil {
@@ -223,7 +224,7 @@ func (c *gpuCache) deleteGPUNode(name string) {
 		return
 	}
 	c.resizeLocked(r.inv.Len(), -1)
-	r.inv, r.rv, r.gn = nil, "", nil
+	r.inv, r.gn = nil, nil
 	c.publishLocked(r)
 	c.dropRecordLocked(r)
 }
@@ -259,7 +260,7 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	if err != nil {
 		if old == nil || old.use != nil || old.node != pod.Spec.NodeName {
 			c.logger.Error(err, "Pod holds GPUs without a usable assignment; all GPUs of its node count as taken until it goes", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
-			c.warn(pod, "InvalidGPUAssignment", fmt.Sprintf("%v; all GPUs of node %s count as taken until this pod goes", err, pod.Spec.NodeName))
+			c.warn(pod, "InvalidGPUAssignment", truncate(fmt.Sprintf("%v; all GPUs of node %s count as taken until this pod goes", err, pod.Spec.NodeName)))
 		}
 	} else if use == nil {
 		if old != nil {
@@ -371,11 +372,19 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 		if r.inv == nil {
 			continue
 		}
+		for uuid := range p.use {
+			if _, ok := r.inv.IndexOf(uuid); !ok {
+				// The pod holds a GPU this inventory does not list (it
+				// vanished, or the annotation names another node's GPU):
+				// which GPU it really holds is unknown.
+				c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name, "gpu", uuid)
+				st.unknown++
+				break
+			}
+		}
 		for uuid, units := range p.use {
 			if i, ok := r.inv.IndexOf(uuid); ok {
 				st.used[i] += units
-			} else {
-				c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name, "gpu", uuid)
 			}
 		}
 	}
@@ -441,32 +450,64 @@ func matches(a assignment.Assignment, req *device.Request) error {
 }
 
 // assignmentUse folds an assignment into the capacity the pod holds per
-// device at its peak: app containers and sidecars add up, while a regular
-// init container runs alone and its devices pass on to later containers.
+// device at its peak. App containers and sidecars hold theirs for the pod's
+// life; a regular init container runs alone beside the sidecars declared
+// before it, and its devices pass on to later containers, so each init step
+// counts once, and the peak is the larger of the steady state and the
+// biggest step.
 func assignmentUse(pod *v1.Pod, a assignment.Assignment) (map[string]int, error) {
-	init := map[string]bool{}
+	steady, peak := map[string]int{}, map[string]int{}
+	sidecars := map[string]int{}
+	seen := map[string]bool{}
+	add := func(m map[string]int, name string) {
+		for _, d := range a[name] {
+			m[d.UUID] += d.Percent
+		}
+	}
 	for _, c := range pod.Spec.InitContainers {
-		if c.RestartPolicy == nil || *c.RestartPolicy != v1.ContainerRestartPolicyAlways {
-			init[c.Name] = true
+		seen[c.Name] = true
+		if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
+			add(steady, c.Name)
+			add(sidecars, c.Name)
+			continue
+		}
+		step := map[string]int{}
+		for u, n := range sidecars {
+			step[u] = n
+		}
+		add(step, c.Name)
+		for u, n := range step {
+			peak[u] = max(peak[u], n)
 		}
 	}
-	app, peakInit := map[string]int{}, map[string]int{}
-	for name, devs := range a {
-		for _, d := range devs {
-			if init[name] {
-				peakInit[d.UUID] = max(peakInit[d.UUID], d.Percent)
-			} else {
-				app[d.UUID] += d.Percent
-			}
+	for _, c := range pod.Spec.Containers {
+		seen[c.Name] = true
+		add(steady, c.Name)
+	}
+	// Containers the pod does not have still count: the annotation is
+	// wrong somewhere, and counting more is the safe side.
+	for name := range a {
+		if !seen[name] {
+			add(steady, name)
 		}
 	}
-	for uuid, units := range peakInit {
-		app[uuid] = max(app[uuid], units)
+	for uuid, units := range peak {
+		steady[uuid] = max(steady[uuid], units)
 	}
-	for uuid, units := range app {
+	for uuid, units := range steady {
 		if units > device.FullUnits {
 			return nil, fmt.Errorf("%s gives the pod %d%% of gpu %s", assignment.Annotation, units, uuid)
 		}
 	}
-	return app, nil
+	return steady, nil
+}
+
+// maxNote keeps event notes under the 1 kB the events API accepts.
+const maxNote = 1000
+
+func truncate(s string) string {
+	if len(s) <= maxNote {
+		return s
+	}
+	return s[:maxNote-3] + "..."
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
 	"github.com/tessera-gpu/tessera/pkg/generated/informers"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
 // gpuNodeEvents is how the scheduler names GPUNode events: it watches the
@@ -51,24 +52,33 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 }
 
 // EventsToRegister requeues pods rejected for GPU reasons when a GPUNode
-// appears or changes, or when a pod that held GPUs goes away.
+// appears or changes, when a pod that held GPUs goes away, and when the pod
+// gains a toleration (which may cover a device taint).
 func (pl *TesseraGPU) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: gpuNodeEvents, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.afterGPUNodeChange},
 		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete}, QueueingHintFn: pl.afterPodDelete},
+		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration}},
 	}, nil
 }
 
-// afterGPUNodeChange applies the new inventory to the cache before the pod
-// is retried (the plugin's own informer may not have delivered it yet), then
-// queues the pod if anything but the heartbeat changed, or if the heartbeat
-// brought a stale inventory back.
+// The hints only decide; they never change the cache. The cache follows its
+// own informers, and when it catches up with a change a hint saw first, the
+// activation loop (waiting.go) retries the pods that were judged on the
+// older state. Hints run under the scheduling queue's lock once per waiting
+// pod, so they are kept cheap.
+
+// afterGPUNodeChange queues the pod if anything but the heartbeat changed,
+// if the heartbeat brought a stale inventory back, or if the cache changed
+// since the pod's last attempt.
 func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj, newObj any) (fwk.QueueingHint, error) {
+	if invalidRequest(pod) {
+		return fwk.QueueSkip, nil
+	}
 	gn, err := asGPUNode(newObj)
 	if err != nil {
 		return fwk.Queue, err
 	}
-	pl.cache.setGPUNode(gn)
 	if oldObj == nil {
 		return fwk.Queue, nil
 	}
@@ -87,18 +97,26 @@ func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj
 	return pl.changedSince(pod), nil
 }
 
-// afterPodDelete frees the deleted pod's GPUs in the cache first, so the
-// retried pod sees them free, and queues the pod if GPUs were freed.
+// afterPodDelete queues the pod if the deleted pod held GPUs.
 func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, waiting *v1.Pod, oldObj, _ any) (fwk.QueueingHint, error) {
+	if invalidRequest(waiting) {
+		return fwk.QueueSkip, nil
+	}
 	pod, ok := oldObj.(*v1.Pod)
 	if !ok {
 		return fwk.Queue, fmt.Errorf("expected a pod, got %T", oldObj)
 	}
-	_, held := pl.cache.removePod(pod.UID)
-	if held || pod.Annotations[assignment.Annotation] != "" {
+	if _, held := pod.Annotations[assignment.Annotation]; held && pod.Spec.NodeName != "" {
 		return fwk.Queue, nil
 	}
 	return pl.changedSince(waiting), nil
+}
+
+// invalidRequest reports whether the pod's GPU request can never be served:
+// no cluster event changes that, so such pods are not retried on events.
+func invalidRequest(pod *v1.Pod) bool {
+	_, err := gpu.ParsePod(pod)
+	return err != nil
 }
 
 // asGPUNode accepts the typed object or the unstructured one that the

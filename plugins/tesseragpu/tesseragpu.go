@@ -15,9 +15,11 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/features"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
@@ -56,6 +58,9 @@ type TesseraGPU struct {
 	synced    func() bool
 	now       func() time.Time
 	waiting   *waitingPods
+	// comparisonOperators follows the TaintTolerationComparisonOperators
+	// gate, so device taints match tolerations exactly as node taints do.
+	comparisonOperators bool
 }
 
 var (
@@ -108,6 +113,10 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	if req.Empty() {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
+	req.ComparisonOperators = pl.comparisonOperators
+	// Record the state this attempt sees before any rejection, so that
+	// hints and activation know whether a later change is news to it.
+	pl.waiting.attempt(pod, pl.cache.generation())
 	if !pl.synced() {
 		return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
 	}
@@ -115,7 +124,6 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
-	pl.waiting.attempt(pod, pl.cache.generation())
 	cs.Write(stateKey, &cycleState{req: req, now: pl.now()})
 	return nil, nil
 }
@@ -322,8 +330,9 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
 			Node: int64(args.Weights.Node), Device: int64(args.Weights.GPU),
 			Topology: int64(args.Weights.Topology), Taint: int64(args.Weights.DeviceTaint),
 		},
-		synced: func() bool { return true },
-		now:    time.Now,
+		synced:              func() bool { return true },
+		now:                 time.Now,
+		comparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
 	pl.cache.changed = pl.waiting.notify
 	if args.ScoringStrategy.Type == config.ScoringStrategySpread {

@@ -87,7 +87,7 @@ func tolerate(key string) podOpt {
 	}
 }
 
-func testPlugin(t *testing.T, strategy config.ScoringStrategyType, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
+func testPlugin(t testing.TB, strategy config.ScoringStrategyType, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
 	t.Helper()
 	args := configscheme.DefaultTesseraGPUArgs()
 	args.ScoringStrategy.Type = strategy
@@ -106,7 +106,7 @@ func nodeInfo(name string) fwk.NodeInfo {
 	return ni
 }
 
-func preFilter(t *testing.T, pl *TesseraGPU, pod *v1.Pod) (fwk.CycleState, *fwk.Status) {
+func preFilter(t testing.TB, pl *TesseraGPU, pod *v1.Pod) (fwk.CycleState, *fwk.Status) {
 	t.Helper()
 	cs := framework.NewCycleState()
 	_, st := pl.PreFilter(context.Background(), cs, pod, nil)
@@ -428,8 +428,8 @@ func TestQueueingHints(t *testing.T) {
 	if h, _ := pl.afterGPUNodeChange(logger, pod, hb, grown); h != fwk.Queue {
 		t.Errorf("new GPU: %v", h)
 	}
-	if pl.cache.state("a").inv.Len() != 2 {
-		t.Error("hint did not apply the new inventory")
+	if pl.cache.state("a").inv.Len() != 1 {
+		t.Error("a hint changed the cache")
 	}
 	staleOld := grown.DeepCopy()
 	long := metav1.NewTime(now.Add(-time.Hour))
@@ -444,12 +444,21 @@ func TestQueueingHints(t *testing.T) {
 	if h, _ := pl.afterPodDelete(logger, pod, holder, nil); h != fwk.Queue {
 		t.Errorf("gpu pod deleted: %v", h)
 	}
-	if pl.cache.state("a").used[0] != 0 {
-		t.Error("hint did not free the deleted pod's share")
-	}
 	preFilter(t, pl, pod)
 	if h, _ := pl.afterPodDelete(logger, pod, makePod("cpu", onNode("a")), nil); h != fwk.QueueSkip {
 		t.Errorf("cpu pod deleted: %v", h)
+	}
+	// Once the cache moves on, a pod judged on the older state is queued
+	// even by an event that says nothing new.
+	pl.cache.removePod(holder.UID)
+	if h, _ := pl.afterPodDelete(logger, pod, makePod("cpu", onNode("a")), nil); h != fwk.Queue {
+		t.Errorf("cache changed since the attempt: %v", h)
+	}
+	// A pod whose request is invalid is never retried on events.
+	bad := makePod("bad", percent("150"))
+	preFilter(t, pl, bad)
+	if h, _ := pl.afterGPUNodeChange(logger, bad, nil, grown); h != fwk.QueueSkip {
+		t.Errorf("invalid pod queued: %v", h)
 	}
 }
 
@@ -485,5 +494,30 @@ func TestWaitingPodsActivatedOnChange(t *testing.T) {
 	}
 	if again := pl.waiting.stale(pl.cache.generation()); len(again) != 0 {
 		t.Errorf("activated twice: %v", again)
+	}
+}
+
+func TestAssignmentUseFollowsInitAndSidecarRules(t *testing.T) {
+	always := v1.ContainerRestartPolicyAlways
+	pod := &v1.Pod{Spec: v1.PodSpec{
+		InitContainers: []v1.Container{{Name: "proxy", RestartPolicy: &always}, {Name: "warmup"}},
+		Containers:     []v1.Container{{Name: "main"}},
+	}}
+	a := assignment.Assignment{
+		"proxy":  {{UUID: "A", Percent: 30}},
+		"warmup": {{UUID: "A", Percent: 50}, {UUID: "B", Percent: 100}},
+		"main":   {{UUID: "B", Percent: 100}},
+	}
+	use, err := assignmentUse(pod, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// warmup runs beside proxy (30 + 50 on A) and hands B on to main.
+	if use["A"] != 80 || use["B"] != 100 || len(use) != 2 {
+		t.Errorf("use = %v, want A:80 B:100", use)
+	}
+	a["warmup"][0].Percent = 80
+	if _, err := assignmentUse(pod, a); err == nil {
+		t.Error("proxy 30 + warmup 80 on one GPU accepted")
 	}
 }

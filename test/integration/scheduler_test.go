@@ -308,12 +308,16 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 // as a pod holding the GPU goes, without the periodic retry.
 func TestDeletedPodFreesShareAtOnce(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	e.addNode("n", localcluster.FakeNode{GPUs: 1})
+	// Two GPUs, so the node's 200 percent units leave NodeResourcesFit
+	// satisfied and only TesseraGPU rejects the waiter: neither GPU has
+	// 50 % free.
+	e.addNode("n", localcluster.FakeNode{GPUs: 2})
 	e.createPod("holder", share(70))
 	e.waitBound("holder")
+	e.createPod("other", share(60))
+	e.waitBound("other")
 	e.createPod("waiter", share(50))
-	// NodeResourcesFit sees the node's 100 percent units taken first.
-	e.waitUnschedulable("waiter", "Insufficient tessera.io/gpu-percent|insufficient gpu capacity")
+	e.waitUnschedulable("waiter", "insufficient gpu capacity")
 	start := time.Now()
 	if err := e.c.Client.CoreV1().Pods("default").Delete(e.ctx, "holder", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
