@@ -1,7 +1,8 @@
 // Command tessera-demo runs Tessera end to end on this machine, with no
 // cluster: it starts etcd, kube-apiserver and tessera-scheduler in one
-// process, creates a small fleet of fake GPU nodes (mixed models, one GPU
-// under a maintenance taint), submits a mixed batch of pods and prints where
+// process, runs tessera-device-plugin in fake mode for a small fleet of GPU
+// nodes (mixed models; one GPU hit by an XID, one drained for maintenance),
+// submits a mixed batch of pods and prints where
 // every GPU share went and why anything is pending. While it holds, kubectl
 // can look at the cluster through the kubeconfig it writes.
 package main
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,9 +22,13 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/deviceplugin/agent"
+	"github.com/tessera-gpu/tessera/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
 	"github.com/tessera-gpu/tessera/pkg/report"
@@ -72,11 +78,60 @@ func run(ctx context.Context, dir string, hold time.Duration, strategy string, v
 	}
 	defer sched.Stop()
 
-	fmt.Println("Creating the fleet: 2x 8-GPU H100, 1x 4-GPU A100, 1x 2-GPU L4, 1 CPU node ...")
+	fmt.Println("Creating the fleet: 2x DGX H100, 1x DGX A100, 1 mixed A100/A30 node, 1 CPU node ...")
+	fmt.Println("Starting tessera-device-plugin in fake mode on each GPU node ...")
+	// The agents stop before the control plane does (defers run last first).
+	ctx, stopAgents := context.WithCancel(ctx)
+	defer stopAgents()
+	agents := map[string]*agent.Agent{}
+	var mu sync.Mutex
 	for _, n := range fleet() {
-		if err := c.AddNode(ctx, n); err != nil {
+		kind := n.kind
+		if err := c.AddNode(ctx, localcluster.FakeNode{Name: n.name, GPUs: n.gpus, NoInventory: true}); err != nil {
 			return err
 		}
+		if kind == "" {
+			continue
+		}
+		cfg := agent.Config{
+			NodeName: n.name, Kube: c.Client, GPU: c.GPU, Fake: kind,
+			// No kubelet runs here: the device-plugin endpoints wait for
+			// one, and the agent publishes the inventory.
+			DevicePluginDir:    filepath.Join(dir, "kubelet-"+n.name),
+			PodResourcesSocket: filepath.Join(dir, "kubelet-"+n.name, "pod-resources.sock"),
+			Heartbeat:          10 * time.Second, ReconcileInterval: 5 * time.Second, Health: health.DefaultConfig(),
+		}
+		if err := os.MkdirAll(cfg.DevicePluginDir, 0o700); err != nil {
+			return err
+		}
+		go func() {
+			if err := agent.Run(ctx, cfg, func(a *agent.Agent) {
+				mu.Lock()
+				agents[cfg.NodeName] = a
+				mu.Unlock()
+			}); err != nil {
+				fmt.Fprintf(os.Stderr, "device plugin on %s: %v\n", cfg.NodeName, err)
+			}
+		}()
+	}
+	if err := waitInventories(ctx, c, 4); err != nil {
+		return err
+	}
+	mu.Lock()
+	h100b := agents["h100-b"]
+	mu.Unlock()
+	// GPU 3 of h100-b reports a critical XID; the device plugin marks it
+	// unhealthy and taints it. An administrator drains GPU 7 of the same
+	// node for maintenance.
+	uuids := h100b.Machine().UUIDs()
+	if err := h100b.Machine().InjectXID(uuids[3], 79); err != nil {
+		return err
+	}
+	if err := drain(ctx, c, "h100-b", uuids[7]); err != nil {
+		return err
+	}
+	if err := waitUnhealthy(ctx, c, "h100-b", uuids[3]); err != nil {
+		return err
 	}
 	fmt.Println("Submitting pods ...")
 	pods := batch()
@@ -127,18 +182,68 @@ func settle(ctx context.Context, c *localcluster.Cluster, want int) {
 	}
 }
 
-func fleet() []localcluster.FakeNode {
-	return []localcluster.FakeNode{
-		{Name: "h100-a", GPUs: 8, Model: "NVIDIA H100 80GB HBM3", Islands: 2},
-		{Name: "h100-b", GPUs: 8, Model: "NVIDIA H100 80GB HBM3", Islands: 2, Mutate: func(gn *v1alpha1.GPUNode) {
-			// An administrator drains GPU 7 for maintenance.
-			gn.Spec.DeviceTaints = []v1alpha1.GPUDeviceTaint{{UUID: gn.Status.GPUs[7].UUID,
-				DeviceTaint: v1alpha1.DeviceTaint{Key: "tessera.io/maintenance", Value: "planned", Effect: v1.TaintEffectNoSchedule}}}
-		}},
-		{Name: "a100", GPUs: 4, Model: "NVIDIA A100-SXM4-80GB", Islands: 1},
-		{Name: "l4", GPUs: 2, Model: "NVIDIA L4", MemoryMiB: 23034, Islands: -1},
-		{Name: "cpu-1"},
+type fakeNode struct {
+	name string
+	kind string // fakegpu kind; "" for a CPU node
+	gpus int
+}
+
+func fleet() []fakeNode {
+	return []fakeNode{
+		{"h100-a", "dgxh100", 8},
+		{"h100-b", "dgxh100", 8},
+		{"a100", "dgxa100", 8},
+		{"mixed", "mixed", 6},
+		{"cpu-1", "", 0},
 	}
+}
+
+// waitInventories waits until n GPUNodes have been published.
+func waitInventories(ctx context.Context, c *localcluster.Cluster, n int) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := c.GPU.TesseraV1alpha1().GPUNodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		ready := 0
+		for _, gn := range list.Items {
+			if gn.Status.HeartbeatTime != nil {
+				ready++
+			}
+		}
+		return ready >= n, nil
+	})
+}
+
+// drain puts an administrator's maintenance taint on one GPU.
+func drain(ctx context.Context, c *localcluster.Cluster, node, uuid string) error {
+	// The device plugin writes the status concurrently; retry on conflict.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		gn, err := c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		gn.Spec.DeviceTaints = append(gn.Spec.DeviceTaints, v1alpha1.GPUDeviceTaint{UUID: uuid,
+			DeviceTaint: v1alpha1.DeviceTaint{Key: "tessera.io/maintenance", Value: "planned", Effect: v1.TaintEffectNoSchedule}})
+		_, err = c.GPU.TesseraV1alpha1().GPUNodes().Update(ctx, gn, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// waitUnhealthy waits until the GPUNode shows the GPU unhealthy.
+func waitUnhealthy(ctx context.Context, c *localcluster.Cluster, node, uuid string) error {
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		gn, err := c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, g := range gn.Status.GPUs {
+			if g.UUID == uuid && !g.Health.Healthy {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 type podOpt func(*v1.Pod)
@@ -183,8 +288,8 @@ func batch() []*v1.Pod {
 	return []*v1.Pod{
 		pod("train-llm", gpus(8), models("NVIDIA H100 80GB HBM3")),
 		pod("finetune", gpus(4), models("NVIDIA H100 80GB HBM3")),
-		pod("a100-job", gpus(2), models("NVIDIA A100-SXM4-80GB")),
-		pod("video-l4", gpus(1), models("NVIDIA L4")),
+		pod("a100-job", gpus(2), models("NVIDIA A100-SXM4-40GB,NVIDIA A100-PCIE-80GB")),
+		pod("a30-video", gpus(1), models("NVIDIA A30-PCIE-24GB")),
 		pod("infer-1", share(30)),
 		pod("infer-2", share(30)),
 		pod("infer-3", share(50)),
@@ -196,6 +301,6 @@ func batch() []*v1.Pod {
 		pod("web", func(p *v1.Pod) {}),
 		pod("too-big", gpus(16)),
 		pod("bad-share", share(150)),
-		pod("l4-big", gpus(4), models("NVIDIA L4")),
+		pod("a30-big", gpus(4), models("NVIDIA A30-PCIE-24GB")),
 	}
 }

@@ -33,6 +33,9 @@ type FakeNode struct {
 	NoTaint bool
 	// Mutate, if set, edits the GPUNode before its status is written.
 	Mutate func(*v1alpha1.GPUNode)
+	// NoInventory creates only the Node, for a device plugin to publish
+	// the GPUNode.
+	NoInventory bool
 }
 
 // FakeGPUUUID is the UUID that AddNode gives GPU i of a node.
@@ -61,7 +64,7 @@ func (c *Cluster) AddNode(ctx context.Context, fn FakeNode) error {
 	if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("setting node %s status: %w", fn.Name, err)
 	}
-	if fn.GPUs == 0 {
+	if fn.GPUs == 0 || fn.NoInventory {
 		return nil
 	}
 	want := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: fn.Name}, Status: FakeInventory(fn)}

@@ -1,0 +1,291 @@
+// Package agent runs the whole node side of Tessera in one process: NVML
+// discovery (real or fake), the health monitor, the GPUNode publisher, the
+// kubelet device-plugin endpoints and the hand-off reconciler. The
+// tessera-device-plugin binary is a thin wrapper around it; the demo and
+// the tests run it in-process.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/deviceplugin/discovery"
+	"github.com/tessera-gpu/tessera/deviceplugin/fakegpu"
+	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
+	"github.com/tessera-gpu/tessera/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/deviceplugin/inventory"
+	"github.com/tessera-gpu/tessera/deviceplugin/server"
+	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+// Config is everything the agent needs.
+type Config struct {
+	// NodeName is this node's name; the agent writes only its GPUNode.
+	NodeName string
+	// Kube and GPU are API clients.
+	Kube kubernetes.Interface
+	GPU  versioned.Interface
+	// Fake selects a fake machine kind (fakegpu.Kinds); empty uses NVML.
+	Fake string
+	// NVMLLibrary overrides the NVML library path.
+	NVMLLibrary string
+	// DevicePluginDir is the kubelet's device-plugin directory.
+	DevicePluginDir string
+	// PodResourcesSocket is the kubelet's PodResources API socket.
+	PodResourcesSocket string
+	// TaintNode adds nvidia.com/gpu=present:NoSchedule to the node.
+	TaintNode bool
+	// CDI adds CDI device names to allocations.
+	CDI bool
+	// Heartbeat is how often the GPUNode is refreshed.
+	Heartbeat time.Duration
+	// ReconcileInterval is how often the kubelet's record is read.
+	ReconcileInterval time.Duration
+	// Health configures the health monitor.
+	Health health.Config
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg     Config
+	machine *fakegpu.Machine
+	lib     nvml.Interface
+	inv     discovery.Inventory
+	monitor *health.Monitor
+	pub     *inventory.Publisher
+}
+
+// Machine returns the fake machine in fake mode, to inject faults; nil
+// otherwise.
+func (a *Agent) Machine() *fakegpu.Machine { return a.machine }
+
+// Publisher returns the GPUNode publisher.
+func (a *Agent) Publisher() *inventory.Publisher { return a.pub }
+
+// Run discovers the GPUs and runs every part until ctx ends. Without an
+// NVML library it says so once and runs with zero GPUs.
+func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
+	logger := klog.FromContext(ctx).WithValues("node", cfg.NodeName)
+	ctx = klog.NewContext(ctx, logger)
+	a := &Agent{cfg: cfg}
+	closeLib, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeLib()
+
+	if cfg.TaintNode {
+		if err := taintNode(ctx, cfg.Kube, cfg.NodeName); err != nil {
+			logger.Error(err, "Could not taint the node; GPU pods still work, other pods are not kept away")
+		}
+	}
+
+	var uuids []string
+	for _, g := range a.inv.GPUs {
+		uuids = append(uuids, g.UUID)
+	}
+	ledger := handoff.NewLedger(uuids)
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "tessera-device-plugin", Host: cfg.NodeName})
+
+	a.pub = inventory.NewPublisher(cfg.NodeName, cfg.GPU, cfg.Kube, cfg.Heartbeat, func(now time.Time) v1alpha1.GPUNodeStatus {
+		var states map[string]health.Change
+		if a.monitor != nil {
+			states = a.monitor.State()
+		}
+		return inventory.BuildStatus(a.inv, states, now)
+	})
+	// The server tells the reconciler about allocations, and the
+	// reconciler tells the server when the device lists change.
+	var rec *handoff.Reconciler
+	srv := server.New(server.Options{Dir: cfg.DevicePluginDir, CDI: cfg.CDI, OnAllocate: func() { rec.Kick() }}, ledger, a.serverGPUs(nil))
+	rec = handoff.NewReconciler(cfg.NodeName, ledger, cfg.Kube, kubeletRecord{handoff.PodResources{Socket: cfg.PodResourcesSocket}}, recorder, srv.Changed)
+	if _, err := rec.WatchPods(ctx); err != nil {
+		return fmt.Errorf("watching this node's pods: %w", err)
+	}
+
+	if len(uuids) > 0 {
+		a.monitor = health.NewMonitor(a.lib, uuids, cfg.Health)
+	}
+	done := make(chan struct{})
+	run := func(f func()) {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			f()
+		}()
+	}
+	n := 0
+	run(func() { a.pub.Run(ctx) })
+	n++
+	run(func() { _ = srv.Run(ctx) })
+	n++
+	run(func() { rec.Run(ctx, cfg.ReconcileInterval) })
+	n++
+	if a.monitor != nil {
+		changes := make(chan health.Change, 64)
+		run(func() {
+			if err := a.monitor.Run(ctx, changes); err != nil {
+				logger.Error(err, "GPU health monitor stopped")
+			}
+		})
+		n++
+		run(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case c := <-changes:
+					logger.Info("GPU health changed", "gpu", c.UUID, "healthy", c.Healthy, "reason", c.Reason)
+					recorder.Eventf(gpuNodeRef(cfg.NodeName), eventType(c.Healthy), healthReason(c.Healthy), "GPU %s: %s", c.UUID, describe(c))
+					srv.SetGPUs(a.serverGPUs(a.monitor.State()))
+					a.pub.Trigger()
+				}
+			}
+		})
+		n++
+	}
+	if started != nil {
+		started(a)
+	}
+	<-ctx.Done()
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	return nil
+}
+
+// open initialises NVML or the fake machine and runs discovery.
+func (a *Agent) open(ctx context.Context) (func(), error) {
+	logger := klog.FromContext(ctx)
+	if a.cfg.Fake != "" {
+		m, err := fakegpu.New(a.cfg.Fake, a.cfg.NodeName)
+		if err != nil {
+			return nil, err
+		}
+		a.machine, a.lib = m, m
+		logger.Info("Fake GPU mode", "kind", a.cfg.Fake, "gpus", len(m.UUIDs()))
+	} else {
+		lib, closeLib, err := discovery.Open(a.cfg.NVMLLibrary)
+		if errors.Is(err, nvml.ERROR_LIBRARY_NOT_FOUND) {
+			logger.Info("No NVML library on this node; reporting zero GPUs", "err", err.Error())
+			return func() {}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		a.lib = lib
+		defer func() {
+			if a.lib == nil {
+				closeLib()
+			}
+		}()
+		inv, err := discovery.DiscoverContext(ctx, lib)
+		if err != nil {
+			a.lib = nil
+			return nil, fmt.Errorf("discovering GPUs: %w", err)
+		}
+		a.inv = inv
+		logger.Info("Discovered GPUs", "count", len(inv.GPUs), "driver", inv.DriverVersion, "cuda", inv.CUDADriverVersion)
+		return closeLib, nil
+	}
+	inv, err := discovery.DiscoverContext(ctx, a.lib)
+	if err != nil {
+		return nil, fmt.Errorf("discovering fake GPUs: %w", err)
+	}
+	a.inv = inv
+	return func() {}, nil
+}
+
+func (a *Agent) serverGPUs(states map[string]health.Change) []server.GPU {
+	out := make([]server.GPU, 0, len(a.inv.GPUs))
+	for _, g := range a.inv.GPUs {
+		healthy := true
+		if h, ok := states[g.UUID]; ok {
+			healthy = h.Healthy
+		}
+		out = append(out, server.GPU{UUID: g.UUID, NUMANode: g.NUMANode, Healthy: healthy})
+	}
+	return out
+}
+
+// kubeletRecord reads the PodResources API, and reports an absent kubelet
+// as an empty record rather than an error, so that a node agent started
+// before the kubelet (or without one, as in the demo) stays quiet.
+type kubeletRecord struct{ handoff.PodResources }
+
+func (k kubeletRecord) List(ctx context.Context) ([]handoff.ContainerDevices, error) {
+	if _, err := os.Stat(k.Socket); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return k.PodResources.List(ctx)
+}
+
+// taintNode adds the GPU-node taint unless the node has it.
+func taintNode(ctx context.Context, kube kubernetes.Interface, name string) error {
+	node, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	for _, t := range node.Spec.Taints {
+		if t.Key == gpu.NodeTaintKey {
+			return nil
+		}
+	}
+	taints := append(append([]v1.Taint(nil), node.Spec.Taints...), v1.Taint{Key: gpu.NodeTaintKey, Value: "present", Effect: v1.TaintEffectNoSchedule})
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": node.ResourceVersion},
+		"spec":     map[string]any{"taints": taints},
+	})
+	if err != nil {
+		return err
+	}
+	_, err = kube.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "tessera-device-plugin"})
+	if err == nil {
+		klog.FromContext(ctx).Info("Tainted the node", "taint", gpu.NodeTaintKey+"=present:NoSchedule")
+	}
+	return err
+}
+
+func gpuNodeRef(node string) *v1.ObjectReference {
+	return &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: node}
+}
+
+func eventType(healthy bool) string {
+	if healthy {
+		return v1.EventTypeNormal
+	}
+	return v1.EventTypeWarning
+}
+
+func healthReason(healthy bool) string {
+	if healthy {
+		return "GPUHealthy"
+	}
+	return "GPUUnhealthy"
+}
+
+func describe(c health.Change) string {
+	if c.Healthy {
+		return "healthy again"
+	}
+	return "unhealthy: " + c.Reason
+}

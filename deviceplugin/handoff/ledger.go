@@ -1,0 +1,643 @@
+// Package handoff makes the kubelet's device allocation agree with the GPUs
+// tessera-scheduler chose, without a node lock. See deviceplugin/README.md
+// for the algorithm, why it is race-free, and its limits.
+//
+// The kubelet never says which pod an allocation is for. The ledger keeps
+// three views of the node and derives everything from them:
+//
+//   - claims: what the scheduler assigned each container of the pods bound
+//     to this node (the tessera.io/gpu-assignment annotation);
+//   - the kubelet's record: which device IDs each container got, from the
+//     PodResources API, plus allocations made since the last listing;
+//   - GPU health.
+//
+// From them it answers GetPreferredAllocation (steer the kubelet to the
+// GPUs of the oldest not-yet-admitted container with that request shape),
+// computes which device IDs to report unhealthy so that the kubelet's two
+// resources never count one GPU twice, and lists the pods whose annotation
+// must be corrected to what the kubelet actually did.
+package handoff
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+)
+
+// owner is one container of one pod.
+type owner struct {
+	pod       types.UID
+	container string
+}
+
+// claim is the scheduler's choice for one container.
+type claim struct {
+	owner
+	pod      string // namespace/name, for logs
+	created  time.Time
+	resource Resource
+	// uuids are the GPUs: several whole GPUs, or the one GPU a share is on.
+	uuids []string
+	// size is the device count the kubelet will ask for: the number of
+	// whole GPUs, or the percent.
+	size int
+}
+
+// podRecord is what the ledger knows of a pod bound to this node.
+type podRecord struct {
+	uid       types.UID
+	namespace string
+	name      string
+	created   time.Time
+	// annotation is the raw assignment annotation; valid is false when it
+	// is missing or unreadable.
+	annotation string
+	valid      bool
+	claims     []*claim
+}
+
+// ContainerDevices is the kubelet's record of one container's devices. The
+// PodResources API names pods, it does not give their UIDs.
+type ContainerDevices struct {
+	Namespace string
+	Pod       string
+	Container string
+	Resource  Resource
+	IDs       []string
+}
+
+// allocation is an Allocate the kubelet made that its PodResources listing
+// has not shown yet.
+type allocation struct {
+	resource Resource
+	ids      []string
+	owner    *owner // the container it was steered for, if any
+	at       time.Time
+}
+
+// Ledger is the device plugin's hand-off state. It is safe for concurrent
+// use; every method holds its lock only for in-memory work.
+type Ledger struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	gpus      map[string]bool // known GPU UUIDs
+	unhealthy map[string]bool
+	pods      map[types.UID]*podRecord
+	// kubelet is the last PodResources listing, by container.
+	kubelet map[owner][]ContainerDevices
+	// inflight are allocations newer than the listing.
+	inflight []allocation
+	// offered maps the exact ID set last offered by Preferred to the
+	// container it was meant for, to attribute the Allocate that follows.
+	offered map[string]owner
+	// steered are containers an Allocate has matched since the listing.
+	steered map[owner]bool
+}
+
+// inflightTTL bounds how long an allocation the kubelet never reports is
+// kept: a container whose start failed never shows up in PodResources.
+const inflightTTL = 2 * time.Minute
+
+// NewLedger returns a ledger for the node's GPUs.
+func NewLedger(uuids []string) *Ledger {
+	l := &Ledger{now: time.Now, unhealthy: map[string]bool{}, pods: map[types.UID]*podRecord{},
+		kubelet: map[owner][]ContainerDevices{}, offered: map[string]owner{}, steered: map[owner]bool{}}
+	l.SetGPUs(uuids)
+	return l
+}
+
+// SetGPUs replaces the set of GPUs, e.g. after rediscovery.
+func (l *Ledger) SetGPUs(uuids []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gpus = make(map[string]bool, len(uuids))
+	for _, u := range uuids {
+		l.gpus[u] = true
+	}
+}
+
+// SetHealth records a GPU's health.
+func (l *Ledger) SetHealth(uuid string, healthy bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if healthy {
+		delete(l.unhealthy, uuid)
+	} else {
+		l.unhealthy[uuid] = true
+	}
+}
+
+// UpsertPod records a pod bound to this node. It returns an error when the
+// pod's assignment annotation is present but unusable; the pod then has no
+// claims, and the kubelet's record will be written back as its truth.
+func (l *Ledger) UpsertPod(pod *v1.Pod) error {
+	rec := &podRecord{uid: pod.UID, namespace: pod.Namespace, name: pod.Name, created: pod.CreationTimestamp.Time}
+	var err error
+	raw, ok := pod.Annotations[assignment.Annotation]
+	if ok {
+		rec.annotation = raw
+		var a assignment.Assignment
+		if a, err = assignment.Parse(raw); err == nil {
+			rec.claims, err = claimsOf(pod, a)
+		}
+		rec.valid = err == nil
+		if err != nil {
+			rec.claims = nil
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		delete(l.pods, pod.UID)
+		return nil
+	}
+	l.pods[pod.UID] = rec
+	return err
+}
+
+// DeletePod forgets a pod.
+func (l *Ledger) DeletePod(uid types.UID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pods, uid)
+}
+
+// claimsOf turns an assignment into per-container claims.
+func claimsOf(pod *v1.Pod, a assignment.Assignment) ([]*claim, error) {
+	var out []*claim
+	for _, name := range a.Containers() {
+		devs := a[name]
+		c := &claim{owner: owner{pod.UID, name}, pod: pod.Namespace + "/" + pod.Name, created: pod.CreationTimestamp.Time}
+		whole := devs[0].Percent == 100
+		for _, d := range devs {
+			if (d.Percent == 100) != whole {
+				return nil, fmt.Errorf("%s: container %q mixes whole GPUs and shares", assignment.Annotation, name)
+			}
+			c.uuids = append(c.uuids, d.UUID)
+		}
+		if whole {
+			c.resource, c.size = Whole, len(devs)
+		} else {
+			if len(devs) != 1 {
+				return nil, fmt.Errorf("%s: container %q has shares of %d GPUs; a share is on one GPU", assignment.Annotation, name, len(devs))
+			}
+			c.resource, c.size = Percent, devs[0].Percent
+		}
+		sort.Strings(c.uuids)
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// ObserveKubelet replaces the kubelet's record with a fresh PodResources
+// listing of this node's GPU devices. Allocations the listing now shows, and
+// those too old to still be coming, are dropped from the in-flight list.
+func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.kubelet = map[owner][]ContainerDevices{}
+	listed := map[string]bool{}
+	byName := make(map[string]types.UID, len(l.pods))
+	for _, p := range l.pods {
+		byName[p.namespace+"/"+p.name] = p.uid
+	}
+	for _, d := range devs {
+		uid, ok := byName[d.Namespace+"/"+d.Pod]
+		if !ok {
+			// A pod the informer has not shown yet still holds its devices.
+			uid = types.UID("name:" + d.Namespace + "/" + d.Pod)
+		}
+		o := owner{uid, d.Container}
+		l.kubelet[o] = append(l.kubelet[o], d)
+		for _, id := range d.IDs {
+			listed[string(d.Resource)+"/"+id] = true
+		}
+	}
+	now := l.now()
+	kept := l.inflight[:0]
+	for _, a := range l.inflight {
+		shown := true
+		for _, id := range a.ids {
+			if !listed[string(a.resource)+"/"+id] {
+				shown = false
+				break
+			}
+		}
+		if !shown && now.Sub(a.at) < inflightTTL {
+			kept = append(kept, a)
+			continue
+		}
+		// The listing now speaks for these IDs (or they are never coming):
+		// the container the allocation was steered for is admitted only if
+		// the listing says so, since the kubelet may have been admitting a
+		// different pod of the same shape.
+		if a.owner != nil {
+			delete(l.steered, *a.owner)
+		}
+	}
+	l.inflight = kept
+	// Steering marks are only needed until the listing speaks for the
+	// container.
+	for o := range l.steered {
+		if _, ok := l.kubelet[o]; ok {
+			delete(l.steered, o)
+		}
+	}
+}
+
+// admitted reports whether the kubelet has allocated the claim's resource
+// to its container.
+func (l *Ledger) admittedLocked(c *claim) bool {
+	if l.steered[c.owner] {
+		return true
+	}
+	for _, d := range l.kubelet[c.owner] {
+		if d.Resource == c.resource {
+			return true
+		}
+	}
+	return false
+}
+
+// usage is which GPUs are held whole and which by shares, by the kubelet's
+// record, in-flight allocations and the claims not yet admitted.
+type usage struct {
+	whole, shared map[string]bool
+}
+
+func (l *Ledger) usageLocked() usage {
+	u := usage{whole: map[string]bool{}, shared: map[string]bool{}}
+	mark := func(r Resource, ids []string) {
+		for _, id := range ids {
+			if r == Whole {
+				u.whole[id] = true
+			} else if uuid, _, ok := ParsePercentID(id); ok {
+				u.shared[uuid] = true
+			}
+		}
+	}
+	for _, ds := range l.kubelet {
+		for _, d := range ds {
+			mark(d.Resource, d.IDs)
+		}
+	}
+	for _, a := range l.inflight {
+		mark(a.resource, a.ids)
+	}
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			if l.admittedLocked(c) {
+				continue
+			}
+			for _, uuid := range c.uuids {
+				if c.resource == Whole {
+					u.whole[uuid] = true
+				} else {
+					u.shared[uuid] = true
+				}
+			}
+		}
+	}
+	return u
+}
+
+// Unhealthy returns the device IDs of a resource to report unhealthy: those
+// of unhealthy GPUs, and those that would let the kubelet count a GPU twice
+// (a GPU held by shares offers no whole device; a GPU held whole offers no
+// shares).
+func (l *Ledger) Unhealthy(r Resource) map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.usageLocked()
+	out := map[string]bool{}
+	for uuid := range l.gpus {
+		bad := l.unhealthy[uuid]
+		switch r {
+		case Whole:
+			if bad || u.shared[uuid] {
+				out[uuid] = true
+			}
+		case Percent:
+			if bad || u.whole[uuid] {
+				for n := 0; n < PercentIDs; n++ {
+					out[PercentID(uuid, n)] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Preferred answers GetPreferredAllocation for one container: the IDs of
+// the oldest not-yet-admitted container whose claim has this resource and
+// size and whose GPUs are available; failing that, IDs that keep clear of
+// other pods' claims. It never returns IDs outside available.
+func (l *Ledger) Preferred(r Resource, available, mustInclude []string, size int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	avail := map[string]bool{}
+	for _, id := range available {
+		avail[id] = true
+	}
+	if c, ids := l.matchLocked(r, avail, mustInclude, size); c != nil {
+		l.offered[key(r, ids)] = c.owner
+		return ids
+	}
+	return l.fallbackLocked(r, available, avail, mustInclude, size)
+}
+
+// matchLocked finds the claim to serve.
+func (l *Ledger) matchLocked(r Resource, avail map[string]bool, must []string, size int) (*claim, []string) {
+	var cands []*claim
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			if c.resource == r && c.size == size && !l.admittedLocked(c) {
+				cands = append(cands, c)
+			}
+		}
+	}
+	// The kubelet admits pods oldest first; ties are broken by name so the
+	// choice is deterministic.
+	sort.Slice(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if !a.created.Equal(b.created) {
+			return a.created.Before(b.created)
+		}
+		if a.pod != b.pod {
+			return a.pod < b.pod
+		}
+		return a.container < b.container
+	})
+	for _, c := range cands {
+		if ids := l.idsForLocked(c, avail, must); ids != nil {
+			return c, ids
+		}
+	}
+	return nil, nil
+}
+
+// idsForLocked returns the IDs that serve claim c from avail, or nil.
+func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string) []string {
+	if c.resource == Whole {
+		for _, u := range c.uuids {
+			if !avail[u] {
+				return nil
+			}
+		}
+		for _, m := range must {
+			if !contains(c.uuids, m) {
+				return nil
+			}
+		}
+		return append([]string(nil), c.uuids...)
+	}
+	gpu := c.uuids[0]
+	ids := []string{}
+	for _, m := range must {
+		if u, _, ok := ParsePercentID(m); !ok || u != gpu {
+			return nil
+		}
+		ids = append(ids, m)
+	}
+	for n := 0; n < PercentIDs && len(ids) < c.size; n++ {
+		id := PercentID(gpu, n)
+		if avail[id] && !contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) < c.size {
+		return nil
+	}
+	return ids
+}
+
+// fallbackLocked serves a container the ledger cannot attribute (its pod is
+// not known yet, or was not placed by tessera-scheduler). It keeps shares on
+// one GPU, prefers GPUs no pending claim names, and packs shares onto GPUs
+// that already have shares.
+func (l *Ledger) fallbackLocked(r Resource, available []string, avail map[string]bool, must []string, size int) []string {
+	claimed := map[string]bool{}
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			if !l.admittedLocked(c) {
+				for _, u := range c.uuids {
+					claimed[u] = true
+				}
+			}
+		}
+	}
+	if r == Whole {
+		ids := append([]string(nil), must...)
+		rest := append([]string(nil), available...)
+		sort.SliceStable(rest, func(i, j int) bool { return !claimed[rest[i]] && claimed[rest[j]] })
+		for _, id := range rest {
+			if len(ids) >= size {
+				break
+			}
+			if !contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+		return ids
+	}
+	perGPU := map[string][]string{}
+	for _, id := range available {
+		if u, _, ok := ParsePercentID(id); ok {
+			perGPU[u] = append(perGPU[u], id)
+		}
+	}
+	u := l.usageLocked()
+	var gpus []string
+	for g, ids := range perGPU {
+		if len(ids) >= size {
+			gpus = append(gpus, g)
+		}
+	}
+	mustGPU := ""
+	if len(must) > 0 {
+		mustGPU, _, _ = ParsePercentID(must[0])
+	}
+	sort.Slice(gpus, func(i, j int) bool {
+		a, b := gpus[i], gpus[j]
+		if (a == mustGPU) != (b == mustGPU) {
+			return a == mustGPU
+		}
+		if claimed[a] != claimed[b] {
+			return !claimed[a]
+		}
+		if u.shared[a] != u.shared[b] {
+			return u.shared[a]
+		}
+		if len(perGPU[a]) != len(perGPU[b]) {
+			return len(perGPU[a]) < len(perGPU[b])
+		}
+		return a < b
+	})
+	ids := append([]string(nil), must...)
+	if len(gpus) > 0 {
+		for _, id := range perGPU[gpus[0]] {
+			if len(ids) >= size {
+				break
+			}
+			if !contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	// No single GPU has room: let the kubelet choose; reconciliation
+	// records what it did.
+	if len(ids) < size {
+		return nil
+	}
+	return ids
+}
+
+// Allocate records an allocation the kubelet is making and returns the
+// GPUs behind the IDs. Unknown IDs are an error that names them.
+func (l *Ledger) Allocate(r Resource, ids []string) ([]string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var unknown []string
+	gpuSet := map[string]bool{}
+	for _, id := range ids {
+		uuid := id
+		if r == Percent {
+			var ok bool
+			if uuid, _, ok = ParsePercentID(id); !ok {
+				unknown = append(unknown, id)
+				continue
+			}
+		}
+		if !l.gpus[uuid] {
+			unknown = append(unknown, id)
+			continue
+		}
+		gpuSet[uuid] = true
+	}
+	if len(unknown) > 0 {
+		return nil, fmt.Errorf("unknown %s device IDs: %s", r, strings.Join(unknown, ", "))
+	}
+	a := allocation{resource: r, ids: append([]string(nil), ids...), at: l.now()}
+	if o, ok := l.offered[key(r, ids)]; ok {
+		a.owner = &o
+		l.steered[o] = true
+		delete(l.offered, key(r, ids))
+	}
+	l.inflight = append(l.inflight, a)
+	gpus := make([]string, 0, len(gpuSet))
+	for g := range gpuSet {
+		gpus = append(gpus, g)
+	}
+	sort.Strings(gpus)
+	return gpus, nil
+}
+
+// Correction is a pod whose annotation must be rewritten to match what the
+// kubelet allocated.
+type Correction struct {
+	Pod       types.UID
+	Namespace string
+	Name      string
+	// Assignment is the annotation's new value: the kubelet's record for
+	// every container it has allocated, the scheduler's for the others.
+	Assignment assignment.Assignment
+	// Was is the old annotation value ("" when missing).
+	Was string
+}
+
+// Corrections lists the pods whose annotation disagrees with the kubelet's
+// record. Only containers the kubelet has listed are compared.
+func (l *Ledger) Corrections() []Correction {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Correction
+	for _, p := range l.pods {
+		truth := assignment.Assignment{}
+		for o, ds := range l.kubelet {
+			if o.pod != p.uid {
+				continue
+			}
+			for _, d := range ds {
+				truth[o.container] = append(truth[o.container], devicesOf(d)...)
+			}
+		}
+		if len(truth) == 0 {
+			continue
+		}
+		merged := assignment.Assignment{}
+		if p.valid {
+			for _, c := range p.claims {
+				for _, u := range c.uuids {
+					pct := 100
+					if c.resource == Percent {
+						pct = c.size
+					}
+					merged[c.container] = append(merged[c.container], assignment.Device{UUID: u, Percent: pct})
+				}
+			}
+		}
+		for name, devs := range truth {
+			sort.Slice(devs, func(i, j int) bool { return devs[i].UUID < devs[j].UUID })
+			merged[name] = devs
+		}
+		before := ""
+		if p.annotation != "" {
+			if a, err := assignment.Parse(p.annotation); err == nil {
+				for _, devs := range a {
+					sort.Slice(devs, func(i, j int) bool { return devs[i].UUID < devs[j].UUID })
+				}
+				before = a.String()
+			}
+		}
+		if merged.Validate() != nil || merged.String() == before {
+			continue
+		}
+		out = append(out, Correction{Pod: p.uid, Namespace: p.namespace, Name: p.name, Assignment: merged, Was: p.annotation})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
+	return out
+}
+
+// devicesOf groups a container's device IDs into assignment entries.
+func devicesOf(d ContainerDevices) []assignment.Device {
+	if d.Resource == Whole {
+		out := make([]assignment.Device, 0, len(d.IDs))
+		for _, id := range d.IDs {
+			out = append(out, assignment.Device{UUID: id, Percent: 100})
+		}
+		return out
+	}
+	count := map[string]int{}
+	for _, id := range d.IDs {
+		if u, _, ok := ParsePercentID(id); ok {
+			count[u]++
+		}
+	}
+	out := make([]assignment.Device, 0, len(count))
+	for u, n := range count {
+		out = append(out, assignment.Device{UUID: u, Percent: n})
+	}
+	return out
+}
+
+func key(r Resource, ids []string) string {
+	s := append([]string(nil), ids...)
+	sort.Strings(s)
+	return string(r) + "|" + strings.Join(s, ",")
+}
+
+func contains(s []string, x string) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,319 @@
+package handoff
+
+import (
+	"fmt"
+	"math/rand"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+)
+
+func uuids(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("GPU-%d", i)
+	}
+	return out
+}
+
+func boundPod(name string, created int, a assignment.Assignment) *v1.Pod {
+	p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name),
+		CreationTimestamp: metav1.NewTime(time.Unix(int64(created), 0))}}
+	if a != nil {
+		p.Annotations = map[string]string{assignment.Annotation: a.String()}
+	}
+	for _, c := range a.Containers() {
+		p.Spec.Containers = append(p.Spec.Containers, v1.Container{Name: c})
+	}
+	return p
+}
+
+func TestPercentIDs(t *testing.T) {
+	id := PercentID("GPU-8c0e6f3a-1234-5678-9abc-def012345678", 7)
+	if len(id) > 63 {
+		t.Errorf("%q is longer than the kubelet allows", id)
+	}
+	u, n, ok := ParsePercentID(id)
+	if !ok || u != "GPU-8c0e6f3a-1234-5678-9abc-def012345678" || n != 7 {
+		t.Errorf("ParsePercentID(%q) = %q %d %v", id, u, n, ok)
+	}
+	for _, bad := range []string{"GPU-1", "GPU-1::", "GPU-1::100", "::01", "GPU-1::x"} {
+		if _, _, ok := ParsePercentID(bad); ok {
+			t.Errorf("ParsePercentID(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPreferredFollowsOldestClaim(t *testing.T) {
+	l := NewLedger(uuids(4))
+	l.UpsertPod(boundPod("b", 2, assignment.Assignment{"main": {{UUID: "GPU-2", Percent: 100}}}))
+	l.UpsertPod(boundPod("a", 1, assignment.Assignment{"main": {{UUID: "GPU-3", Percent: 100}}}))
+	l.UpsertPod(boundPod("s", 3, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 30}}}))
+	got := l.Preferred(Whole, uuids(4), nil, 1)
+	if fmt.Sprint(got) != "[GPU-3]" {
+		t.Errorf("Preferred = %v, want the oldest pod's GPU-3", got)
+	}
+	var all []string
+	for _, u := range uuids(4) {
+		for n := 0; n < PercentIDs; n++ {
+			all = append(all, PercentID(u, n))
+		}
+	}
+	got = l.Preferred(Percent, all, nil, 30)
+	if len(got) != 30 || !strings.HasPrefix(got[0], "GPU-1::") || !strings.HasPrefix(got[29], "GPU-1::") {
+		t.Errorf("share preferred %v, want 30 IDs of GPU-1", got)
+	}
+	// Whole claims make their GPUs' percent IDs unhealthy, shares the
+	// whole ID of theirs.
+	if u := l.Unhealthy(Whole); !u["GPU-1"] || u["GPU-2"] || len(u) != 1 {
+		t.Errorf("unhealthy whole IDs %v, want only GPU-1", u)
+	}
+	if u := l.Unhealthy(Percent); !u[PercentID("GPU-2", 0)] || !u[PercentID("GPU-3", 99)] || u[PercentID("GPU-1", 0)] || len(u) != 200 {
+		t.Errorf("unhealthy percent IDs: %d", len(u))
+	}
+}
+
+func TestAllocateRejectsUnknownIDs(t *testing.T) {
+	l := NewLedger(uuids(2))
+	if _, err := l.Allocate(Whole, []string{"GPU-0", "GPU-9"}); err == nil || !strings.Contains(err.Error(), "GPU-9") {
+		t.Errorf("err = %v, want one naming GPU-9", err)
+	}
+	if _, err := l.Allocate(Percent, []string{"GPU-0::01", "bogus"}); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("err = %v, want one naming bogus", err)
+	}
+	gpus, err := l.Allocate(Percent, []string{"GPU-1::01", "GPU-1::02"})
+	if err != nil || fmt.Sprint(gpus) != "[GPU-1]" {
+		t.Errorf("Allocate = %v, %v", gpus, err)
+	}
+}
+
+func TestGarbageAnnotationIsCorrectedToTruth(t *testing.T) {
+	l := NewLedger(uuids(2))
+	p := boundPod("g", 1, nil)
+	p.Annotations = map[string]string{assignment.Annotation: "{garbage"}
+	p.Spec.Containers = []v1.Container{{Name: "main"}}
+	if err := l.UpsertPod(p); err == nil {
+		t.Fatal("garbage annotation accepted")
+	}
+	// With no claim, the kubelet's own choice is taken and written back.
+	ids := l.Preferred(Whole, uuids(2), nil, 1)
+	if len(ids) != 1 {
+		t.Fatalf("fallback %v", ids)
+	}
+	if _, err := l.Allocate(Whole, ids); err != nil {
+		t.Fatal(err)
+	}
+	l.ObserveKubelet([]ContainerDevices{{Namespace: "default", Pod: "g", Container: "main", Resource: Whole, IDs: ids}})
+	cs := l.Corrections()
+	if len(cs) != 1 || cs[0].Assignment.String() != fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, ids[0]) {
+		t.Fatalf("corrections %+v", cs)
+	}
+}
+
+// kubeletSim plays the kubelet's device manager against a ledger: it keeps
+// its own allocations, offers only healthy free IDs, asks for a preference
+// and takes it if it is usable, as the real one does.
+type kubeletSim struct {
+	l     *Ledger
+	gpus  []string
+	alloc map[Resource]map[string]owner
+	truth []ContainerDevices
+}
+
+func (k *kubeletSim) admit(p *v1.Pod, a assignment.Assignment, rng *rand.Rand) bool {
+	type want struct {
+		c    string
+		r    Resource
+		size int
+	}
+	var wants []want
+	for _, c := range a.Containers() {
+		d := a[c]
+		if d[0].Percent == 100 {
+			wants = append(wants, want{c, Whole, len(d)})
+		} else {
+			wants = append(wants, want{c, Percent, d[0].Percent})
+		}
+	}
+	for _, w := range wants {
+		unhealthy := k.l.Unhealthy(w.r)
+		var avail []string
+		for _, u := range k.gpus {
+			ids := []string{u}
+			if w.r == Percent {
+				ids = nil
+				for n := 0; n < PercentIDs; n++ {
+					ids = append(ids, PercentID(u, n))
+				}
+			}
+			for _, id := range ids {
+				if _, used := k.alloc[w.r][id]; !used && !unhealthy[id] {
+					avail = append(avail, id)
+				}
+			}
+		}
+		if len(avail) < w.size {
+			return false // admission error: the pod fails, holding nothing new
+		}
+		chosen := k.l.Preferred(w.r, avail, nil, w.size)
+		ok := len(chosen) == w.size
+		for _, id := range chosen {
+			ok = ok && contains(avail, id)
+		}
+		if !ok {
+			rng.Shuffle(len(avail), func(i, j int) { avail[i], avail[j] = avail[j], avail[i] })
+			chosen = avail[:w.size]
+		}
+		if _, err := k.l.Allocate(w.r, chosen); err != nil {
+			panic(err)
+		}
+		for _, id := range chosen {
+			k.alloc[w.r][id] = owner{p.UID, w.c}
+		}
+		k.truth = append(k.truth, ContainerDevices{Namespace: p.Namespace, Pod: p.Name, Container: w.c, Resource: w.r, IDs: chosen})
+	}
+	return true
+}
+
+// schedule plays tessera-scheduler: first-fit of random shapes on 8 GPUs.
+func schedule(rng *rand.Rand, n int, gpus []string) []assignment.Assignment {
+	used := make([]int, len(gpus))
+	var out []assignment.Assignment
+	for len(out) < n {
+		if rng.Intn(5) == 0 {
+			i := rng.Intn(len(gpus))
+			if used[i] != 0 {
+				continue
+			}
+			used[i] = 100
+			out = append(out, assignment.Assignment{"main": {{UUID: gpus[i], Percent: 100}}})
+			continue
+		}
+		pct := 10 + rng.Intn(61)
+		placed := false
+		for i := range gpus {
+			if used[i] > 0 && used[i] < 100 && used[i]+pct <= 100 {
+				used[i] += pct
+				out = append(out, assignment.Assignment{"main": {{UUID: gpus[i], Percent: pct}}})
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			free := -1
+			for i := range gpus {
+				if used[i] == 0 {
+					free = i
+					break
+				}
+			}
+			if free < 0 {
+				break
+			}
+			used[free] = pct
+			out = append(out, assignment.Assignment{"main": {{UUID: gpus[free], Percent: pct}}})
+		}
+	}
+	return out
+}
+
+// TestBulkHandOffSimulation admits many pods in shuffled orders, with the
+// pod informer sometimes behind the kubelet, and checks that after
+// reconciliation every admitted container's annotation is the kubelet's
+// truth, no GPU is over 100 %, and no GPU is both whole and shared.
+func TestBulkHandOffSimulation(t *testing.T) {
+	for seed := int64(1); seed <= 20; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(seed))
+			gpus := uuids(8)
+			l := NewLedger(gpus)
+			k := &kubeletSim{l: l, gpus: gpus, alloc: map[Resource]map[string]owner{Whole: {}, Percent: {}}}
+			as := schedule(rng, 64, gpus)
+			pods := make([]*v1.Pod, len(as))
+			for i, a := range as {
+				pods[i] = boundPod(fmt.Sprintf("p%02d", i), i, a)
+			}
+			order := rng.Perm(len(pods))
+			known := map[int]bool{}
+			admitted := map[types.UID]bool{}
+			for step, i := range order {
+				// The informer usually knows the pod; sometimes it lags.
+				if rng.Intn(4) != 0 {
+					l.UpsertPod(pods[i])
+					known[i] = true
+				}
+				// Other pods' events arrive in random order too.
+				if j := order[rng.Intn(len(order))]; !known[j] {
+					l.UpsertPod(pods[j])
+					known[j] = true
+				}
+				if k.admit(pods[i], as[i], rng) {
+					admitted[pods[i].UID] = true
+				}
+				if step%7 == 0 {
+					l.ObserveKubelet(k.truth)
+				}
+			}
+			for i := range pods {
+				l.UpsertPod(pods[i])
+			}
+			l.ObserveKubelet(k.truth)
+			for _, c := range l.Corrections() {
+				for _, p := range pods {
+					if p.UID == c.Pod {
+						p.Annotations[assignment.Annotation] = c.Assignment.String()
+						l.UpsertPod(p)
+					}
+				}
+			}
+			if cs := l.Corrections(); len(cs) != 0 {
+				t.Fatalf("corrections do not converge: %+v", cs)
+			}
+			perGPU := map[string]int{}
+			whole := map[string]bool{}
+			for _, p := range pods {
+				if !admitted[p.UID] {
+					continue
+				}
+				a, err := assignment.Parse(p.Annotations[assignment.Annotation])
+				if err != nil {
+					t.Fatalf("%s: %v", p.Name, err)
+				}
+				var truth []string
+				for _, d := range k.truth {
+					if d.Pod == p.Name {
+						for _, x := range devicesOf(d) {
+							truth = append(truth, fmt.Sprintf("%s:%d", x.UUID, x.Percent))
+						}
+					}
+				}
+				var ann []string
+				for _, x := range a["main"] {
+					ann = append(ann, fmt.Sprintf("%s:%d", x.UUID, x.Percent))
+					perGPU[x.UUID] += x.Percent
+					if x.Percent == 100 {
+						whole[x.UUID] = true
+					}
+				}
+				sort.Strings(truth)
+				sort.Strings(ann)
+				if fmt.Sprint(truth) != fmt.Sprint(ann) {
+					t.Errorf("%s: annotation %v, kubelet %v", p.Name, ann, truth)
+				}
+			}
+			for u, pct := range perGPU {
+				if pct > 100 || (whole[u] && pct != 100) {
+					t.Errorf("GPU %s at %d%% (whole %v)", u, pct, whole[u])
+				}
+			}
+			t.Logf("%d pods, %d admitted", len(pods), len(admitted))
+		})
+	}
+}

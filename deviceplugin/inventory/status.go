@@ -1,0 +1,89 @@
+// Package inventory publishes a node's GPU inventory as its GPUNode: what
+// discovery found, the health the monitor reports with the device taints
+// that follow from it, and a heartbeat that tells the scheduler the
+// inventory is current. It writes only its own node's GPUNode, and only
+// through the status subresource, so administrators keep the spec.
+package inventory
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/deviceplugin/discovery"
+	"github.com/tessera-gpu/tessera/deviceplugin/health"
+)
+
+const (
+	// XIDTaintKey is the device taint put on a GPU after a critical XID;
+	// its value is the XID number.
+	XIDTaintKey = "tessera.io/xid"
+	// ECCTaintKey is the device taint put on a GPU after a double-bit ECC
+	// error.
+	ECCTaintKey = "tessera.io/ecc"
+	// LostTaintKey is the device taint put on a GPU that stopped answering.
+	LostTaintKey = "tessera.io/gpu-lost"
+)
+
+// BuildStatus turns discovery results and health into a GPUNode status.
+// GPUs without a health entry count as healthy since now.
+func BuildStatus(inv discovery.Inventory, states map[string]health.Change, now time.Time) v1alpha1.GPUNodeStatus {
+	st := v1alpha1.GPUNodeStatus{
+		DriverVersion:     inv.DriverVersion,
+		CUDADriverVersion: int32(inv.CUDADriverVersion),
+		HeartbeatTime:     &metav1.Time{Time: now},
+	}
+	models := map[string]bool{}
+	for _, g := range inv.GPUs {
+		h, ok := states[g.UUID]
+		if !ok {
+			h = health.Change{UUID: g.UUID, Healthy: true, Since: now}
+		}
+		since := metav1.NewTime(h.Since)
+		gpu := v1alpha1.GPU{
+			UUID: g.UUID, Index: int32(g.Index), Model: g.Model, MemoryMiB: g.MemoryMiB,
+			ComputeCapability: g.ComputeCapability, NUMANode: int32(g.NUMANode), PCIBusID: g.PCIBusID,
+			NVLinkPeers: append([]string(nil), g.NVLinkPeers...),
+			Health:      v1alpha1.GPUHealth{Healthy: h.Healthy, Reason: h.Reason, Since: &since},
+			Taints:      Taints(h),
+		}
+		if gpu.Health.Healthy {
+			st.HealthyCount++
+		}
+		st.GPUs = append(st.GPUs, gpu)
+		models[g.Model] = true
+	}
+	st.GPUCount = int32(len(st.GPUs))
+	names := make([]string, 0, len(models))
+	for m := range models {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	st.Models = strings.Join(names, ",")
+	return st
+}
+
+// Taints are the device taints that follow from a GPU's health: one that
+// names the XID, the ECC error or the loss, so that pods can tolerate a
+// specific, known-benign failure while every other pod stays away.
+func Taints(h health.Change) []v1alpha1.DeviceTaint {
+	if h.Healthy {
+		return nil
+	}
+	switch {
+	case h.XID != 0:
+		return []v1alpha1.DeviceTaint{{Key: XIDTaintKey, Value: fmt.Sprint(h.XID), Effect: corev1.TaintEffectNoSchedule}}
+	case h.Reason == health.ReasonDoubleBitECC:
+		return []v1alpha1.DeviceTaint{{Key: ECCTaintKey, Value: "double-bit", Effect: corev1.TaintEffectNoSchedule}}
+	case h.Reason == health.ReasonGPULost:
+		return []v1alpha1.DeviceTaint{{Key: LostTaintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+	}
+	// Other causes (failed queries, failing event waits) are transient
+	// conditions of the driver, not of the GPU: unhealthy is enough.
+	return nil
+}

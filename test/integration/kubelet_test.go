@@ -1,0 +1,154 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tessera-gpu/tessera/deviceplugin/discovery"
+	"github.com/tessera-gpu/tessera/deviceplugin/fakegpu"
+	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
+	"github.com/tessera-gpu/tessera/deviceplugin/server"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+)
+
+// shortTempDir returns a temporary directory with a short path: unix socket
+// paths are limited to 108 bytes.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "tdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// fakeNodeGPUs discovers a fake machine's GPUs as the device plugin does.
+func fakeNodeGPUs(t *testing.T, kind, node string) (*fakegpu.Machine, discovery.Inventory) {
+	t.Helper()
+	m, err := fakegpu.New(kind, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := discovery.Discover(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, inv
+}
+
+func serverGPUs(inv discovery.Inventory, unhealthy ...string) []server.GPU {
+	var out []server.GPU
+	for _, g := range inv.GPUs {
+		bad := false
+		for _, u := range unhealthy {
+			bad = bad || u == g.UUID
+		}
+		out = append(out, server.GPU{UUID: g.UUID, NUMANode: g.NUMANode, Healthy: !bad})
+	}
+	return out
+}
+
+func assignedPod(name string, a assignment.Assignment, res v1.ResourceName, qty int64) *v1.Pod {
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name),
+			Annotations: map[string]string{assignment.Annotation: a.String()}},
+		Spec: v1.PodSpec{Containers: []v1.Container{{Name: "main", Resources: v1.ResourceRequirements{
+			Limits: v1.ResourceList{res: *resource.NewQuantity(qty, resource.DecimalSI)}}}}},
+	}
+}
+
+// TestDevicePluginWithKubeletDeviceManager runs the device plugin against
+// the real kubelet device manager: registration, ListAndWatch, steering
+// through GetPreferredAllocation, Allocate, consistent counts across the two
+// resources, health, and re-registration after a kubelet restart.
+func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := shortTempDir(t)
+	k := startKubelet(t, dir)
+	_, inv := fakeNodeGPUs(t, "dgxh100", "node-a")
+	var uuids []string
+	for _, g := range inv.GPUs {
+		uuids = append(uuids, g.UUID)
+	}
+	ledger := handoff.NewLedger(uuids)
+	srv := server.New(server.Options{Dir: dir, CDI: true}, ledger, serverGPUs(inv))
+	go srv.Run(ctx)
+
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
+
+	// Two whole GPUs the kubelet would not pick on its own.
+	a := assignedPod("two", assignment.Assignment{"main": {{UUID: uuids[3], Percent: 100}, {UUID: uuids[5], Percent: 100}}}, "nvidia.com/gpu", 2)
+	if err := ledger.UpsertPod(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.admit(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	got := k.m.GetDevices(string(a.UID), "main")[string(handoff.Whole)]
+	if _, ok3 := got[uuids[3]]; len(got) != 2 || !ok3 || got[uuids[5]] == nil {
+		t.Fatalf("kubelet gave %v, want GPUs 3 and 5", got)
+	}
+	opts, err := k.m.GetDeviceRunContainerOptions(ctx, a, &a.Spec.Containers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range opts.Envs {
+		env[e.Name] = e.Value
+	}
+	if v := env["NVIDIA_VISIBLE_DEVICES"]; !strings.Contains(v, uuids[3]) || !strings.Contains(v, uuids[5]) {
+		t.Errorf("NVIDIA_VISIBLE_DEVICES = %q", v)
+	}
+	if len(opts.CDIDevices) != 2 || !strings.HasPrefix(opts.CDIDevices[0].Name, "nvidia.com/gpu=GPU-") {
+		t.Errorf("CDI devices %v", opts.CDIDevices)
+	}
+
+	// A 30 % share on GPU 6.
+	b := assignedPod("share", assignment.Assignment{"main": {{UUID: uuids[6], Percent: 30}}}, "tessera.io/gpu-percent", 30)
+	ledger.UpsertPod(b)
+	if err := k.admit(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	ids := k.m.GetDevices(string(b.UID), "main")[string(handoff.Percent)]
+	if len(ids) != 30 {
+		t.Fatalf("share got %d IDs", len(ids))
+	}
+	for id := range ids {
+		if u, _, _ := handoff.ParsePercentID(id); u != uuids[6] {
+			t.Fatalf("share got %s, not on GPU 6", id)
+		}
+	}
+	// GPU 6 no longer counts as a whole GPU; GPUs 3 and 5 offer no shares.
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 7)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 600)
+
+	// An unhealthy GPU leaves allocatable.
+	srv.SetGPUs(serverGPUs(inv, uuids[0]))
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 6)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 500)
+
+	// Asking for more than is left fails admission and holds nothing.
+	big := assignedPod("big", assignment.Assignment{"main": {{UUID: uuids[1], Percent: 100}}}, "nvidia.com/gpu", 7)
+	if err := k.admit(ctx, big); err == nil {
+		t.Error("a pod asking for 7 GPUs with 4 free was admitted")
+	}
+
+	// A kubelet restart wipes the sockets; the plugin registers again and
+	// the checkpoint keeps the earlier allocations.
+	k.restart()
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 6)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 500)
+	if got := k.m.GetDevices(string(a.UID), "main")[string(handoff.Whole)]; len(got) != 2 {
+		t.Errorf("after restart the pod holds %v", got)
+	}
+}
