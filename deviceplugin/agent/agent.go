@@ -59,6 +59,9 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// Health configures the health monitor.
 	Health health.Config
+	// KubeletRecord, if set, replaces the PodResources API client; tests
+	// pass the real device manager's record.
+	KubeletRecord handoff.KubeletRecord
 }
 
 // Agent is a running node agent.
@@ -118,7 +121,11 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	// reconciler tells the server when the device lists change.
 	var rec *handoff.Reconciler
 	srv := server.New(server.Options{Dir: cfg.DevicePluginDir, CDI: cfg.CDI, OnAllocate: func() { rec.Kick() }}, ledger, a.serverGPUs(nil))
-	rec = handoff.NewReconciler(cfg.NodeName, ledger, cfg.Kube, kubeletRecord{handoff.PodResources{Socket: cfg.PodResourcesSocket}}, recorder, srv.Changed)
+	var kr handoff.KubeletRecord = kubeletRecord{handoff.PodResources{Socket: cfg.PodResourcesSocket}}
+	if cfg.KubeletRecord != nil {
+		kr = cfg.KubeletRecord
+	}
+	rec = handoff.NewReconciler(cfg.NodeName, ledger, cfg.Kube, kr, recorder, srv.Changed)
 	if _, err := rec.WatchPods(ctx); err != nil {
 		return fmt.Errorf("watching this node's pods: %w", err)
 	}

@@ -61,6 +61,9 @@ type podRecord struct {
 	annotation string
 	valid      bool
 	claims     []*claim
+	// exchanged is set when the ledger swapped one of the pod's claims
+	// with another pod's; the annotation is then rewritten to match.
+	exchanged bool
 }
 
 // ContainerDevices is the kubelet's record of one container's devices. The
@@ -99,6 +102,8 @@ type Ledger struct {
 	offered map[string]owner
 	// steered are containers an Allocate has matched since the listing.
 	steered map[owner]bool
+	// podsChanged is closed and replaced at every pod update.
+	podsChanged chan struct{}
 }
 
 // inflightTTL bounds how long an allocation the kubelet never reports is
@@ -108,7 +113,8 @@ const inflightTTL = 2 * time.Minute
 // NewLedger returns a ledger for the node's GPUs.
 func NewLedger(uuids []string) *Ledger {
 	l := &Ledger{now: time.Now, unhealthy: map[string]bool{}, pods: map[types.UID]*podRecord{},
-		kubelet: map[owner][]ContainerDevices{}, offered: map[string]owner{}, steered: map[owner]bool{}}
+		kubelet: map[owner][]ContainerDevices{}, offered: map[string]owner{}, steered: map[owner]bool{},
+		podsChanged: make(chan struct{})}
 	l.SetGPUs(uuids)
 	return l
 }
@@ -154,6 +160,8 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	close(l.podsChanged)
+	l.podsChanged = make(chan struct{})
 	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
 		delete(l.pods, pod.UID)
 		return nil
@@ -250,6 +258,76 @@ func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
 			delete(l.steered, o)
 		}
 	}
+	l.exchangeLocked()
+}
+
+// exchangeLocked repairs steering that served the wrong pod. When the
+// kubelet gave container X the devices claimed by a container Y of the same
+// shape that is not yet admitted, X and Y swap claims: Y now waits for the
+// devices X left, so the per-GPU totals the scheduler accounts stay exact
+// and Y is steered to them when its turn comes.
+func (l *Ledger) exchangeLocked() {
+	byOwner := map[owner]*claim{}
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			byOwner[c.owner] = c
+		}
+	}
+	for o, ds := range l.kubelet {
+		cx := byOwner[o]
+		if cx == nil {
+			continue
+		}
+		for _, d := range ds {
+			if d.Resource != cx.resource {
+				continue
+			}
+			got := truthGPUs(d)
+			if sameStrings(got, cx.uuids) {
+				continue
+			}
+			for _, cy := range byOwner {
+				if cy == cx || cy.resource != cx.resource || cy.size != cx.size || l.admittedLocked(cy) || !sameStrings(got, cy.uuids) {
+					continue
+				}
+				cx.uuids, cy.uuids = cy.uuids, cx.uuids
+				l.pods[cy.owner.pod].exchanged = true
+				break
+			}
+		}
+	}
+}
+
+// truthGPUs are the GPUs behind a container's device IDs, sorted.
+func truthGPUs(d ContainerDevices) []string {
+	set := map[string]bool{}
+	for _, id := range d.IDs {
+		if d.Resource == Percent {
+			if u, _, ok := ParsePercentID(id); ok {
+				set[u] = true
+			}
+		} else {
+			set[id] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for u := range set {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // admitted reports whether the kubelet has allocated the claim's resource
@@ -340,6 +418,24 @@ func (l *Ledger) Unhealthy(r Resource) map[string]bool {
 // size and whose GPUs are available; failing that, IDs that keep clear of
 // other pods' claims. It never returns IDs outside available.
 func (l *Ledger) Preferred(r Resource, available, mustInclude []string, size int) []string {
+	ids, _ := l.prefer(r, available, mustInclude, size, true)
+	return ids
+}
+
+// Match is Preferred without the fallback: it reports false when no claim
+// fits, so that a caller can wait for the pod informer to catch up.
+func (l *Ledger) Match(r Resource, available, mustInclude []string, size int) ([]string, bool) {
+	return l.prefer(r, available, mustInclude, size, false)
+}
+
+// PodsChanged returns a channel closed at the next pod update.
+func (l *Ledger) PodsChanged() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.podsChanged
+}
+
+func (l *Ledger) prefer(r Resource, available, mustInclude []string, size int, fallback bool) ([]string, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	avail := map[string]bool{}
@@ -348,9 +444,12 @@ func (l *Ledger) Preferred(r Resource, available, mustInclude []string, size int
 	}
 	if c, ids := l.matchLocked(r, avail, mustInclude, size); c != nil {
 		l.offered[key(r, ids)] = c.owner
-		return ids
+		return ids, true
 	}
-	return l.fallbackLocked(r, available, avail, mustInclude, size)
+	if !fallback {
+		return nil, false
+	}
+	return l.fallbackLocked(r, available, avail, mustInclude, size), false
 }
 
 // matchLocked finds the claim to serve.
@@ -375,16 +474,34 @@ func (l *Ledger) matchLocked(r Resource, avail map[string]bool, must []string, s
 		}
 		return a.container < b.container
 	})
+	reserved := l.reservedLocked()
 	for _, c := range cands {
-		if ids := l.idsForLocked(c, avail, must); ids != nil {
+		if ids := l.idsForLocked(c, avail, must, reserved); ids != nil {
 			return c, ids
 		}
 	}
 	return nil, nil
 }
 
+// reservedLocked sums, per GPU, the percent that claims not yet admitted
+// will need. A share may only take what the others leave: after the kubelet
+// admitted a pod on another pod's claim (two claims of the same shape
+// exchanged), the displaced pod must not eat into a third pod's share of
+// that GPU, but take the slot the first pod left.
+func (l *Ledger) reservedLocked() map[string]int {
+	reserved := map[string]int{}
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			if c.resource == Percent && !l.admittedLocked(c) {
+				reserved[c.uuids[0]] += c.size
+			}
+		}
+	}
+	return reserved
+}
+
 // idsForLocked returns the IDs that serve claim c from avail, or nil.
-func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string) []string {
+func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string, reserved map[string]int) []string {
 	if c.resource == Whole {
 		for _, u := range c.uuids {
 			if !avail[u] {
@@ -413,6 +530,16 @@ func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string) []
 		}
 	}
 	if len(ids) < c.size {
+		return nil
+	}
+	// What the other pending claims on this GPU need must stay available.
+	free := 0
+	for n := 0; n < PercentIDs; n++ {
+		if avail[PercentID(gpu, n)] {
+			free++
+		}
+	}
+	if free-(reserved[gpu]-c.size) < c.size {
 		return nil
 	}
 	return ids
@@ -454,12 +581,15 @@ func (l *Ledger) fallbackLocked(r Resource, available []string, avail map[string
 		}
 	}
 	u := l.usageLocked()
+	reserved := l.reservedLocked()
 	var gpus []string
 	for g, ids := range perGPU {
 		if len(ids) >= size {
 			gpus = append(gpus, g)
 		}
 	}
+	// Room left after the pending claims, which may be negative.
+	room := func(g string) int { return len(perGPU[g]) - reserved[g] }
 	mustGPU := ""
 	if len(must) > 0 {
 		mustGPU, _, _ = ParsePercentID(must[0])
@@ -468,6 +598,10 @@ func (l *Ledger) fallbackLocked(r Resource, available []string, avail map[string
 		a, b := gpus[i], gpus[j]
 		if (a == mustGPU) != (b == mustGPU) {
 			return a == mustGPU
+		}
+		// Room that no pending claim needs comes first.
+		if fa, fb := room(a) >= size, room(b) >= size; fa != fb {
+			return fa
 		}
 		if claimed[a] != claimed[b] {
 			return !claimed[a]
@@ -568,7 +702,7 @@ func (l *Ledger) Corrections() []Correction {
 				truth[o.container] = append(truth[o.container], devicesOf(d)...)
 			}
 		}
-		if len(truth) == 0 {
+		if len(truth) == 0 && !p.exchanged {
 			continue
 		}
 		merged := assignment.Assignment{}

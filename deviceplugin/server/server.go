@@ -44,6 +44,9 @@ type Options struct {
 	// OnAllocate, if set, is called after every successful Allocate, e.g.
 	// to reconcile with the kubelet's record soon.
 	OnAllocate func()
+	// MatchWait is how long GetPreferredAllocation waits for the pod
+	// informer to show the pod being admitted; 0 means 2 seconds.
+	MatchWait time.Duration
 }
 
 // Server runs one device-plugin endpoint per resource.
@@ -57,6 +60,9 @@ type Server struct {
 
 // New returns a server for the ledger's GPUs.
 func New(opts Options, ledger *handoff.Ledger, gpus []GPU) *Server {
+	if opts.MatchWait <= 0 {
+		opts.MatchWait = 2 * time.Second
+	}
 	s := &Server{opts: opts, ledger: ledger}
 	s.SetGPUs(gpus)
 	for _, r := range []handoff.Resource{handoff.Whole, handoff.Percent} {
@@ -274,11 +280,35 @@ func (p *plugin) devices() []*pluginapi.Device {
 func (p *plugin) GetPreferredAllocation(ctx context.Context, req *pluginapi.PreferredAllocationRequest) (*pluginapi.PreferredAllocationResponse, error) {
 	resp := &pluginapi.PreferredAllocationResponse{}
 	for _, cr := range req.ContainerRequests {
-		ids := p.srv.ledger.Preferred(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, int(cr.AllocationSize))
+		ids := p.preferred(ctx, cr)
 		klog.FromContext(ctx).V(4).Info("Preferred allocation", "resource", p.resource, "size", cr.AllocationSize, "ids", ids)
 		resp.ContainerResponses = append(resp.ContainerResponses, &pluginapi.ContainerPreferredAllocationResponse{DeviceIDs: ids})
 	}
 	return resp, nil
+}
+
+// preferred waits up to MatchWait for the pod informer to show a claim that
+// fits the request: the kubelet admits a pod as soon as it is bound, and the
+// informer may be a moment behind. Without a claim it falls back to the
+// ledger's own choice.
+func (p *plugin) preferred(ctx context.Context, cr *pluginapi.ContainerPreferredAllocationRequest) []string {
+	l, size := p.srv.ledger, int(cr.AllocationSize)
+	deadline := time.NewTimer(p.srv.opts.MatchWait)
+	defer deadline.Stop()
+	for {
+		changed := l.PodsChanged()
+		if ids, ok := l.Match(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size); ok {
+			return ids
+		}
+		select {
+		case <-changed:
+			continue
+		case <-deadline.C:
+		case <-ctx.Done():
+		}
+		klog.FromContext(ctx).V(2).Info("No pod claims this request; choosing devices without one", "resource", p.resource, "size", size)
+		return l.Preferred(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size)
+	}
 }
 
 // Allocate tells the container runtime which GPUs the container sees.

@@ -56,6 +56,10 @@ type podRecord struct {
 	// assumed is true between Reserve and the informer seeing the pod
 	// bound; such records are dropped only by Unreserve or deletion.
 	assumed bool
+	// held are devices of a rewritten assignment that stay counted until
+	// heldUntil.
+	held      map[string]int
+	heldUntil time.Time
 }
 
 // gpuCache is the scheduler's view of every node's GPU inventory and of the
@@ -275,12 +279,57 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 		c.unlock(false)
 		return
 	}
+	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use}
+	if old != nil && !old.assumed && old.node == rec.node && old.use != nil && use != nil {
+		// A bound pod's assignment was rewritten, normally by the device
+		// plugin recording what the kubelet did. When two pods exchanged
+		// GPUs, their rewrites arrive one at a time; in between, one GPU
+		// would look free while both still use it. So the old devices stay
+		// held for a grace period.
+		rec.held, rec.heldUntil = old.use, c.now().Add(rewriteGrace)
+		if old.held != nil && c.now().Before(old.heldUntil) {
+			rec.held = mergeUse(old.held, old.use)
+		}
+		uid := pod.UID
+		time.AfterFunc(rewriteGrace, func() { c.release(uid) })
+	}
 	if old != nil {
 		c.removeLocked(old)
 	}
-	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use})
-	// A corrected assignment may free devices.
+	c.addLocked(rec)
+	// A corrected assignment may free devices (once the grace ends).
 	c.unlock(old != nil)
+}
+
+// rewriteGrace is how long a rewritten assignment keeps its old devices
+// held. Exchanges are written back within a reconcile interval or two.
+const rewriteGrace = 30 * time.Second
+
+// release ends the grace period of a rewritten assignment.
+func (c *gpuCache) release(uid types.UID) {
+	c.mu.Lock()
+	p := c.pods[uid]
+	if p == nil || p.held == nil || c.now().Before(p.heldUntil) {
+		c.unlock(false)
+		return
+	}
+	p.held = nil
+	if r := (*c.nodes.Load())[p.node]; r != nil {
+		c.publishLocked(r)
+	}
+	c.unlock(true)
+}
+
+// mergeUse is the larger use of each device.
+func mergeUse(a, b map[string]int) map[string]int {
+	out := make(map[string]int, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = max(out[k], v)
+	}
+	return out
 }
 
 // removePod forgets a pod and reports the node it held devices on.
@@ -382,7 +431,11 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 				break
 			}
 		}
-		for uuid, units := range p.use {
+		use := p.use
+		if p.held != nil {
+			use = mergeUse(p.use, p.held)
+		}
+		for uuid, units := range use {
 			if i, ok := r.inv.IndexOf(uuid); ok {
 				st.used[i] += units
 			}

@@ -521,3 +521,30 @@ func TestAssignmentUseFollowsInitAndSidecarRules(t *testing.T) {
 		t.Error("proxy 30 + warmup 80 on one GPU accepted")
 	}
 }
+
+// TestRewrittenAssignmentHoldsOldDevices checks the grace period: when two
+// pods' assignments are rewritten one at a time (an exchange recorded by the
+// device plugin), no GPU looks free in between.
+func TestRewrittenAssignmentHoldsOldDevices(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
+	on := func(name string, gpu int) *v1.Pod {
+		return makePod(name, onNode("a"), whole("1"),
+			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", gpu))))
+	}
+	pl.cache.upsertPod(on("x", 0))
+	pl.cache.upsertPod(on("y", 1))
+	pl.cache.upsertPod(on("x", 1)) // x's rewrite lands first
+	if u := pl.cache.state("a").used; u[0] != 100 {
+		t.Fatalf("GPU 0 looks free mid-exchange: %v", u)
+	}
+	pl.cache.upsertPod(on("y", 0))
+	if u := pl.cache.state("a").used; u[0] < 100 || u[1] < 100 {
+		t.Fatalf("used %v", u)
+	}
+	pl.cache.now = func() time.Time { return now.Add(time.Minute) }
+	pl.cache.release("uid-x")
+	pl.cache.release("uid-y")
+	if u := pl.cache.state("a").used; u[0] != 100 || u[1] != 100 {
+		t.Errorf("after the grace period used = %v, want 100 each", u)
+	}
+}

@@ -234,11 +234,21 @@ func (e *env) checkNoOverbooking() map[string]int {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	inventory := map[string]string{} // GPU UUID -> node
+	gns, err := e.c.GPU.TesseraV1alpha1().GPUNodes().List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, gn := range gns.Items {
+		for _, g := range gn.Status.GPUs {
+			inventory[g.UUID] = gn.Name
+		}
+	}
 	use := map[string]int{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		raw, ok := p.Annotations[assignment.Annotation]
-		if p.Spec.NodeName == "" || !ok {
+		if p.Spec.NodeName == "" || !ok || p.Status.Phase == v1.PodFailed || p.Status.Phase == v1.PodSucceeded {
 			continue
 		}
 		a, err := assignment.Parse(raw)
@@ -247,8 +257,8 @@ func (e *env) checkNoOverbooking() map[string]int {
 		}
 		for _, devs := range a {
 			for _, d := range devs {
-				if !strings.HasPrefix(d.UUID, "GPU-"+p.Spec.NodeName+"-") {
-					e.t.Errorf("pod %s on %s got GPU %s of another node", p.Name, p.Spec.NodeName, d.UUID)
+				if inventory[d.UUID] != p.Spec.NodeName {
+					e.t.Errorf("pod %s on %s got GPU %s, which node %q lists", p.Name, p.Spec.NodeName, d.UUID, inventory[d.UUID])
 				}
 				use[d.UUID] += d.Percent
 			}

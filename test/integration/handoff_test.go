@@ -1,0 +1,269 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"fmt"
+	"math/rand"
+	"sort"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/tessera-gpu/tessera/deviceplugin/agent"
+	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
+	"github.com/tessera-gpu/tessera/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+// startAgent runs tessera-device-plugin in fake mode for node against the
+// kubelet k, and returns a function that stops it.
+func (e *env) startAgent(node, kind string, k *kubelet) func() {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := agent.Run(ctx, agent.Config{
+			NodeName: node, Kube: e.c.Client, GPU: e.c.GPU, Fake: kind,
+			DevicePluginDir: k.dir, Heartbeat: 5 * time.Second, ReconcileInterval: 500 * time.Millisecond,
+			Health: health.DefaultConfig(), KubeletRecord: k,
+		}, nil)
+		if err != nil {
+			e.t.Errorf("device plugin: %v", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// TestBulkHandOff is the bulk race, end to end: the real apiserver, the
+// real tessera-scheduler, tessera-device-plugin in fake mode and the real
+// kubelet device manager for one 8-GPU node. 64 pods arrive at once; the
+// kubelet admits bound pods one at a time, in arrival order for odd seeds
+// and in shuffled batches for even ones. Afterwards every admitted
+// container's annotation must be what the kubelet gave it, no GPU may be
+// over 100 %, and every admitted pod must be in the accounting.
+func TestBulkHandOff(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	const node = "gpu-0"
+	e.addNode(node, localcluster.FakeNode{GPUs: 8, NoInventory: true})
+	for seed := int64(1); seed <= 20; seed++ {
+		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
+			e.bulkRound(t, node, seed)
+		})
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func (e *env) bulkRound(t *testing.T, node string, seed int64) {
+	rng := rand.New(rand.NewSource(seed))
+	k := startKubelet(t, shortTempDir(t))
+	stop := e.startAgent(node, "dgxh100", k)
+	defer stop()
+	k.waitAllocatable("nvidia.com/gpu", 8)
+
+	prefix := fmt.Sprintf("s%d-", seed)
+	for i := 0; i < 64; i++ {
+		name := fmt.Sprintf("%sp%02d", prefix, i)
+		if i%8 == 0 {
+			e.createPod(name, gpus(1))
+		} else {
+			e.createPod(name, share(10+rng.Intn(61)))
+		}
+	}
+
+	// Play the kubelet: admit bound pods one at a time.
+	admitted, failed := map[string]bool{}, map[string]bool{}
+	for quiet := 0; quiet < 20; { // 20 polls (2 s) without a newly bound pod
+		pods, err := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batch []*v1.Pod
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.Spec.NodeName == node && !admitted[p.Name] && !failed[p.Name] {
+				batch = append(batch, p)
+			}
+		}
+		if len(batch) == 0 {
+			quiet++
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		quiet = 0
+		sort.Slice(batch, func(i, j int) bool { return batch[i].Name < batch[j].Name })
+		if seed%2 == 0 {
+			rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+		}
+		for _, p := range batch {
+			if err := k.admit(e.ctx, p); err != nil {
+				// The kubelet rejects the pod: it fails and holds nothing.
+				failed[p.Name] = true
+				t.Logf("admission of %s failed: %v", p.Name, err)
+				if len(failed) == 1 {
+					e.dumpState(t, k, p)
+				}
+				p.Status.Phase = v1.PodFailed
+				p.Status.Reason = "UnexpectedAdmissionError"
+				p.Status.Message = err.Error()
+				if _, err := e.c.Client.CoreV1().Pods("default").UpdateStatus(e.ctx, p, metav1.UpdateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			admitted[p.Name] = true
+			if os.Getenv("HANDOFF_DEBUG") != "" {
+				var got []string
+				for res, ids := range k.m.GetDevices(string(p.UID), "main") {
+					var list []string
+					for id := range ids {
+						list = append(list, id)
+					}
+					for _, x := range devicesOfTruth(handoff.ContainerDevices{Resource: handoff.Resource(res), IDs: list}) {
+						got = append(got, fmt.Sprintf("%s:%d", x.UUID[:12], x.Percent))
+					}
+				}
+				t.Logf("admitted %s: annotation %s kubelet %v", p.Name, p.Annotations[assignment.Annotation], got)
+			}
+		}
+	}
+
+	// Wait for the reconciler to write the kubelet's truth everywhere.
+	var mismatch string
+	err := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		mismatch = e.compareWithKubelet(k, admitted)
+		return mismatch == "", nil
+	})
+	if err != nil {
+		t.Fatalf("annotations do not match the kubelet: %s", mismatch)
+	}
+	use := e.checkNoOverbooking()
+	truth := map[string]int{}
+	devs, _ := k.List(e.ctx)
+	for _, d := range devs {
+		for _, x := range devicesOfTruth(d) {
+			truth[x.UUID] += x.Percent
+		}
+	}
+	// Init containers aside (none here), the annotations' per-GPU sums are
+	// the kubelet's: every admitted pod is in the accounting.
+	if fmt.Sprint(sortedUse(use)) != fmt.Sprint(sortedUse(truth)) {
+		t.Errorf("scheduler-visible use %v, kubelet %v", sortedUse(use), sortedUse(truth))
+	}
+	t.Logf("seed %d: %d pods admitted, %d failed admission, GPU use %v", seed, len(admitted), len(failed), sortedUse(truth))
+
+	// Clean up for the next round.
+	if err := e.c.Client.CoreV1().Pods("default").DeleteCollection(e.ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		pods, err := e.c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		return err == nil && len(pods.Items) == 0, nil
+	})
+	if err != nil {
+		t.Fatal("pods not deleted")
+	}
+}
+
+// compareWithKubelet returns "" when every admitted pod's annotation equals
+// the kubelet's record of its containers, or a description of the first
+// difference.
+func (e *env) compareWithKubelet(k *kubelet, admitted map[string]bool) string {
+	pods, err := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !admitted[p.Name] {
+			continue
+		}
+		a, err := assignment.Parse(p.Annotations[assignment.Annotation])
+		if err != nil {
+			return fmt.Sprintf("%s: %v", p.Name, err)
+		}
+		var want []string
+		for res, ids := range k.m.GetDevices(string(p.UID), "main") {
+			var list []string
+			for id := range ids {
+				list = append(list, id)
+			}
+			for _, x := range devicesOfTruth(handoff.ContainerDevices{Resource: handoff.Resource(res), IDs: list}) {
+				want = append(want, fmt.Sprintf("%s:%d", x.UUID, x.Percent))
+			}
+		}
+		var got []string
+		for _, x := range a["main"] {
+			got = append(got, fmt.Sprintf("%s:%d", x.UUID, x.Percent))
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if fmt.Sprint(want) != fmt.Sprint(got) {
+			return fmt.Sprintf("%s: annotation %v, kubelet %v", p.Name, got, want)
+		}
+	}
+	return ""
+}
+
+// devicesOfTruth groups a container's device IDs per GPU.
+func devicesOfTruth(d handoff.ContainerDevices) []assignment.Device {
+	count := map[string]int{}
+	for _, id := range d.IDs {
+		if d.Resource == handoff.Whole {
+			count[id] += 100
+		} else if u, _, ok := handoff.ParsePercentID(id); ok {
+			count[u]++
+		}
+	}
+	var out []assignment.Device
+	for u, n := range count {
+		out = append(out, assignment.Device{UUID: u, Percent: n})
+	}
+	return out
+}
+
+func sortedUse(m map[string]int) []string {
+	var out []string
+	for k, v := range m {
+		if v > 0 {
+			out = append(out, fmt.Sprintf("%s=%d", k, v))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (e *env) dumpState(t *testing.T, k *kubelet, failing *v1.Pod) {
+	devs, _ := k.List(e.ctx)
+	truth := map[string][]string{}
+	for _, d := range devs {
+		for _, x := range devicesOfTruth(d) {
+			truth[x.UUID] = append(truth[x.UUID], fmt.Sprintf("%s:%d", d.Pod, x.Percent))
+		}
+	}
+	pods, _ := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+	claims := map[string][]string{}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == "" {
+			continue
+		}
+		a, _ := assignment.Parse(p.Annotations[assignment.Annotation])
+		for _, d := range a["main"] {
+			claims[d.UUID] = append(claims[d.UUID], fmt.Sprintf("%s:%d", p.Name, d.Percent))
+		}
+	}
+	t.Logf("failing pod %s wants %v", failing.Name, failing.Annotations[assignment.Annotation])
+	for u := range claims {
+		t.Logf("GPU %s\n   annotations %v\n   kubelet     %v", u[:12], claims[u], truth[u])
+	}
+}
