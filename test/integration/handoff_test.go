@@ -2,9 +2,9 @@ package integration
 
 import (
 	"context"
-	"os"
 	"fmt"
 	"math/rand"
+	"os"
 	"sort"
 	"testing"
 	"time"
