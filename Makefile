@@ -11,7 +11,7 @@ PKG       := github.com/tessera-gpu/tessera
 LDFLAGS   := -X $(PKG)/pkg/version.Version=$(VERSION) -X $(PKG)/pkg/version.Commit=$(COMMIT) \
              -X k8s.io/component-base/version.gitVersion=$(K8S_VER) \
              -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
-BINARIES  := tessera-scheduler tessera-demo
+BINARIES  := tessera-scheduler tessera-device-plugin tessera-demo
 TEST_FLAGS ?= -count=1 -timeout=30m
 FUZZTIME  ?= 30s
 DEMO_ARGS ?=

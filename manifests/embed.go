@@ -25,3 +25,20 @@ import _ "embed" // for go:embed
 //
 //go:embed crd/tessera.io_gpunodes.yaml
 var GPUNodeCRD []byte
+
+// DevicePluginRBAC is deviceplugin/rbac.yaml: the namespace, service account,
+// ClusterRole and binding of tessera-device-plugin.
+//
+//go:embed deviceplugin/rbac.yaml
+var DevicePluginRBAC []byte
+
+// DevicePluginAdmissionPolicy is deviceplugin/admission-policy.yaml: the
+// ValidatingAdmissionPolicies that keep each device plugin to its own node.
+//
+//go:embed deviceplugin/admission-policy.yaml
+var DevicePluginAdmissionPolicy []byte
+
+// DevicePluginDaemonSet is deviceplugin/daemonset.yaml.
+//
+//go:embed deviceplugin/daemonset.yaml
+var DevicePluginDaemonSet []byte

@@ -97,6 +97,8 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			// their admission plugins would taint every node not-ready
 			// and reject every pod without a token.
 			"--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+			// Enforce RBAC, so that the shipped roles are tested for real.
+			"--authorization-mode=RBAC",
 		}, storage)
 	if err != nil {
 		stopEtcd()

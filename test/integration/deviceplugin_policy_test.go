@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/deviceplugin/inventory"
+	"github.com/tessera-gpu/tessera/manifests"
+	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+// asDevicePlugin returns clients that act as tessera-device-plugin's service
+// account with a token bound to a pod on node (empty: no node claim).
+func (e *env) asDevicePlugin(node string) (kubernetes.Interface, versioned.Interface) {
+	e.t.Helper()
+	cfg := rest.CopyConfig(e.c.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:tessera-system:tessera-device-plugin",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:tessera-system", "system:authenticated"},
+	}
+	if node != "" {
+		cfg.Impersonate.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	gcfg := rest.CopyConfig(cfg)
+	gcfg.ContentType, gcfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
+	gpus, err := versioned.NewForConfig(gcfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return kube, gpus
+}
+
+// TestDevicePluginStaysOnItsNode installs the device plugin's RBAC and
+// admission policies from manifests/ and checks, as the plugin's service
+// account, that a plugin may write its own node's GPUNode and pods and
+// nothing of another node's.
+func TestDevicePluginStaysOnItsNode(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	for _, m := range [][]byte{manifests.DevicePluginRBAC, manifests.DevicePluginAdmissionPolicy} {
+		if err := e.c.Apply(e.ctx, m, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.c.Apply(e.ctx, manifests.DevicePluginDaemonSet, true); err != nil {
+		t.Fatalf("DaemonSet dry run: %v", err)
+	}
+	e.addNode("node-a", localcluster.FakeNode{})
+	e.addNode("node-b", localcluster.FakeNode{})
+	_, gpusA := e.asDevicePlugin("node-a")
+	kubeA, _ := e.asDevicePlugin("node-a")
+	_, gpusNone := e.asDevicePlugin("")
+
+	// The policy takes effect once the apiserver has loaded it.
+	var err error
+	if pollErr := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err = gpusA.TesseraV1alpha1().GPUNodes().Create(ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil && strings.Contains(err.Error(), "its own node"), nil
+	}); pollErr != nil {
+		t.Fatalf("writing another node's GPUNode: err = %v, want a denial from the admission policy", err)
+	}
+
+	own, err := gpusA.TesseraV1alpha1().GPUNodes().Create(e.ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating its own GPUNode: %v", err)
+	}
+	own.Status = localcluster.FakeInventory(localcluster.FakeNode{Name: "node-a", GPUs: 2})
+	if _, err := gpusA.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, own, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("writing its own GPUNode status: %v", err)
+	}
+	other, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Create(e.ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Status = localcluster.FakeInventory(localcluster.FakeNode{Name: "node-b", GPUs: 2})
+	if _, err := gpusA.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, other, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "GPUNode node-b") {
+		t.Errorf("node-a's plugin wrote node-b's status: err = %v", err)
+	}
+	if err := gpusA.TesseraV1alpha1().GPUNodes().Delete(e.ctx, "node-b", metav1.DeleteOptions{}); err == nil {
+		t.Error("node-a's plugin deleted node-b's GPUNode")
+	}
+	own, err = e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gpusNone.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, own, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "names no node") {
+		t.Errorf("a token without a node claim wrote a GPUNode: err = %v", err)
+	}
+
+	// Pods: only the metadata of pods on its own node.
+	for _, n := range []string{"node-a", "node-b"} {
+		p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "on-" + n, Namespace: "default"},
+			Spec: v1.PodSpec{NodeName: n, Containers: []v1.Container{{Name: "main", Image: "x"}}}}
+		if _, err := e.c.Client.CoreV1().Pods("default").Create(e.ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"tessera.io/gpu-assignment": `{"main":[{"uuid":"GPU-x","percent":100}]}`}}})
+	if _, err := kubeA.CoreV1().Pods("default").Patch(e.ctx, "on-node-a", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Errorf("correcting a pod on its own node: %v", err)
+	}
+	if _, err := kubeA.CoreV1().Pods("default").Patch(e.ctx, "on-node-b", types.MergePatchType, patch, metav1.PatchOptions{}); err == nil || !strings.Contains(err.Error(), "pods on its own node") {
+		t.Errorf("node-a's plugin patched a pod on node-b: err = %v", err)
+	}
+	// RBAC: the plugin cannot touch what it has no business with.
+	if _, err := kubeA.CoreV1().Secrets("default").List(e.ctx, metav1.ListOptions{}); err == nil {
+		t.Error("the device plugin's role can list secrets")
+	}
+}
+
+// TestPublisherLosesNoUpdateOnConflict races the GPUNode publisher against
+// another writer of the same status: every change the publisher is told of
+// must end up written, whatever conflicts it meets.
+func TestPublisherLosesNoUpdateOnConflict(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("node-a", localcluster.FakeNode{})
+	var mu sync.Mutex
+	version := 0
+	pub := inventory.NewPublisher("node-a", e.c.GPU, e.c.Client, time.Hour, func(now time.Time) v1alpha1.GPUNodeStatus {
+		mu.Lock()
+		defer mu.Unlock()
+		st := localcluster.FakeInventory(localcluster.FakeNode{Name: "node-a", GPUs: 2, Heartbeat: now})
+		st.DriverVersion = fmt.Sprintf("v%d", version)
+		return st
+	})
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	go pub.Run(ctx)
+	<-pub.Published()
+
+	// Another writer keeps overwriting the status.
+	stop := make(chan struct{})
+	var writes atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, "node-a", metav1.GetOptions{})
+			if err != nil {
+				continue
+			}
+			gn.Status.DriverVersion = "intruder"
+			if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(ctx, gn, metav1.UpdateOptions{}); err == nil {
+				writes.Add(1)
+			}
+		}
+	}()
+	for i := 1; i <= 20; i++ {
+		mu.Lock()
+		version = i
+		mu.Unlock()
+		pub.Trigger()
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	pub.Trigger()
+	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, "node-a", metav1.GetOptions{})
+		return err == nil && gn.Status.DriverVersion == "v20", nil
+	})
+	if err != nil {
+		t.Fatalf("the last change (v20) never landed")
+	}
+	gn, _ := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "node-a", metav1.GetOptions{})
+	if len(gn.OwnerReferences) != 1 || gn.OwnerReferences[0].Kind != "Node" {
+		t.Errorf("GPUNode is not owned by its Node: %v", gn.OwnerReferences)
+	}
+	t.Logf("the other writer landed %d writes", writes.Load())
+}
