@@ -54,17 +54,24 @@ func TestBulkHandOff(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
 	const node = "gpu-0"
 	e.addNode(node, localcluster.FakeNode{GPUs: 8, NoInventory: true})
+	var lat []time.Duration
 	for seed := int64(1); seed <= 20; seed++ {
 		t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
-			e.bulkRound(t, node, seed)
+			lat = append(lat, e.bulkRound(t, node, seed)...)
 		})
 		if t.Failed() {
 			return
 		}
 	}
+	// Reported, not asserted: timing belongs to benchmarks.
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		t.Logf("kubelet admissions: %d, latency p50 %v p99 %v max %v", len(lat), lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
+	}
 }
 
-func (e *env) bulkRound(t *testing.T, node string, seed int64) {
+func (e *env) bulkRound(t *testing.T, node string, seed int64) []time.Duration {
+	var lat []time.Duration
 	rng := rand.New(rand.NewSource(seed))
 	k := startKubelet(t, shortTempDir(t))
 	stop := e.startAgent(node, "dgxh100", k)
@@ -106,7 +113,10 @@ func (e *env) bulkRound(t *testing.T, node string, seed int64) {
 			rng.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		}
 		for _, p := range batch {
-			if err := k.admit(e.ctx, p); err != nil {
+			start := time.Now()
+			err := k.admit(e.ctx, p)
+			lat = append(lat, time.Since(start))
+			if err != nil {
 				// The kubelet rejects the pod: it fails and holds nothing.
 				failed[p.Name] = true
 				t.Logf("admission of %s failed: %v", p.Name, err)
@@ -173,6 +183,7 @@ func (e *env) bulkRound(t *testing.T, node string, seed int64) {
 	if err != nil {
 		t.Fatal("pods not deleted")
 	}
+	return lat
 }
 
 // compareWithKubelet returns "" when every admitted pod's annotation equals

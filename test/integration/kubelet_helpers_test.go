@@ -47,7 +47,7 @@ func (allReady) AllReady() bool   { return true }
 // kubelet is the real kubelet device manager, driven as the kubelet drives
 // it: pods are admitted one at a time, each container allocated in order.
 type kubelet struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	m   *devicemanager.ManagerImpl
 
@@ -55,7 +55,7 @@ type kubelet struct {
 	pods map[string]*v1.Pod
 }
 
-func startKubelet(t *testing.T, dir string) *kubelet {
+func startKubelet(t testing.TB, dir string) *kubelet {
 	t.Helper()
 	k := &kubelet{t: t, dir: dir, pods: map[string]*v1.Pod{}}
 	k.start()

@@ -20,7 +20,7 @@ import (
 
 // shortTempDir returns a temporary directory with a short path: unix socket
 // paths are limited to 108 bytes.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "tdp")
 	if err != nil {
@@ -31,7 +31,7 @@ func shortTempDir(t *testing.T) string {
 }
 
 // fakeNodeGPUs discovers a fake machine's GPUs as the device plugin does.
-func fakeNodeGPUs(t *testing.T, kind, node string) (*fakegpu.Machine, discovery.Inventory) {
+func fakeNodeGPUs(t testing.TB, kind, node string) (*fakegpu.Machine, discovery.Inventory) {
 	t.Helper()
 	m, err := fakegpu.New(kind, node)
 	if err != nil {
