@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/deviceplugin/agent"
+	"github.com/tessera-gpu/tessera/deviceplugin/health"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+// TestAgentPublishesInventoryAndHealth runs tessera-device-plugin in fake
+// mode: it publishes the node's GPUNode, and a critical XID on one GPU
+// shows in the GPUNode as unhealthy with the XID device taint, after which
+// the scheduler no longer uses that GPU.
+func TestAgentPublishesInventoryAndHealth(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("dgx", localcluster.FakeNode{GPUs: 8, NoInventory: true, NoTaint: true}) // the agent taints it
+	started := make(chan *agent.Agent, 1)
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	go agent.Run(ctx, agent.Config{
+		NodeName: "dgx", Kube: e.c.Client, GPU: e.c.GPU, Fake: "dgxa100", TaintNode: true,
+		DevicePluginDir: shortTempDir(t), Heartbeat: time.Second, ReconcileInterval: time.Second, Health: health.DefaultConfig(),
+	}, func(a *agent.Agent) { started <- a })
+	a := <-started
+
+	gn := e.waitGPUNode("dgx", func(gn *v1alpha1.GPUNode) bool { return gn.Status.GPUCount == 8 && gn.Status.HealthyCount == 8 })
+	if gn.Status.Models != "NVIDIA A100-SXM4-40GB" || gn.Status.DriverVersion == "" || len(gn.Status.GPUs[0].NVLinkPeers) == 0 {
+		t.Errorf("inventory %+v", gn.Status)
+	}
+	node, err := e.c.Client.CoreV1().Nodes().Get(e.ctx, "dgx", metav1.GetOptions{})
+	if err != nil || len(node.Spec.Taints) != 1 || node.Spec.Taints[0].Key != "nvidia.com/gpu" {
+		t.Errorf("node taints %v (err %v)", node.Spec.Taints, err)
+	}
+
+	bad := a.Machine().UUIDs()[0]
+	if err := a.Machine().InjectXID(bad, 13); err != nil { // an application error: ignored
+		t.Fatal(err)
+	}
+	if err := a.Machine().InjectXID(bad, 79); err != nil {
+		t.Fatal(err)
+	}
+	gn = e.waitGPUNode("dgx", func(gn *v1alpha1.GPUNode) bool { return gn.Status.HealthyCount == 7 })
+	for _, g := range gn.Status.GPUs {
+		if g.UUID != bad {
+			continue
+		}
+		if g.Health.Healthy || g.Health.Reason != "XID 79" || len(g.Taints) != 1 || g.Taints[0].Key != "tessera.io/xid" || g.Taints[0].Value != "79" {
+			t.Errorf("GPU after XID 79: %+v", g)
+		}
+	}
+	// Eight whole-GPU pods: seven fit, the eighth does not, and none gets
+	// the unhealthy GPU.
+	for i := 0; i < 8; i++ {
+		e.createPod("w"+string(rune('0'+i)), gpus(1))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && len(e.checkNoOverbooking()) < 7 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	use := e.checkNoOverbooking()
+	if len(use) != 7 || use[bad] != 0 {
+		t.Errorf("GPU use %v; want 7 GPUs, not %s", use, bad)
+	}
+}
+
+func (e *env) waitGPUNode(name string, ok func(*v1alpha1.GPUNode) bool) *v1alpha1.GPUNode {
+	e.t.Helper()
+	var gn *v1alpha1.GPUNode
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		g, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		gn = g
+		return ok(g), nil
+	})
+	if err != nil {
+		e.t.Fatalf("GPUNode %s never reached the expected state: %+v", name, gn)
+	}
+	return gn
+}
