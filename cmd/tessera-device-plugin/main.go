@@ -76,6 +76,15 @@ func run() error {
 	if cfg.NodeName == "" {
 		return fmt.Errorf("--node-name (or NODE_NAME) is required")
 	}
+	for name, d := range map[string]time.Duration{"--heartbeat": cfg.Heartbeat, "--reconcile-interval": cfg.ReconcileInterval,
+		"--health-probe-interval": hc.ProbeInterval, "--health-wait-failure-limit": hc.WaitFailureLimit} {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %v", name, d)
+		}
+	}
+	if hc.RecoveryQuiet < 0 {
+		return fmt.Errorf("--health-recovery-quiet must be 0 (never) or positive, got %v", hc.RecoveryQuiet)
+	}
 	restCfg, err := clientConfig(kubeconfig)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/cache"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -121,13 +123,22 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	// reconciler tells the server when the device lists change.
 	var rec *handoff.Reconciler
 	srv := server.New(server.Options{Dir: cfg.DevicePluginDir, CDI: cfg.CDI, OnAllocate: func() { rec.Kick() }}, ledger, a.serverGPUs(nil))
-	var kr handoff.KubeletRecord = kubeletRecord{handoff.PodResources{Socket: cfg.PodResourcesSocket}}
+	var kr handoff.KubeletRecord = kubeletRecord{handoff.PodResources{Socket: cfg.PodResourcesSocket}, new(atomic.Bool)}
 	if cfg.KubeletRecord != nil {
 		kr = cfg.KubeletRecord
 	}
 	rec = handoff.NewReconciler(cfg.NodeName, ledger, cfg.Kube, kr, recorder, srv.Changed)
-	if _, err := rec.WatchPods(ctx); err != nil {
+	podsSynced, err := rec.WatchPods(ctx)
+	if err != nil {
 		return fmt.Errorf("watching this node's pods: %w", err)
+	}
+	// Serve the kubelet only once the ledger knows the node's pods and the
+	// kubelet's record: a blank ledger would offer held GPUs again.
+	if !cache.WaitForCacheSync(ctx.Done(), podsSynced) {
+		return ctx.Err()
+	}
+	if err := rec.Once(ctx); err != nil {
+		logger.Error(err, "First reading of the kubelet's pod resources failed; serving anyway and retrying")
 	}
 
 	if len(uuids) > 0 {
@@ -192,8 +203,10 @@ func (a *Agent) open(ctx context.Context) (func(), error) {
 		logger.Info("Fake GPU mode", "kind", a.cfg.Fake, "gpus", len(m.UUIDs()))
 	} else {
 		lib, closeLib, err := discovery.Open(a.cfg.NVMLLibrary)
-		if errors.Is(err, nvml.ERROR_LIBRARY_NOT_FOUND) {
-			logger.Info("No NVML library on this node; reporting zero GPUs", "err", err.Error())
+		if errors.Is(err, nvml.ERROR_LIBRARY_NOT_FOUND) || errors.Is(err, nvml.ERROR_DRIVER_NOT_LOADED) {
+			// A node without a working driver has no GPUs to offer; say so
+			// once and keep running, so the DaemonSet can sit on every node.
+			logger.Info("No usable NVIDIA driver on this node; reporting zero GPUs", "err", err.Error())
 			return func() {}, nil
 		}
 		if err != nil {
@@ -234,15 +247,24 @@ func (a *Agent) serverGPUs(states map[string]health.Change) []server.GPU {
 	return out
 }
 
-// kubeletRecord reads the PodResources API, and reports an absent kubelet
-// as an empty record rather than an error, so that a node agent started
-// before the kubelet (or without one, as in the demo) stays quiet.
-type kubeletRecord struct{ handoff.PodResources }
+// kubeletRecord reads the PodResources API. Before the kubelet's socket has
+// ever appeared it reports an empty record (an agent started before the
+// kubelet, or the demo, which runs none); once it has been seen, a missing
+// socket is an error, so that a restarting kubelet never looks like a node
+// where nothing is allocated.
+type kubeletRecord struct {
+	handoff.PodResources
+	seen *atomic.Bool
+}
 
 func (k kubeletRecord) List(ctx context.Context) ([]handoff.ContainerDevices, error) {
 	if _, err := os.Stat(k.Socket); errors.Is(err, os.ErrNotExist) {
+		if k.seen.Load() {
+			return nil, fmt.Errorf("the kubelet's pod-resources socket %s is gone", k.Socket)
+		}
 		return nil, nil
 	}
+	k.seen.Store(true)
 	return k.PodResources.List(ctx)
 }
 

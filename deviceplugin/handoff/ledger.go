@@ -48,6 +48,10 @@ type claim struct {
 	// size is the device count the kubelet will ask for: the number of
 	// whole GPUs, or the percent.
 	size int
+	// init marks a regular init container. The PodResources API never
+	// lists those, so such a claim counts as admitted once any container
+	// of its pod is listed.
+	init bool
 }
 
 // podRecord is what the ledger knows of a pod bound to this node.
@@ -179,10 +183,20 @@ func (l *Ledger) DeletePod(uid types.UID) {
 
 // claimsOf turns an assignment into per-container claims.
 func claimsOf(pod *v1.Pod, a assignment.Assignment) ([]*claim, error) {
+	containers := map[string]*v1.Container{}
+	init := map[string]bool{}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		containers[c.Name] = c
+		init[c.Name] = c.RestartPolicy == nil || *c.RestartPolicy != v1.ContainerRestartPolicyAlways
+	}
+	for i := range pod.Spec.Containers {
+		containers[pod.Spec.Containers[i].Name] = &pod.Spec.Containers[i]
+	}
 	var out []*claim
 	for _, name := range a.Containers() {
 		devs := a[name]
-		c := &claim{owner: owner{pod.UID, name}, pod: pod.Namespace + "/" + pod.Name, created: pod.CreationTimestamp.Time}
+		c := &claim{owner: owner{pod.UID, name}, pod: pod.Namespace + "/" + pod.Name, created: pod.CreationTimestamp.Time, init: init[name]}
 		whole := devs[0].Percent == 100
 		for _, d := range devs {
 			if (d.Percent == 100) != whole {
@@ -197,6 +211,16 @@ func claimsOf(pod *v1.Pod, a assignment.Assignment) ([]*claim, error) {
 				return nil, fmt.Errorf("%s: container %q has shares of %d GPUs; a share is on one GPU", assignment.Annotation, name, len(devs))
 			}
 			c.resource, c.size = Percent, devs[0].Percent
+		}
+		// Only a container that asks the kubelet for exactly this can hold
+		// a claim: an annotation must not reserve GPUs nobody will use.
+		ctr := containers[name]
+		if ctr == nil {
+			return nil, fmt.Errorf("%s names container %q, which the pod does not have", assignment.Annotation, name)
+		}
+		q, ok := ctr.Resources.Limits[v1.ResourceName(c.resource)]
+		if !ok || q.Value() != int64(c.size) {
+			return nil, fmt.Errorf("%s gives container %q %d of %s, which it does not ask for", assignment.Annotation, name, c.size, c.resource)
 		}
 		sort.Strings(c.uuids)
 		out = append(out, c)
@@ -336,9 +360,20 @@ func (l *Ledger) admittedLocked(c *claim) bool {
 	if l.steered[c.owner] {
 		return true
 	}
-	for _, d := range l.kubelet[c.owner] {
-		if d.Resource == c.resource {
+	for o, ds := range l.kubelet {
+		if o.pod != c.owner.pod {
+			continue
+		}
+		if c.init {
 			return true
+		}
+		if o.container != c.container {
+			continue
+		}
+		for _, d := range ds {
+			if d.Resource == c.resource {
+				return true
+			}
 		}
 	}
 	return false
@@ -351,6 +386,27 @@ type usage struct {
 }
 
 func (l *Ledger) usageLocked() usage {
+	u := l.heldLocked()
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			if l.admittedLocked(c) {
+				continue
+			}
+			for _, uuid := range c.uuids {
+				if c.resource == Whole {
+					u.whole[uuid] = true
+				} else {
+					u.shared[uuid] = true
+				}
+			}
+		}
+	}
+	return u
+}
+
+// heldLocked is what the kubelet has really given out: its record plus the
+// allocations since.
+func (l *Ledger) heldLocked() usage {
 	u := usage{whole: map[string]bool{}, shared: map[string]bool{}}
 	mark := func(r Resource, ids []string) {
 		for _, id := range ids {
@@ -369,21 +425,25 @@ func (l *Ledger) usageLocked() usage {
 	for _, a := range l.inflight {
 		mark(a.resource, a.ids)
 	}
-	for _, p := range l.pods {
-		for _, c := range p.claims {
-			if l.admittedLocked(c) {
-				continue
-			}
-			for _, uuid := range c.uuids {
-				if c.resource == Whole {
-					u.whole[uuid] = true
-				} else {
-					u.shared[uuid] = true
-				}
+	return u
+}
+
+// conflictLocked names the first GPU behind ids that is already given out
+// in the other mode: a whole GPU that shares hold, or a share of a GPU held
+// whole. The health lever normally keeps the kubelet from offering such
+// IDs, but it reaches the kubelet asynchronously; this is the hard guard.
+func (l *Ledger) conflictLocked(r Resource, ids []string, held usage) string {
+	for _, id := range ids {
+		if r == Whole && (held.shared[id] || held.whole[id]) {
+			return id
+		}
+		if r == Percent {
+			if u, _, ok := ParsePercentID(id); ok && held.whole[u] {
+				return u
 			}
 		}
 	}
-	return u
+	return ""
 }
 
 // Unhealthy returns the device IDs of a resource to report unhealthy: those
@@ -428,6 +488,21 @@ func (l *Ledger) Match(r Resource, available, mustInclude []string, size int) ([
 	return l.prefer(r, available, mustInclude, size, false)
 }
 
+// Pending reports whether any claim for the resource awaits admission: only
+// then is it worth waiting for the pod informer when nothing matches.
+func (l *Ledger) Pending(r Resource) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pods {
+		for _, c := range p.claims {
+			if c.resource == r && !l.admittedLocked(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // PodsChanged returns a channel closed at the next pod update.
 func (l *Ledger) PodsChanged() <-chan struct{} {
 	l.mu.Lock()
@@ -442,6 +517,9 @@ func (l *Ledger) prefer(r Resource, available, mustInclude []string, size int, f
 	for _, id := range available {
 		avail[id] = true
 	}
+	// Only the latest offer can be the one the next Allocate answers: the
+	// kubelet allocates one container at a time.
+	clear(l.offered)
 	if c, ids := l.matchLocked(r, avail, mustInclude, size); c != nil {
 		l.offered[key(r, ids)] = c.owner
 		return ids, true
@@ -492,7 +570,9 @@ func (l *Ledger) reservedLocked() map[string]int {
 	reserved := map[string]int{}
 	for _, p := range l.pods {
 		for _, c := range p.claims {
-			if c.resource == Percent && !l.admittedLocked(c) {
+			// Init claims reuse the pod's other devices; counting them too
+			// would reserve the same units twice.
+			if c.resource == Percent && !c.init && !l.admittedLocked(c) {
 				reserved[c.uuids[0]] += c.size
 			}
 		}
@@ -502,9 +582,10 @@ func (l *Ledger) reservedLocked() map[string]int {
 
 // idsForLocked returns the IDs that serve claim c from avail, or nil.
 func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string, reserved map[string]int) []string {
+	held := l.heldLocked()
 	if c.resource == Whole {
 		for _, u := range c.uuids {
-			if !avail[u] {
+			if !avail[u] || held.shared[u] {
 				return nil
 			}
 		}
@@ -516,6 +597,9 @@ func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string, re
 		return append([]string(nil), c.uuids...)
 	}
 	gpu := c.uuids[0]
+	if held.whole[gpu] {
+		return nil
+	}
 	ids := []string{}
 	for _, m := range must {
 		if u, _, ok := ParsePercentID(m); !ok || u != gpu {
@@ -550,6 +634,14 @@ func (l *Ledger) idsForLocked(c *claim, avail map[string]bool, must []string, re
 // one GPU, prefers GPUs no pending claim names, and packs shares onto GPUs
 // that already have shares.
 func (l *Ledger) fallbackLocked(r Resource, available []string, avail map[string]bool, must []string, size int) []string {
+	held := l.heldLocked()
+	usable := available[:0:0]
+	for _, id := range available {
+		if l.conflictLocked(r, []string{id}, held) == "" {
+			usable = append(usable, id)
+		}
+	}
+	available = usable
 	claimed := map[string]bool{}
 	for _, p := range l.pods {
 		for _, c := range p.claims {
@@ -657,6 +749,13 @@ func (l *Ledger) Allocate(r Resource, ids []string) ([]string, error) {
 	}
 	if len(unknown) > 0 {
 		return nil, fmt.Errorf("unknown %s device IDs: %s", r, strings.Join(unknown, ", "))
+	}
+	if g := l.conflictLocked(r, ids, l.heldLocked()); g != "" {
+		other := "shares"
+		if r == Percent {
+			other = "a whole-GPU container"
+		}
+		return nil, fmt.Errorf("GPU %s is already held by %s; refusing to give it out as %s too", g, other, r)
 	}
 	a := allocation{resource: r, ids: append([]string(nil), ids...), at: l.now()}
 	if o, ok := l.offered[key(r, ids)]; ok {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -30,7 +31,13 @@ func boundPod(name string, created int, a assignment.Assignment) *v1.Pod {
 		p.Annotations = map[string]string{assignment.Annotation: a.String()}
 	}
 	for _, c := range a.Containers() {
-		p.Spec.Containers = append(p.Spec.Containers, v1.Container{Name: c})
+		ctr := v1.Container{Name: c}
+		if devs := a[c]; devs[0].Percent == 100 {
+			ctr.Resources.Limits = v1.ResourceList{v1.ResourceName(Whole): *resource.NewQuantity(int64(len(devs)), resource.DecimalSI)}
+		} else {
+			ctr.Resources.Limits = v1.ResourceList{v1.ResourceName(Percent): *resource.NewQuantity(int64(devs[0].Percent), resource.DecimalSI)}
+		}
+		p.Spec.Containers = append(p.Spec.Containers, ctr)
 	}
 	return p
 }
@@ -77,6 +84,54 @@ func TestPreferredFollowsOldestClaim(t *testing.T) {
 	}
 	if u := l.Unhealthy(Percent); !u[PercentID("GPU-2", 0)] || !u[PercentID("GPU-3", 99)] || u[PercentID("GPU-1", 0)] || len(u) != 200 {
 		t.Errorf("unhealthy percent IDs: %d", len(u))
+	}
+}
+
+func TestClaimsMustMatchTheContainer(t *testing.T) {
+	l := NewLedger(uuids(2))
+	p := boundPod("forged", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})
+	p.Spec.Containers[0].Resources.Limits = nil // asks for no GPU
+	if err := l.UpsertPod(p); err == nil {
+		t.Error("a claim for a container that asks for no GPU was accepted")
+	}
+	p = boundPod("ghost", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})
+	p.Spec.Containers[0].Name = "other"
+	if err := l.UpsertPod(p); err == nil {
+		t.Error("a claim for a missing container was accepted")
+	}
+	if u := l.Unhealthy(Percent); len(u) != 0 {
+		t.Errorf("rejected claims still hold GPUs: %d IDs unhealthy", len(u))
+	}
+}
+
+func TestNeverGivesAGPUOutTwoWays(t *testing.T) {
+	l := NewLedger(uuids(2))
+	// A pod the ledger knows nothing of takes GPU-0 whole.
+	if _, err := l.Allocate(Whole, []string{"GPU-0"}); err != nil {
+		t.Fatal(err)
+	}
+	// The kubelet has not yet seen the new health and still offers GPU-0's
+	// percent IDs: the fallback avoids them and Allocate refuses them.
+	var avail []string
+	for _, u := range uuids(2) {
+		for n := 0; n < PercentIDs; n++ {
+			avail = append(avail, PercentID(u, n))
+		}
+	}
+	got := l.Preferred(Percent, avail, nil, 10)
+	for _, id := range got {
+		if strings.HasPrefix(id, "GPU-0::") {
+			t.Fatalf("preferred %v on a GPU held whole", got)
+		}
+	}
+	if _, err := l.Allocate(Percent, []string{PercentID("GPU-0", 5)}); err == nil || !strings.Contains(err.Error(), "GPU-0") {
+		t.Errorf("share of a whole-held GPU allocated: err = %v", err)
+	}
+	if _, err := l.Allocate(Percent, []string{PercentID("GPU-1", 5)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Allocate(Whole, []string{"GPU-1"}); err == nil {
+		t.Error("a GPU with shares given out whole")
 	}
 }
 

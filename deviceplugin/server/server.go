@@ -300,6 +300,11 @@ func (p *plugin) preferred(ctx context.Context, cr *pluginapi.ContainerPreferred
 		if ids, ok := l.Match(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size); ok {
 			return ids
 		}
+		if !l.Pending(p.resource) {
+			// No pod awaits these devices (e.g. a pod not placed by
+			// tessera-scheduler): nothing to wait for.
+			return l.Preferred(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size)
+		}
 		select {
 		case <-changed:
 			continue

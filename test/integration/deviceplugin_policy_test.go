@@ -121,6 +121,23 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	if _, err := kubeA.CoreV1().Pods("default").Patch(e.ctx, "on-node-b", types.MergePatchType, patch, metav1.PatchOptions{}); err == nil || !strings.Contains(err.Error(), "pods on its own node") {
 		t.Errorf("node-a's plugin patched a pod on node-b: err = %v", err)
 	}
+	label, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{"app": "hijacked"}}})
+	if _, err := kubeA.CoreV1().Pods("default").Patch(e.ctx, "on-node-a", types.MergePatchType, label, metav1.PatchOptions{}); err == nil || !strings.Contains(err.Error(), "only the tessera.io/gpu-assignment annotation") {
+		t.Errorf("node-a's plugin relabelled a pod: err = %v", err)
+	}
+
+	// Nodes: only the GPU taint of its own node.
+	taint, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": []map[string]string{{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}}}})
+	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, taint, metav1.PatchOptions{}); err != nil {
+		t.Errorf("tainting its own node: %v", err)
+	}
+	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-b", types.MergePatchType, taint, metav1.PatchOptions{}); err == nil || !strings.Contains(err.Error(), "only change its own node") {
+		t.Errorf("node-a's plugin tainted node-b: err = %v", err)
+	}
+	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, label, metav1.PatchOptions{}); err == nil {
+		t.Error("node-a's plugin relabelled its node")
+	}
+
 	// RBAC: the plugin cannot touch what it has no business with.
 	if _, err := kubeA.CoreV1().Secrets("default").List(e.ctx, metav1.ListOptions{}); err == nil {
 		t.Error("the device plugin's role can list secrets")

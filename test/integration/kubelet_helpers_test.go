@@ -135,7 +135,16 @@ func (k *kubelet) waitAllocatable(r v1.ResourceName, want int64) {
 func (k *kubelet) List(context.Context) ([]handoff.ContainerDevices, error) {
 	var out []handoff.ContainerDevices
 	for _, p := range k.activePods() {
-		for _, cs := range [][]v1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		// Like the real PodResources API, list sidecars but not regular
+		// init containers.
+		var cs []v1.Container
+		for _, c := range p.Spec.InitContainers {
+			if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
+				cs = append(cs, c)
+			}
+		}
+		cs = append(cs, p.Spec.Containers...)
+		{
 			for _, c := range cs {
 				for res, devs := range k.m.GetDevices(string(p.UID), c.Name) {
 					if res != string(handoff.Whole) && res != string(handoff.Percent) {
