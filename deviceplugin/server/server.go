@@ -236,9 +236,17 @@ func (p *plugin) GetDevicePluginOptions(context.Context, *pluginapi.Empty) (*plu
 
 // ListAndWatch sends the device list now and after every change.
 func (p *plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingServer[pluginapi.ListAndWatchResponse]) error {
+	var last []*pluginapi.Device
+	sent := false
 	for {
-		if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: p.devices()}); err != nil {
-			return err
+		// Most changes (pod events, reconciles) leave the list as it was;
+		// the kubelet writes a checkpoint for every list it receives. The
+		// first list is always sent, even when empty.
+		if devs := p.devices(); !sent || !sameDevices(devs, last) {
+			if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: devs}); err != nil {
+				return err
+			}
+			last, sent = devs, true
 		}
 		select {
 		case <-stream.Context().Done():
@@ -246,6 +254,20 @@ func (p *plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 		case <-p.changed:
 		}
 	}
+}
+
+// sameDevices reports whether two device lists (built in the same order)
+// have the same IDs and health.
+func sameDevices(a, b []*pluginapi.Device) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID || a[i].Health != b[i].Health {
+			return false
+		}
+	}
+	return true
 }
 
 // devices lists the resource's device IDs with health and NUMA topology.
