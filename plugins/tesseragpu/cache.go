@@ -442,6 +442,7 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 		}
 	}
 	r.state.Store(st)
+	recordNode(r.name, st)
 }
 
 func sameUse(a, b map[string]int) bool {

@@ -3,6 +3,8 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,7 +50,15 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 		return nil, fmt.Errorf("watching GPUNodes: %w", err)
 	}
 	factory.Start(ctx.Done())
-	return func() bool { return podReg.HasSynced() && gnReg.HasSynced() }, nil
+	start := time.Now()
+	var once sync.Once
+	return func() bool {
+		synced := podReg.HasSynced() && gnReg.HasSynced()
+		if synced {
+			once.Do(func() { cacheSync.Set(time.Since(start).Seconds()) })
+		}
+		return synced
+	}, nil
 }
 
 // EventsToRegister requeues pods rejected for GPU reasons when a GPUNode

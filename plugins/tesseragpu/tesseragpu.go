@@ -58,6 +58,8 @@ type TesseraGPU struct {
 	synced    func() bool
 	now       func() time.Time
 	waiting   *waitingPods
+	// strategyName labels the placement metric.
+	strategyName string
 	// comparisonOperators follows the TaintTolerationComparisonOperators
 	// gate, so device taints match tolerations exactly as node taints do.
 	comparisonOperators bool
@@ -108,6 +110,7 @@ func readState(cs fwk.CycleState) (*cycleState, error) {
 func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	req, err := gpu.ParsePod(pod)
 	if err != nil {
+		rejections.WithLabelValues("invalid gpu request").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "invalid gpu request: "+err.Error())
 	}
 	if req.Empty() {
@@ -121,6 +124,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
 	}
 	if largest := pl.cache.largestNode(); req.Whole > largest {
+		rejections.WithLabelValues("larger than any node").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
@@ -139,6 +143,9 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 		return fwk.AsStatus(err)
 	}
 	_, _, status := pl.fit(s, ni.Node().Name)
+	if status != nil {
+		rejections.WithLabelValues(status.Message()).Inc()
+	}
 	return status
 }
 
@@ -258,8 +265,20 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 	}
 	s.chosen = a
 	pl.waiting.done(pod.UID)
+	placements.WithLabelValues(pl.strategyName, requestKind(s.req)).Inc()
 	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", node, "assignment", a.String())
 	return nil
+}
+
+func requestKind(r *device.Request) string {
+	switch {
+	case r.Whole > 0 && len(r.Shares) > 0:
+		return "mixed"
+	case r.Whole > 0:
+		return "whole"
+	default:
+		return "share"
+	}
 }
 
 // Unreserve releases the GPUs Reserve assumed.
@@ -306,6 +325,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	logger := klog.FromContext(ctx).WithValues("plugin", Name)
+	registerMetrics()
 	pl := newPlugin(logger, args)
 	pl.handle = h
 	recorder := h.EventRecorder()
@@ -335,6 +355,7 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
 		comparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
 	pl.cache.changed = pl.waiting.notify
+	pl.strategyName = string(args.ScoringStrategy.Type)
 	if args.ScoringStrategy.Type == config.ScoringStrategySpread {
 		pl.strategy = device.Spread
 	}

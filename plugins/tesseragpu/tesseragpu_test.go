@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
@@ -547,4 +549,45 @@ func TestRewrittenAssignmentHoldsOldDevices(t *testing.T) {
 	if u := pl.cache.state("a").used; u[0] != 100 || u[1] != 100 {
 		t.Errorf("after the grace period used = %v, want 100 each", u)
 	}
+}
+
+func TestMetrics(t *testing.T) {
+	registerMetrics()
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("m", 2, "H100"))
+	pod := makePod("p", percent("40"))
+	cs, _ := preFilter(t, pl, pod)
+	if st := pl.Reserve(context.Background(), cs, pod, "m"); !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	preFilter(t, pl, makePod("bad", percent("150")))
+	if got := gauge(t, gpuAllocated.WithLabelValues("m", uuid("m", 0))); got != 40 {
+		t.Errorf("gpu_allocated_percent = %v, want 40", got)
+	}
+	if got := gauge(t, nodeGPUs.WithLabelValues("m", "partial")); got != 1 {
+		t.Errorf("node_gpus{partial} = %v, want 1", got)
+	}
+	if got := counter(t, placements.WithLabelValues("binpack", "share")); got < 1 {
+		t.Errorf("placements_total = %v", got)
+	}
+	if got := counter(t, rejections.WithLabelValues("invalid gpu request")); got < 1 {
+		t.Errorf("rejections_total = %v", got)
+	}
+}
+
+func gauge(t *testing.T, m metrics.GaugeMetric) float64 {
+	t.Helper()
+	v, err := testutil.GetGaugeMetricValue(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func counter(t *testing.T, m metrics.CounterMetric) float64 {
+	t.Helper()
+	v, err := testutil.GetCounterMetricValue(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

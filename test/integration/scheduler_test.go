@@ -2,12 +2,16 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
@@ -60,6 +64,28 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 	island := func(u string) bool { return strings.HasSuffix(u, "-0") || strings.HasSuffix(u, "-1") }
 	if island(two[0].UUID) != island(two[1].UUID) {
 		t.Errorf("2-GPU pod spans NVLink islands: %v", two)
+	}
+
+	// The scheduler's metrics show the allocation. tessera-scheduler serves
+	// this registry on its /metrics endpoint; here it is scraped directly.
+	srv := httptest.NewServer(legacyregistry.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`tessera_scheduler_gpu_allocated_percent{gpu="` + gpuUUID("small", 0) + `",node="small"}`,
+		`tessera_scheduler_node_gpus{node="big",state="full"} 8`,
+		`tessera_scheduler_placements_total{kind="whole",strategy="binpack"}`,
+		`tessera_scheduler_placements_total{kind="share",strategy="binpack"}`,
+		`tessera_scheduler_cache_rebuild_seconds`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }
 
