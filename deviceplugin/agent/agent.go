@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
 	"github.com/tessera-gpu/tessera/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/deviceplugin/inventory"
+	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 	"github.com/tessera-gpu/tessera/deviceplugin/server"
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
@@ -64,6 +66,8 @@ type Config struct {
 	// KubeletRecord, if set, replaces the PodResources API client; tests
 	// pass the real device manager's record.
 	KubeletRecord handoff.KubeletRecord
+	// MetricsAddress serves /metrics and /healthz; empty or "0" disables.
+	MetricsAddress string
 }
 
 // Agent is a running node agent.
@@ -152,6 +156,12 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		}()
 	}
 	n := 0
+	run(func() {
+		if err := metrics.Serve(ctx, cfg.MetricsAddress); err != nil {
+			logger.Error(err, "Metrics endpoint stopped")
+		}
+	})
+	n++
 	run(func() { a.pub.Run(ctx) })
 	n++
 	run(func() { _ = srv.Run(ctx) })
@@ -173,6 +183,10 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 					return
 				case c := <-changes:
 					logger.Info("GPU health changed", "gpu", c.UUID, "healthy", c.Healthy, "reason", c.Reason)
+					metrics.HealthTransitions.WithLabelValues(c.UUID, strconv.FormatBool(c.Healthy)).Inc()
+					if !c.Healthy && c.XID != 0 {
+						metrics.XIDs.WithLabelValues(c.UUID, strconv.FormatUint(c.XID, 10)).Inc()
+					}
 					recorder.Eventf(gpuNodeRef(cfg.NodeName), eventType(c.Healthy), healthReason(c.Healthy), "GPU %s: %s", c.UUID, describe(c))
 					srv.SetGPUs(a.serverGPUs(a.monitor.State()))
 					a.pub.Trigger()

@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 	podresourcesapi "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
 
@@ -165,6 +166,7 @@ func (r *Reconciler) correct(ctx context.Context, c Correction) error {
 	if err != nil {
 		return fmt.Errorf("correcting the GPU assignment of pod %s/%s: %w", c.Namespace, c.Name, err)
 	}
+	metrics.Corrections.Inc()
 	klog.FromContext(ctx).Info("Corrected a GPU assignment to what the kubelet allocated", "pod", klog.KObj(pod), "was", c.Was, "now", value)
 	if r.recorder != nil {
 		was := c.Was

@@ -26,6 +26,7 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
+	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 )
 
 // GPU is what the server needs to know of one GPU.
@@ -340,6 +341,9 @@ func (p *plugin) preferred(ctx context.Context, cr *pluginapi.ContainerPreferred
 
 // Allocate tells the container runtime which GPUs the container sees.
 func (p *plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (*pluginapi.AllocateResponse, error) {
+	defer func(start time.Time) {
+		metrics.AllocateDuration.WithLabelValues(string(p.resource)).Observe(time.Since(start).Seconds())
+	}(time.Now())
 	resp := &pluginapi.AllocateResponse{}
 	for _, cr := range req.ContainerRequests {
 		gpus, err := p.srv.ledger.Allocate(p.resource, cr.DevicesIds)

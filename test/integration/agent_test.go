@@ -2,15 +2,21 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	compmetrics "k8s.io/component-base/metrics"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/deviceplugin/agent"
 	"github.com/tessera-gpu/tessera/deviceplugin/health"
+	dpmetrics "github.com/tessera-gpu/tessera/deviceplugin/metrics"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
 )
 
@@ -55,6 +61,10 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 			t.Errorf("GPU after XID 79: %+v", g)
 		}
 	}
+	if m := scrapeDevicePluginMetrics(t); !strings.Contains(m, `tessera_device_plugin_xid_events_total{gpu="`+bad+`",xid="79"} 1`) ||
+		!strings.Contains(m, `tessera_device_plugin_gpu_health_transitions_total{gpu="`+bad+`",healthy="false"} 1`) || strings.Contains(m, `xid="13"`) {
+		t.Errorf("device plugin metrics after XIDs 13 and 79:\n%s", m)
+	}
 	// Eight whole-GPU pods: seven fit, the eighth does not, and none gets
 	// the unhealthy GPU.
 	for i := 0; i < 8; i++ {
@@ -85,4 +95,19 @@ func (e *env) waitGPUNode(name string, ok func(*v1alpha1.GPUNode) bool) *v1alpha
 		e.t.Fatalf("GPUNode %s never reached the expected state: %+v", name, gn)
 	}
 	return gn
+}
+
+// scrapeDevicePluginMetrics reads the device plugin's /metrics as its
+// endpoint serves it.
+func scrapeDevicePluginMetrics(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(compmetrics.HandlerFor(dpmetrics.Registry, compmetrics.HandlerOpts{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -143,6 +143,10 @@ func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
 		t.Error("a pod asking for 7 GPUs with 4 free was admitted")
 	}
 
+	if m := scrapeDevicePluginMetrics(t); !strings.Contains(m, `tessera_device_plugin_allocate_duration_seconds_count{resource="nvidia.com/gpu"}`) {
+		t.Errorf("no Allocate latency metric:\n%s", m)
+	}
+
 	// A kubelet restart wipes the sockets; the plugin registers again and
 	// the checkpoint keeps the earlier allocations.
 	k.restart()
