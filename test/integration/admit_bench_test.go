@@ -10,7 +10,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
-	"github.com/tessera-gpu/tessera/deviceplugin/server"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
 
@@ -21,16 +20,8 @@ import (
 func BenchmarkKubeletAdmit(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dir := shortTempDir(b)
-	k := startKubelet(b, dir)
-	_, inv := fakeNodeGPUs(b, "dgxh100", "bench")
-	var uuids []string
-	for _, g := range inv.GPUs {
-		uuids = append(uuids, g.UUID)
-	}
-	ledger := handoff.NewLedger(uuids)
-	srv := server.New(server.Options{Dir: dir}, ledger, serverGPUs(inv))
-	go srv.Run(ctx)
+	k, ledger, _, inv := pluginOnKubelet(ctx, b, "bench", false)
+	uuids := uuidsOf(inv)
 	for k.allocatable(v1.ResourceName(handoff.Percent)) != 800 {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -44,6 +44,27 @@ func fakeNodeGPUs(t testing.TB, kind, node string) (*fakegpu.Machine, discovery.
 	return m, inv
 }
 
+// pluginOnKubelet starts the real kubelet device manager and the device
+// plugin's endpoints for a fake DGX H100 named node.
+func pluginOnKubelet(ctx context.Context, tb testing.TB, node string, cdi bool) (*kubelet, *handoff.Ledger, *server.Server, discovery.Inventory) {
+	tb.Helper()
+	dir := shortTempDir(tb)
+	k := startKubelet(tb, dir)
+	_, inv := fakeNodeGPUs(tb, "dgxh100", node)
+	ledger := handoff.NewLedger(uuidsOf(inv))
+	srv := server.New(server.Options{Dir: dir, CDI: cdi}, ledger, serverGPUs(inv))
+	go srv.Run(ctx)
+	return k, ledger, srv, inv
+}
+
+func uuidsOf(inv discovery.Inventory) []string {
+	var out []string
+	for _, g := range inv.GPUs {
+		out = append(out, g.UUID)
+	}
+	return out
+}
+
 func serverGPUs(inv discovery.Inventory, unhealthy ...string) []server.GPU {
 	var out []server.GPU
 	for _, g := range inv.GPUs {
@@ -72,16 +93,8 @@ func assignedPod(name string, a assignment.Assignment, res v1.ResourceName, qty 
 func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dir := shortTempDir(t)
-	k := startKubelet(t, dir)
-	_, inv := fakeNodeGPUs(t, "dgxh100", "node-a")
-	var uuids []string
-	for _, g := range inv.GPUs {
-		uuids = append(uuids, g.UUID)
-	}
-	ledger := handoff.NewLedger(uuids)
-	srv := server.New(server.Options{Dir: dir, CDI: true}, ledger, serverGPUs(inv))
-	go srv.Run(ctx)
+	k, ledger, srv, inv := pluginOnKubelet(ctx, t, "node-a", true)
+	uuids := uuidsOf(inv)
 
 	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
 	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
