@@ -171,5 +171,11 @@ func (inv *Inventory) HealthyCount() int { return bits.OnesCount64(inv.healthy) 
 
 // Stale reports whether the inventory's heartbeat is older than bound at now.
 func (inv *Inventory) Stale(now time.Time, bound time.Duration) bool {
-	return inv.Heartbeat.IsZero() || now.Sub(inv.Heartbeat) > bound
+	return Stale(inv.Heartbeat, now, bound)
+}
+
+// Stale reports whether a heartbeat (the zero time meaning none) is older
+// than bound at now. Filter and the queueing hints share this one rule.
+func Stale(heartbeat, now time.Time, bound time.Duration) bool {
+	return heartbeat.IsZero() || now.Sub(heartbeat) > bound
 }

@@ -214,8 +214,11 @@ func inventoryChanged(a, b *v1alpha1.GPUNode) bool {
 // heartbeatStale reports whether a GPUNode's heartbeat is missing or older
 // than bound at now.
 func heartbeatStale(gn *v1alpha1.GPUNode, now time.Time, bound time.Duration) bool {
-	hb := gn.Status.HeartbeatTime
-	return hb == nil || now.Sub(hb.Time) > bound
+	var hb time.Time
+	if gn.Status.HeartbeatTime != nil {
+		hb = gn.Status.HeartbeatTime.Time
+	}
+	return device.Stale(hb, now, bound)
 }
 
 // deleteGPUNode forgets a node's inventory. Pods on it keep their records,
