@@ -1,6 +1,10 @@
 package config
 
-import "k8s.io/apimachinery/pkg/runtime"
+import (
+	"slices"
+
+	"k8s.io/apimachinery/pkg/runtime"
+)
 
 // Deep-copy functions are hand-written (rather than generated) to keep this
 // package out of the repository's single code-generation script. Keep them in
@@ -9,6 +13,7 @@ import "k8s.io/apimachinery/pkg/runtime"
 // DeepCopyInto copies the receiver into out.
 func (in *TesseraGPUArgs) DeepCopyInto(out *TesseraGPUArgs) {
 	*out = *in
+	in.ScoringStrategy.DeepCopyInto(&out.ScoringStrategy)
 }
 
 // DeepCopy returns a deep copy of the receiver, or nil for a nil receiver.
@@ -32,6 +37,18 @@ func (in *TesseraGPUArgs) DeepCopyObject() runtime.Object {
 // DeepCopyInto copies the receiver into out.
 func (in *ScoringStrategy) DeepCopyInto(out *ScoringStrategy) {
 	*out = *in
+	if in.Fragmentation != nil {
+		f := *in.Fragmentation
+		f.Seed = make([]WorkloadClass, len(in.Fragmentation.Seed))
+		for i, c := range in.Fragmentation.Seed {
+			c.Models = slices.Clone(c.Models)
+			f.Seed[i] = c
+		}
+		if in.Fragmentation.Seed == nil {
+			f.Seed = nil
+		}
+		out.Fragmentation = &f
+	}
 }
 
 // DeepCopy returns a deep copy of the receiver, or nil for a nil receiver.

@@ -29,10 +29,9 @@ const (
 	// packing density for less contention between co-located pods.
 	ScoringStrategySpread ScoringStrategyType = "spread"
 	// ScoringStrategyFragmentation is fragmentation gradient descent (FGD):
-	// prefer the placement that least increases expected GPU fragmentation.
-	// The name is reserved so that configuration written for it gets a clear
-	// "not implemented yet" error instead of a generic one; it becomes valid
-	// once it is added to supportedScoringStrategies.
+	// prefer the node and GPUs where the pod least increases the GPU
+	// capacity that the expected workload could not use.
+	// The workload is estimated online from the pods the scheduler sees.
 	ScoringStrategyFragmentation ScoringStrategyType = "fragmentation"
 )
 
@@ -41,6 +40,7 @@ const (
 var supportedScoringStrategies = [...]ScoringStrategyType{
 	ScoringStrategyBinpack,
 	ScoringStrategySpread,
+	ScoringStrategyFragmentation,
 }
 
 // SupportedScoringStrategies returns the scoring strategies this build
@@ -77,6 +77,45 @@ type TesseraGPUArgs struct {
 type ScoringStrategy struct {
 	// Type is the strategy to use.
 	Type ScoringStrategyType
+	// Fragmentation tunes the fragmentation strategy; it is nil for the
+	// other strategies.
+	Fragmentation *FragmentationArgs
+}
+
+// FragmentationArgs tune the fragmentation strategy's estimate of the
+// workload: the mix of pod shapes whose needs decide which leftover GPU
+// capacity counts as wasted.
+type FragmentationArgs struct {
+	// WindowPods is the memory of the online estimate, in pods: each pod the
+	// scheduler sees counts once, and its weight fades by a factor e for
+	// every WindowPods pods seen after it. 0 turns online estimation off, so
+	// the seed alone is the workload.
+	WindowPods int32
+	// Coverage is the percentage of the estimated workload's weight that
+	// the most common shapes must cover; rarer shapes are left out, which
+	// keeps scoring cheap and ignores one-off pods.
+	Coverage int32
+	// SeedPods is how many observed pods the seed is worth: the seed rules
+	// until about that many pods have been seen, then fades like them.
+	SeedPods int32
+	// Seed is the workload assumed before any pod is seen.
+	Seed []WorkloadClass
+}
+
+// WorkloadClass is one pod shape of a seed workload.
+type WorkloadClass struct {
+	// CPUMilli is the pod's CPU request in millicores.
+	CPUMilli int64
+	// GPUs is the number of GPUs the pod takes; 0 for a pod without GPUs,
+	// which still competes for the CPU of GPU nodes.
+	GPUs int32
+	// GPUPercent is the share of each GPU the pod takes, 1-100. Shares
+	// below 100 are for single-GPU pods only.
+	GPUPercent int32
+	// Models restricts the GPU models the pod accepts; empty means any.
+	Models []string
+	// Weight is the shape's relative frequency.
+	Weight int32
 }
 
 // ScoringWeights weigh the partial scores of TesseraGPU against each other.

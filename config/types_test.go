@@ -14,7 +14,7 @@ func TestScoringStrategyTypeIsSupported(t *testing.T) {
 	}{
 		{ScoringStrategyBinpack, true},
 		{ScoringStrategySpread, true},
-		{ScoringStrategyFragmentation, false}, // reserved, not implemented yet
+		{ScoringStrategyFragmentation, true},
 		{"", false},
 		{"Binpack", false}, // names are case-sensitive, like other Kubernetes enums
 	}
@@ -27,7 +27,7 @@ func TestScoringStrategyTypeIsSupported(t *testing.T) {
 
 func TestSupportedScoringStrategiesReturnsCopy(t *testing.T) {
 	got := SupportedScoringStrategies()
-	if len(got) != 2 || got[0] != ScoringStrategyBinpack || got[1] != ScoringStrategySpread {
+	if len(got) != 3 || got[0] != ScoringStrategyBinpack || got[1] != ScoringStrategySpread || got[2] != ScoringStrategyFragmentation {
 		t.Fatalf("SupportedScoringStrategies() = %v", got)
 	}
 	got[0] = "mutated"
@@ -46,6 +46,16 @@ func TestDeepCopyIsIndependent(t *testing.T) {
 	gpuCopy.Weights.Node = 99
 	if gpu.Weights.Node != 1 {
 		t.Error("TesseraGPUArgs copy shares weights with the original")
+	}
+
+	frag := &TesseraGPUArgs{ScoringStrategy: ScoringStrategy{Type: ScoringStrategyFragmentation, Fragmentation: &FragmentationArgs{
+		WindowPods: 10, Seed: []WorkloadClass{{GPUs: 1, GPUPercent: 50, Models: []string{"T4"}, Weight: 1}},
+	}}}
+	fragCopy := frag.DeepCopy()
+	fragCopy.ScoringStrategy.Fragmentation.WindowPods = 20
+	fragCopy.ScoringStrategy.Fragmentation.Seed[0].Models[0] = "changed"
+	if f := frag.ScoringStrategy.Fragmentation; f.WindowPods != 10 || f.Seed[0].Models[0] != "T4" {
+		t.Error("TesseraGPUArgs copy shares fragmentation settings with the original")
 	}
 
 	taint := &TesseraTaintTolerationArgs{GPUNodeTaintKey: "k", GPUResourceNames: []string{"a.io/b"}}

@@ -306,16 +306,19 @@ func TestLoadConfig(t *testing.T) {
     args:
       scoringStrategy: {type: roundrobin}
 `,
-			gpuErr: `scoringStrategy.type: Unsupported value: "roundrobin": supported values: "binpack", "spread"`,
+			gpuErr: `scoringStrategy.type: Unsupported value: "roundrobin": supported values: "binpack", "spread", "fragmentation"`,
 		},
 		{
-			name: "reserved strategy",
+			name: "fragmentation seed with a negative weight",
 			pluginConfig: `  pluginConfig:
   - name: TesseraGPU
     args:
-      scoringStrategy: {type: fragmentation}
+      scoringStrategy:
+        type: fragmentation
+        fragmentation:
+          seed: [{cpu: 500m, gpus: 1, gpuPercent: 30, weight: -2}]
 `,
-			gpuErr: "scoringStrategy.type: Invalid value: \"fragmentation\": fragmentation-aware scoring is not implemented yet",
+			gpuErr: "scoringStrategy.fragmentation.seed[0].weight: Invalid value: -2: must be at least 1",
 		},
 		{
 			name: "invalid taint args",

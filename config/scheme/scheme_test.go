@@ -47,6 +47,11 @@ func unknown(raw string) *runtime.Unknown {
 func TestDecodeTesseraGPUArgs(t *testing.T) {
 	spread := defaultGPU()
 	spread.ScoringStrategy.Type = config.ScoringStrategySpread
+	frag := defaultGPU()
+	frag.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: &config.FragmentationArgs{
+		WindowPods: 5000, Coverage: 95, SeedPods: 100,
+		Seed: []config.WorkloadClass{{CPUMilli: 11300, GPUs: 1, GPUPercent: 100, Weight: 5}, {CPUMilli: 3152, GPUs: 1, GPUPercent: 81, Models: []string{"T4"}, Weight: 2}},
+	}}
 
 	tests := []struct {
 		name    string
@@ -71,6 +76,11 @@ func TestDecodeTesseraGPUArgs(t *testing.T) {
 		},
 		{name: "empty unknown gives defaults", in: unknown(""), want: defaultGPU()},
 		{
+			name: "fragmentation settings are defaulted and converted",
+			in:   unknown(`{"scoringStrategy":{"type":"fragmentation","fragmentation":{"seed":[{"cpu":"11300m","gpus":1,"weight":5},{"cpu":"3152m","gpus":1,"gpuPercent":81,"models":["T4"],"weight":2}]}}}`),
+			want: frag,
+		},
+		{
 			name: "unknown with explicit values",
 			in:   unknown(`{"inventoryStaleness":"30s","weights":{"node":0,"topology":5}}`),
 			want: &config.TesseraGPUArgs{
@@ -85,7 +95,8 @@ func TestDecodeTesseraGPUArgs(t *testing.T) {
 		{name: "wrong kind is rejected", in: unknown(`{"apiVersion":"kubescheduler.config.k8s.io/v1","kind":"TesseraTaintTolerationArgs"}`), wantErr: "TesseraGPUArgs"},
 		{name: "malformed value is rejected", in: unknown(`{"inventoryStaleness":"soon"}`), wantErr: "soon"},
 		{name: "invalid strategy is rejected", in: unknown(`{"scoringStrategy":{"type":"roundrobin"}}`), wantErr: `scoringStrategy.type: Unsupported value: "roundrobin"`},
-		{name: "reserved strategy is rejected", in: unknown(`{"scoringStrategy":{"type":"fragmentation"}}`), wantErr: "not implemented yet"},
+		{name: "fragmentation without a workload is rejected", in: unknown(`{"scoringStrategy":{"type":"fragmentation","fragmentation":{"windowPods":0}}}`), wantErr: "scoringStrategy.fragmentation.seed: Required value"},
+		{name: "fragmentation seed with a bad share is rejected", in: unknown(`{"scoringStrategy":{"type":"fragmentation","fragmentation":{"seed":[{"cpu":"4","gpus":2,"gpuPercent":50,"weight":1}]}}}`), wantErr: "seed[0].gpuPercent"},
 		{
 			name:    "invalid internal args are rejected",
 			in:      &config.TesseraGPUArgs{ScoringStrategy: config.ScoringStrategy{Type: config.ScoringStrategyBinpack}},

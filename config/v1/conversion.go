@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/conversion"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,6 +28,19 @@ func Convert_v1_TesseraGPUArgs_To_config_TesseraGPUArgs(in *TesseraGPUArgs, out 
 	*out = config.TesseraGPUArgs{}
 	if in.ScoringStrategy != nil {
 		out.ScoringStrategy.Type = config.ScoringStrategyType(in.ScoringStrategy.Type)
+		if f := in.ScoringStrategy.Fragmentation; f != nil {
+			out.ScoringStrategy.Fragmentation = &config.FragmentationArgs{
+				WindowPods: ptr.Deref(f.WindowPods, 0),
+				Coverage:   ptr.Deref(f.Coverage, 0),
+				SeedPods:   ptr.Deref(f.SeedPods, 0),
+			}
+			for _, c := range f.Seed {
+				out.ScoringStrategy.Fragmentation.Seed = append(out.ScoringStrategy.Fragmentation.Seed, config.WorkloadClass{
+					CPUMilli: c.CPU.MilliValue(), GPUs: c.GPUs, GPUPercent: ptr.Deref(c.GPUPercent, 0),
+					Models: slices.Clone(c.Models), Weight: c.Weight,
+				})
+			}
+		}
 	}
 	if in.InventoryStaleness != nil {
 		out.InventoryStaleness = *in.InventoryStaleness
@@ -55,6 +69,16 @@ func Convert_config_TesseraGPUArgs_To_v1_TesseraGPUArgs(in *config.TesseraGPUArg
 			Topology:    ptr.To(in.Weights.Topology),
 			DeviceTaint: ptr.To(in.Weights.DeviceTaint),
 		},
+	}
+	if f := in.ScoringStrategy.Fragmentation; f != nil {
+		v := &FragmentationArgs{WindowPods: ptr.To(f.WindowPods), Coverage: ptr.To(f.Coverage), SeedPods: ptr.To(f.SeedPods)}
+		for _, c := range f.Seed {
+			v.Seed = append(v.Seed, WorkloadClass{
+				CPU: *resource.NewMilliQuantity(c.CPUMilli, resource.DecimalSI), GPUs: c.GPUs,
+				GPUPercent: ptr.To(c.GPUPercent), Models: slices.Clone(c.Models), Weight: c.Weight,
+			})
+		}
+		out.ScoringStrategy.Fragmentation = v
 	}
 	return nil
 }

@@ -43,6 +43,29 @@ func (in *TesseraGPUArgs) DeepCopyObject() runtime.Object {
 // DeepCopyInto copies the receiver into out.
 func (in *ScoringStrategy) DeepCopyInto(out *ScoringStrategy) {
 	*out = *in
+	if f := in.Fragmentation; f != nil {
+		c := FragmentationArgs{
+			WindowPods: clonePtr(f.WindowPods),
+			Coverage:   clonePtr(f.Coverage),
+			SeedPods:   clonePtr(f.SeedPods),
+		}
+		if f.Seed != nil {
+			c.Seed = make([]WorkloadClass, len(f.Seed))
+			for i, w := range f.Seed {
+				c.Seed[i] = WorkloadClass{CPU: w.CPU.DeepCopy(), GPUs: w.GPUs, GPUPercent: clonePtr(w.GPUPercent),
+					Models: slices.Clone(w.Models), Weight: w.Weight}
+			}
+		}
+		out.Fragmentation = &c
+	}
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // DeepCopy returns a deep copy of the receiver, or nil for a nil receiver.

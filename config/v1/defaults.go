@@ -29,6 +29,16 @@ const (
 	// DefaultGuardGPUNodes is off by default: without the node taint, GPU
 	// nodes behave like other nodes unless the operator opts in.
 	DefaultGuardGPUNodes = false
+	// DefaultFragmentationWindowPods is the default memory of the online
+	// workload estimate: long enough that a burst of one shape does not
+	// erase the mix, short enough to follow a day's drift in a busy cluster.
+	DefaultFragmentationWindowPods int32 = 5000
+	// DefaultFragmentationCoverage keeps the shapes covering 95% of the
+	// workload, the threshold fragmentation gradient descent was published
+	// with.
+	DefaultFragmentationCoverage int32 = 95
+	// DefaultFragmentationSeedPods makes a seed count as 100 pods.
+	DefaultFragmentationSeedPods int32 = 100
 )
 
 // DefaultGPUResourceNames returns the default GPU resources: whole GPUs as
@@ -48,6 +58,26 @@ func SetDefaults_TesseraGPUArgs(obj *TesseraGPUArgs) {
 	}
 	if obj.ScoringStrategy.Type == "" {
 		obj.ScoringStrategy.Type = DefaultScoringStrategy
+	}
+	if obj.ScoringStrategy.Type == ScoringStrategyFragmentation {
+		if obj.ScoringStrategy.Fragmentation == nil {
+			obj.ScoringStrategy.Fragmentation = &FragmentationArgs{}
+		}
+		f := obj.ScoringStrategy.Fragmentation
+		if f.WindowPods == nil {
+			f.WindowPods = ptr.To(DefaultFragmentationWindowPods)
+		}
+		if f.Coverage == nil {
+			f.Coverage = ptr.To(DefaultFragmentationCoverage)
+		}
+		if f.SeedPods == nil {
+			f.SeedPods = ptr.To(DefaultFragmentationSeedPods)
+		}
+		for i := range f.Seed {
+			if f.Seed[i].GPUs > 0 && f.Seed[i].GPUPercent == nil {
+				f.Seed[i].GPUPercent = ptr.To[int32](100)
+			}
+		}
 	}
 	if obj.InventoryStaleness == nil {
 		obj.InventoryStaleness = &metav1.Duration{Duration: DefaultInventoryStaleness}

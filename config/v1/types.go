@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -14,8 +15,8 @@ const (
 	ScoringStrategyBinpack ScoringStrategyType = "binpack"
 	// ScoringStrategySpread prefers the emptiest nodes and GPUs.
 	ScoringStrategySpread ScoringStrategyType = "spread"
-	// ScoringStrategyFragmentation is reserved for fragmentation-aware
-	// scoring and is rejected by validation until it is implemented.
+	// ScoringStrategyFragmentation prefers the node and GPUs where the pod
+	// least increases the GPU capacity the expected workload cannot use.
 	ScoringStrategyFragmentation ScoringStrategyType = "fragmentation"
 )
 
@@ -37,8 +38,45 @@ type TesseraGPUArgs struct {
 
 // ScoringStrategy configures the ranking policy of TesseraGPU.
 type ScoringStrategy struct {
-	// Type is the strategy: "binpack" or "spread". Defaults to "binpack".
+	// Type is the strategy: "binpack", "spread" or "fragmentation".
+	// Defaults to "binpack".
 	Type ScoringStrategyType `json:"type,omitempty"`
+	// Fragmentation tunes the fragmentation strategy. Only valid with
+	// type "fragmentation"; defaulted for it.
+	Fragmentation *FragmentationArgs `json:"fragmentation,omitempty"`
+}
+
+// FragmentationArgs tune the fragmentation strategy's estimate of the
+// workload mix.
+type FragmentationArgs struct {
+	// WindowPods is the memory of the online workload estimate in pods: a
+	// pod's weight fades by a factor e for every WindowPods pods seen after
+	// it. 0 turns online estimation off and requires a seed. At most
+	// 1000000. Defaults to 5000.
+	WindowPods *int32 `json:"windowPods,omitempty"`
+	// Coverage is the percentage (1-100) of the workload's weight that the
+	// most common pod shapes must cover; rarer shapes are ignored.
+	// Defaults to 95.
+	Coverage *int32 `json:"coverage,omitempty"`
+	// SeedPods is how many observed pods the seed is worth. Defaults to 100.
+	SeedPods *int32 `json:"seedPods,omitempty"`
+	// Seed is the workload assumed before pods are seen. Optional.
+	Seed []WorkloadClass `json:"seed,omitempty"`
+}
+
+// WorkloadClass is one pod shape of a seed workload.
+type WorkloadClass struct {
+	// CPU is the pod's CPU request, as a quantity ("11300m", "4").
+	CPU resource.Quantity `json:"cpu"`
+	// GPUs is the number of GPUs; 0 for a pod without GPUs.
+	GPUs int32 `json:"gpus,omitempty"`
+	// GPUPercent is the share of each GPU, 1-100; below 100 only with one
+	// GPU. Defaults to 100 when gpus is set.
+	GPUPercent *int32 `json:"gpuPercent,omitempty"`
+	// Models restricts the GPU models; empty means any.
+	Models []string `json:"models,omitempty"`
+	// Weight is the shape's relative frequency, at least 1.
+	Weight int32 `json:"weight"`
 }
 
 // ScoringWeights weigh the partial scores of TesseraGPU. Each is in

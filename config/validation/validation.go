@@ -53,13 +53,14 @@ func validateScoringStrategy(path *field.Path, s config.ScoringStrategy) field.E
 	switch {
 	case s.Type == "":
 		return field.ErrorList{field.Required(typePath, fmt.Sprintf("must be one of %s", supportedStrategiesText()))}
-	case s.Type.IsSupported():
-		return nil
 	case s.Type == config.ScoringStrategyFragmentation:
-		// The name is documented as a future strategy; say that rather than
-		// implying a typo.
-		return field.ErrorList{field.Invalid(typePath, s.Type,
-			fmt.Sprintf("fragmentation-aware scoring is not implemented yet; use one of %s", supportedStrategiesText()))}
+		return validateFragmentation(path.Child("fragmentation"), s.Fragmentation)
+	case s.Type.IsSupported():
+		if s.Fragmentation != nil {
+			return field.ErrorList{field.Forbidden(path.Child("fragmentation"),
+				fmt.Sprintf("only valid with type %q", config.ScoringStrategyFragmentation))}
+		}
+		return nil
 	default:
 		supported := config.SupportedScoringStrategies()
 		names := make([]string, len(supported))
@@ -68,6 +69,65 @@ func validateScoringStrategy(path *field.Path, s config.ScoringStrategy) field.E
 		}
 		return field.ErrorList{field.NotSupported(typePath, s.Type, names)}
 	}
+}
+
+const (
+	// MaxFragmentationWindowPods bounds windowPods: beyond a million pods
+	// the estimate would no longer follow any drift a cluster sees.
+	MaxFragmentationWindowPods int32 = 1000000
+	// MaxSeedClasses bounds the seed: fragmentation scoring costs time per
+	// class, and no real workload needs more shapes to be described.
+	MaxSeedClasses = 1024
+)
+
+func validateFragmentation(path *field.Path, f *config.FragmentationArgs) field.ErrorList {
+	if f == nil {
+		return field.ErrorList{field.Required(path, "the fragmentation strategy needs its settings (defaulting fills them in)")}
+	}
+	var errs field.ErrorList
+	if f.WindowPods < 0 || f.WindowPods > MaxFragmentationWindowPods {
+		errs = append(errs, field.Invalid(path.Child("windowPods"), f.WindowPods,
+			fmt.Sprintf("must be between 0 and %d", MaxFragmentationWindowPods)))
+	}
+	if f.WindowPods == 0 && len(f.Seed) == 0 {
+		errs = append(errs, field.Required(path.Child("seed"), "windowPods 0 turns online estimation off, so the seed is the whole workload and must not be empty"))
+	}
+	if f.Coverage < 1 || f.Coverage > 100 {
+		errs = append(errs, field.Invalid(path.Child("coverage"), f.Coverage, "must be a percentage between 1 and 100"))
+	}
+	if f.SeedPods < 0 {
+		errs = append(errs, field.Invalid(path.Child("seedPods"), f.SeedPods, "must not be negative"))
+	}
+	if len(f.Seed) > MaxSeedClasses {
+		errs = append(errs, field.TooMany(path.Child("seed"), len(f.Seed), MaxSeedClasses))
+	}
+	for i, c := range f.Seed {
+		p := path.Child("seed").Index(i)
+		if c.CPUMilli < 0 {
+			errs = append(errs, field.Invalid(p.Child("cpu"), c.CPUMilli, "must not be negative"))
+		}
+		switch {
+		case c.GPUs < 0 || c.GPUs > 64:
+			errs = append(errs, field.Invalid(p.Child("gpus"), c.GPUs, "must be between 0 and 64"))
+		case c.GPUs > 0 && (c.GPUPercent < 1 || c.GPUPercent > 100):
+			errs = append(errs, field.Invalid(p.Child("gpuPercent"), c.GPUPercent, "must be between 1 and 100"))
+		case c.GPUs > 1 && c.GPUPercent != 100:
+			errs = append(errs, field.Invalid(p.Child("gpuPercent"), c.GPUPercent, "pods with several GPUs take them whole; only single-GPU pods take a share"))
+		case c.GPUs == 0 && c.GPUPercent != 0:
+			errs = append(errs, field.Invalid(p.Child("gpuPercent"), c.GPUPercent, "must be unset for a pod without GPUs"))
+		case c.GPUs == 0 && len(c.Models) > 0:
+			errs = append(errs, field.Invalid(p.Child("models"), c.Models, "must be empty for a pod without GPUs"))
+		}
+		for j, m := range c.Models {
+			if strings.TrimSpace(m) == "" {
+				errs = append(errs, field.Invalid(p.Child("models").Index(j), m, "must not be empty"))
+			}
+		}
+		if c.Weight < 1 {
+			errs = append(errs, field.Invalid(p.Child("weight"), c.Weight, "must be at least 1"))
+		}
+	}
+	return errs
 }
 
 func supportedStrategiesText() string {

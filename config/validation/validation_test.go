@@ -85,22 +85,73 @@ func TestValidateTesseraGPUArgs(t *testing.T) {
 		{
 			name:   "unknown strategy",
 			modify: func(a *config.TesseraGPUArgs) { a.ScoringStrategy.Type = "roundrobin" },
-			want:   []wantErr{{field.ErrorTypeNotSupported, "scoringStrategy.type", `supported values: "binpack", "spread"`}},
+			want:   []wantErr{{field.ErrorTypeNotSupported, "scoringStrategy.type", `supported values: "binpack", "spread", "fragmentation"`}},
 		},
 		{
 			name:   "strategy names are case-sensitive",
 			modify: func(a *config.TesseraGPUArgs) { a.ScoringStrategy.Type = "Spread" },
 			want:   []wantErr{{field.ErrorTypeNotSupported, "scoringStrategy.type", `"Spread"`}},
 		},
+		{name: "fragmentation with online estimate is valid", modify: func(a *config.TesseraGPUArgs) {
+			a.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: validFragmentation()}
+		}},
+		{name: "fragmentation with a fixed seed is valid", modify: func(a *config.TesseraGPUArgs) {
+			f := validFragmentation()
+			f.WindowPods = 0
+			f.Seed = []config.WorkloadClass{{CPUMilli: 4000, GPUs: 1, GPUPercent: 30, Weight: 3}, {CPUMilli: 8000, GPUs: 8, GPUPercent: 100, Models: []string{"T4"}, Weight: 1}, {CPUMilli: 1000, Weight: 1}}
+			a.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: f}
+		}},
 		{
-			name:   "fragmentation is reserved",
+			name:   "fragmentation without settings",
 			modify: func(a *config.TesseraGPUArgs) { a.ScoringStrategy.Type = config.ScoringStrategyFragmentation },
-			want:   []wantErr{{field.ErrorTypeInvalid, "scoringStrategy.type", "not implemented yet"}},
+			want:   []wantErr{{field.ErrorTypeRequired, "scoringStrategy.fragmentation", "defaulting"}},
+		},
+		{
+			name: "fragmentation settings with another strategy",
+			modify: func(a *config.TesseraGPUArgs) {
+				a.ScoringStrategy.Fragmentation = validFragmentation()
+			},
+			want: []wantErr{{field.ErrorTypeForbidden, "scoringStrategy.fragmentation", `only valid with type "fragmentation"`}},
+		},
+		{
+			name: "bad fragmentation settings",
+			modify: func(a *config.TesseraGPUArgs) {
+				a.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: &config.FragmentationArgs{
+					WindowPods: 0, Coverage: 0, SeedPods: -1,
+				}}
+			},
+			want: []wantErr{
+				{field.ErrorTypeRequired, "scoringStrategy.fragmentation.seed", "must not be empty"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.coverage", "between 1 and 100"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seedPods", "must not be negative"},
+			},
+		},
+		{
+			name: "bad seed classes",
+			modify: func(a *config.TesseraGPUArgs) {
+				f := validFragmentation()
+				f.Seed = []config.WorkloadClass{
+					{CPUMilli: -1, GPUs: 1, GPUPercent: 30, Weight: 1},
+					{GPUs: 2, GPUPercent: 50, Weight: 1},
+					{GPUs: 1, GPUPercent: 0, Weight: 1},
+					{GPUs: 0, GPUPercent: 20, Weight: 1},
+					{GPUs: 1, GPUPercent: 20, Models: []string{" "}, Weight: 0},
+				}
+				a.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: f}
+			},
+			want: []wantErr{
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seed[0].cpu", "must not be negative"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seed[1].gpuPercent", "take them whole"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seed[2].gpuPercent", "between 1 and 100"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seed[3].gpuPercent", "must be unset"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seed[4].models[0]", "must not be empty"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seed[4].weight", "at least 1"},
+			},
 		},
 		{
 			name:   "empty strategy",
 			modify: func(a *config.TesseraGPUArgs) { a.ScoringStrategy.Type = "" },
-			want:   []wantErr{{field.ErrorTypeRequired, "scoringStrategy.type", `"binpack", "spread"`}},
+			want:   []wantErr{{field.ErrorTypeRequired, "scoringStrategy.type", `"binpack", "spread", "fragmentation"`}},
 		},
 		{
 			name:   "zero staleness",
@@ -261,4 +312,8 @@ func TestValidateNilArgs(t *testing.T) {
 	if err := ValidateTesseraTaintTolerationArgs(nil, nil); err == nil {
 		t.Error("ValidateTesseraTaintTolerationArgs(nil) returned no error")
 	}
+}
+
+func validFragmentation() *config.FragmentationArgs {
+	return &config.FragmentationArgs{WindowPods: 5000, Coverage: 95, SeedPods: 100}
 }

@@ -56,10 +56,14 @@ type Inventory struct {
 	// each with the reason, for logs and events.
 	Problems []string
 
-	byID     map[string]int
-	all      uint64
-	tainted  uint64
-	healthy  uint64
+	byID    map[string]int
+	all     uint64
+	tainted uint64
+	healthy uint64
+	// hardTainted are the devices with a NoSchedule or NoExecute taint.
+	hardTainted uint64
+	// modelIDs are the devices' interned model names, for fragmentation.
+	modelIDs []uint16
 	models   []string
 	maxModel int
 }
@@ -145,6 +149,12 @@ func NewInventory(node string, heartbeat time.Time, specs []DeviceSpec) *Invento
 		if len(d.Taints) > 0 {
 			inv.tainted |= 1 << uint(i)
 		}
+		for _, t := range d.Taints {
+			if isHardEffect(t.Effect) {
+				inv.hardTainted |= 1 << uint(i)
+			}
+		}
+		inv.modelIDs = append(inv.modelIDs, modelID(d.Model))
 		if !models[d.Model] {
 			models[d.Model] = true
 			inv.models = append(inv.models, d.Model)

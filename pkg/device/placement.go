@@ -319,26 +319,32 @@ func (p *Placement) Score(inv *Inventory, used []int, r *Request, avoid uint64, 
 		nodeFill, deviceFill = 100-nodeFill, 100-deviceFill
 	}
 
-	topology := int64(100)
-	if n := bits.OnesCount64(p.Whole); n >= 2 {
-		maxPairs := int64(n * (n - 1) / 2)
-		topology = (70*int64(linkedPairs(inv, p.Whole)))/maxPairs + (30*int64(sameNUMA(inv, p.Whole)))/int64(n)
-	}
-
-	chosen := p.Whole
-	for s := range r.Shares {
-		chosen |= 1 << uint(p.Share[s])
-	}
-	taint := int64(100)
-	if c := bits.OnesCount64(chosen); c > 0 {
-		taint = 100 - int64(bits.OnesCount64(chosen&avoid))*100/int64(c)
-	}
-
+	topology, taint := p.localityTerms(inv, r, avoid)
 	sum := w.Node + w.Device + w.Topology + w.Taint
 	if sum == 0 {
 		return 0
 	}
 	return (w.Node*nodeFill + w.Device*deviceFill + w.Topology*topology + w.Taint*taint) / sum
+}
+
+// localityTerms rate, 0..100, how well the whole devices are linked and how
+// few chosen devices carry PreferNoSchedule taints the pod does not
+// tolerate.
+func (p *Placement) localityTerms(inv *Inventory, r *Request, avoid uint64) (topology, taint int64) {
+	topology = 100
+	if n := bits.OnesCount64(p.Whole); n >= 2 {
+		maxPairs := int64(n * (n - 1) / 2)
+		topology = (70*int64(linkedPairs(inv, p.Whole)))/maxPairs + (30*int64(sameNUMA(inv, p.Whole)))/int64(n)
+	}
+	chosen := p.Whole
+	for s := range r.Shares {
+		chosen |= 1 << uint(p.Share[s])
+	}
+	taint = 100
+	if c := bits.OnesCount64(chosen); c > 0 {
+		taint = 100 - int64(bits.OnesCount64(chosen&avoid))*100/int64(c)
+	}
+	return topology, taint
 }
 
 // Grant is a container's use of one device.

@@ -43,12 +43,19 @@ var (
 		StabilityLevel: metrics.ALPHA,
 	})
 
+	workloadClasses = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem:      metricsSubsystem,
+		Name:           "workload_classes",
+		Help:           "Pod shapes in the fragmentation strategy's current workload estimate.",
+		StabilityLevel: metrics.ALPHA,
+	})
+
 	registerOnce sync.Once
 )
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(gpuAllocated, nodeGPUs, placements, rejections, cacheSync)
+		legacyregistry.MustRegister(gpuAllocated, nodeGPUs, placements, rejections, cacheSync, workloadClasses)
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/cache"
+	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
@@ -58,6 +59,9 @@ type TesseraGPU struct {
 	synced    func() bool
 	now       func() time.Time
 	waiting   *waitingPods
+	// workload is the fragmentation strategy's workload estimate; nil for
+	// the other strategies.
+	workload *workloadEstimator
 	// strategyName labels the placement metric.
 	strategyName string
 	// comparisonOperators follows the TaintTolerationComparisonOperators
@@ -81,7 +85,11 @@ func (pl *TesseraGPU) Name() string { return Name }
 // cycleState is what PreFilter works out once per pod, and what Reserve
 // chose for PreBind to write.
 type cycleState struct {
+	// req is nil for a pod without GPUs, which only the fragmentation
+	// strategy scores.
 	req *device.Request
+	// cpu is the pod's CPU request in millicores, for fragmentation.
+	cpu int64
 	now time.Time
 	// chosen is set by Reserve.
 	chosen assignment.Assignment
@@ -113,7 +121,18 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		rejections.WithLabelValues("invalid gpu request").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "invalid gpu request: "+err.Error())
 	}
+	var cpu int64
+	if pl.workload != nil {
+		requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+		cpu = requests.Cpu().MilliValue()
+		pl.workload.observe(pod.UID, device.ClassOf(req, cpu))
+	}
 	if req.Empty() {
+		if pl.workload != nil {
+			// A pod without GPUs still takes CPU that GPU pods need; the
+			// fragmentation strategy scores where it does the least harm.
+			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now()})
+		}
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	req.ComparisonOperators = pl.comparisonOperators
@@ -128,7 +147,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
-	cs.Write(stateKey, &cycleState{req: req, now: pl.now()})
+	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now()})
 	return nil, nil
 }
 
@@ -207,6 +226,9 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	if err != nil {
 		return 0, fwk.AsStatus(err)
 	}
+	if pl.workload != nil {
+		return pl.fragmentationScore(s, ni), nil
+	}
 	st, p, status := pl.fit(s, ni.Node().Name)
 	if status != nil {
 		// The node changed since Filter; rank it last rather than fail the
@@ -215,6 +237,64 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	}
 	_, avoid, _ := device.Usable(st.inv, s.req)
 	return p.Score(st.inv, st.used, s.req, avoid, pl.strategy, pl.weights), nil
+}
+
+// fragmentationScore rates a node by how little the pod grows the GPU
+// capacity the estimated workload could not use there.
+func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
+	w := pl.workload.workload()
+	st := pl.cache.state(ni.Node().Name)
+	if s.req.Empty() {
+		if w == nil || st == nil || st.inv == nil {
+			// No GPUs here (or nothing known of the workload): the pod
+			// strands nothing.
+			return neutralFragmentationScore(pl.weights)
+		}
+		var p device.Placement
+		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu)
+		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights)
+	}
+	st, p, status := pl.fit(s, ni.Node().Name)
+	if status != nil {
+		return 0
+	}
+	usable, avoid, _ := device.Usable(st.inv, s.req)
+	if w == nil {
+		// Before any pod is seen, pack: it is what keeps the most room
+		// for a workload not yet known.
+		return p.Score(st.inv, st.used, s.req, avoid, device.Binpack, pl.weights) * device.FragmentationScoreScale
+	}
+	p, delta := w.Plan(st.inv, st.used, s.req, p, usable, avoid, freeCPU(ni), s.cpu)
+	return p.FragmentationScore(st.inv, s.req, avoid, delta, pl.weights)
+}
+
+// neutralFragmentationScore is the score of a placement that changes no
+// fragmentation and uses no device.
+func neutralFragmentationScore(w device.Weights) int64 {
+	var p device.Placement
+	return p.FragmentationScore(nil, nil, 0, 0, w)
+}
+
+// freeCPU is the CPU of a node not yet requested by its pods, in
+// millicores.
+func freeCPU(ni fwk.NodeInfo) int64 {
+	return ni.GetAllocatable().GetMilliCPU() - ni.GetRequested().GetMilliCPU()
+}
+
+// fragmentationPlacement is the placement Reserve takes under the
+// fragmentation strategy: the devices Score rated.
+func (pl *TesseraGPU) fragmentationPlacement(s *cycleState, st *nodeState, p device.Placement, node string) device.Placement {
+	w := pl.workload.workload()
+	if w == nil || pl.handle == nil {
+		return p
+	}
+	ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node)
+	if err != nil {
+		return p
+	}
+	usable, avoid, _ := device.Usable(st.inv, s.req)
+	p, _ = w.Plan(st.inv, st.used, s.req, p, usable, avoid, freeCPU(ni), s.cpu)
+	return p
 }
 
 // NormalizeScore stretches the scores over 0..MaxNodeScore, so that the GPU
@@ -245,13 +325,16 @@ func (pl *TesseraGPU) ScoreExtensions() fwk.ScoreExtensions { return pl }
 // cache, so the next pod's Filter already sees them taken.
 func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
 	s, err := readState(cs)
-	if err != nil {
+	if err != nil || s.req.Empty() {
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
 	st, p, status := pl.fit(s, node)
 	if status != nil {
 		return status
+	}
+	if pl.workload != nil {
+		p = pl.fragmentationPlacement(s, st, p, node)
 	}
 	a := assignment.Assignment{}
 	grants := p.Grants(s.req)
@@ -356,8 +439,13 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
 	}
 	pl.cache.changed = pl.waiting.notify
 	pl.strategyName = string(args.ScoringStrategy.Type)
-	if args.ScoringStrategy.Type == config.ScoringStrategySpread {
+	switch args.ScoringStrategy.Type {
+	case config.ScoringStrategySpread:
 		pl.strategy = device.Spread
+	case config.ScoringStrategyFragmentation:
+		// Filter checks feasibility with binpack's device choice; Score and
+		// Reserve then move shares to the devices fragmentation prefers.
+		pl.workload = newWorkloadEstimator(args.ScoringStrategy.Fragmentation)
 	}
 	return pl
 }

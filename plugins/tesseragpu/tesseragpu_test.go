@@ -93,6 +93,14 @@ func testPlugin(t testing.TB, strategy config.ScoringStrategyType, nodes ...*v1a
 	t.Helper()
 	args := configscheme.DefaultTesseraGPUArgs()
 	args.ScoringStrategy.Type = strategy
+	if strategy == config.ScoringStrategyFragmentation {
+		args.ScoringStrategy.Fragmentation = &config.FragmentationArgs{WindowPods: 5000, Coverage: 95, SeedPods: 100}
+	}
+	return testPluginArgs(t, args, nodes...)
+}
+
+func testPluginArgs(t testing.TB, args *config.TesseraGPUArgs, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
+	t.Helper()
 	pl := newPlugin(klog.Background(), args)
 	pl.now = func() time.Time { return now }
 	pl.cache.now = pl.now

@@ -1,0 +1,148 @@
+package device
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func fragInventory(models ...string) *Inventory {
+	specs := make([]DeviceSpec, len(models))
+	for i, m := range models {
+		specs[i] = DeviceSpec{ID: fmt.Sprintf("gpu-%d", i), Model: m, NUMANode: 0, Healthy: true}
+	}
+	return NewInventory("n", time.Time{}, specs)
+}
+
+func TestFragmentation(t *testing.T) {
+	half := WorkloadClass{CPUMilli: 1000, Count: 1, Units: 50, Weight: 1}
+	whole2 := WorkloadClass{CPUMilli: 1000, Count: 2, Units: FullUnits, Weight: 1}
+	cpuOnly := WorkloadClass{CPUMilli: 1000, Weight: 1}
+	onlyB := WorkloadClass{CPUMilli: 1000, Count: 1, Units: 10, Models: []string{"frag-B"}, Weight: 1}
+	for _, tc := range []struct {
+		name    string
+		classes []WorkloadClass
+		models  []string
+		used    []int
+		cpu     int64
+		want    float64
+	}{
+		{"free node wastes nothing", []WorkloadClass{half}, []string{"frag-A", "frag-A"}, []int{0, 0}, 8000, 0},
+		{"leftover below the share is wasted", []WorkloadClass{half}, []string{"frag-A", "frag-A"}, []int{60, 0}, 8000, 40},
+		{"leftover above the share is not", []WorkloadClass{half}, []string{"frag-A", "frag-A"}, []int{40, 0}, 8000, 0},
+		{"too little cpu wastes every free unit", []WorkloadClass{half}, []string{"frag-A", "frag-A"}, []int{60, 0}, 500, 140},
+		{"too few free devices waste every free unit", []WorkloadClass{whole2}, []string{"frag-A", "frag-A"}, []int{10, 0}, 8000, 190},
+		{"partly used devices are fragments for whole requests", []WorkloadClass{whole2}, []string{"frag-A", "frag-A", "frag-A"}, []int{10, 0, 0}, 8000, 90},
+		{"cpu-only pods use no device", []WorkloadClass{cpuOnly}, []string{"frag-A"}, []int{30}, 8000, 70},
+		{"devices of another model are out of reach", []WorkloadClass{onlyB}, []string{"frag-A", "frag-B"}, []int{0, 85}, 8000, 100},
+		{"weights mix the classes", []WorkloadClass{half, cpuOnly}, []string{"frag-A", "frag-A"}, []int{60, 0}, 8000, 0.5*40 + 0.5*140},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := NewWorkload(tc.classes)
+			got := w.Fragmentation(fragInventory(tc.models...), tc.used, tc.cpu)
+			if math.Abs(got-tc.want) > 1e-9 {
+				t.Errorf("fragmentation = %v, want %v", got, tc.want)
+			}
+			// The memo answers the second time, with the same value.
+			if again := w.Fragmentation(fragInventory(tc.models...), tc.used, tc.cpu); again != got {
+				t.Errorf("memoised fragmentation = %v, want %v", again, got)
+			}
+		})
+	}
+}
+
+func TestFragmentationSkipsUnusableDevices(t *testing.T) {
+	inv := NewInventory("n", time.Time{}, []DeviceSpec{
+		{ID: "a", Model: "frag-A", Healthy: true},
+		{ID: "b", Model: "frag-A", Healthy: false},
+		{ID: "c", Model: "frag-A", Healthy: true, Taints: []Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}},
+	})
+	w := NewWorkload([]WorkloadClass{{Count: 1, Units: 50, Weight: 1}})
+	// Only device a counts; 30 free units are below the share.
+	if got := w.Fragmentation(inv, []int{70, 0, 0}, 1000); got != 30 {
+		t.Errorf("fragmentation = %v, want 30", got)
+	}
+}
+
+func TestWorkloadPlan(t *testing.T) {
+	w := NewWorkload([]WorkloadClass{{CPUMilli: 1000, Count: 1, Units: 50, Weight: 1}})
+	inv := fragInventory("frag-A", "frag-A", "frag-A")
+	for _, tc := range []struct {
+		name      string
+		used      []int
+		share     int
+		avoid     uint64
+		wantDev   int8
+		wantDelta float64
+	}{
+		// A 40% pod on the 60%-used device closes the 40-unit fragment;
+		// binpack would do the same here.
+		{"fills the fragment", []int{60, 0, 0}, 40, 0, 0, 40},
+		// A 30% pod: on device 0 it leaves 10 wasted (40->10, +0 elsewhere),
+		// on a free device it leaves 70 usable; device 0 shrinks the
+		// fragment from 40 to 10.
+		{"shrinks the fragment", []int{60, 0, 0}, 30, 0, 0, 30},
+		// A 60% pod cannot use device 0; on device 1 it leaves 10 more
+		// wasted, on device 2 a 40-unit fragment.
+		{"creates the least fragment", []int{60, 30, 0}, 60, 0, 1, -10},
+		// Equal outcomes: the device not to avoid wins.
+		{"avoids tainted devices on ties", []int{0, 0, 0}, 50, 1, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewRequest([]ContainerDemand{{Name: "c", Units: tc.share}}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			usable := uint64(7)
+			p, ok := Plan(inv, tc.used, r, usable, tc.avoid, Binpack)
+			if !ok {
+				t.Fatal("Plan found no placement")
+			}
+			got, delta := w.Plan(inv, tc.used, r, p, usable, tc.avoid, 8000, 1000)
+			if got.Share[0] != tc.wantDev || math.Abs(delta-tc.wantDelta) > 1e-9 {
+				t.Errorf("device %d, delta %v; want device %d, delta %v", got.Share[0], delta, tc.wantDev, tc.wantDelta)
+			}
+		})
+	}
+}
+
+func TestWorkloadPlanDoesNotAllocate(t *testing.T) {
+	w := NewWorkload([]WorkloadClass{
+		{CPUMilli: 1000, Count: 1, Units: 50, Weight: 3},
+		{CPUMilli: 4000, Count: 2, Units: FullUnits, Weight: 1},
+		{CPUMilli: 2000, Weight: 1},
+	})
+	inv := fragInventory("frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A")
+	used := []int{60, 30, 100, 0, 0, 10, 0, 0}
+	r, err := NewRequest([]ContainerDemand{{Name: "c", Units: 30}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := Plan(inv, used, r, 255, 0, Binpack)
+	w.Plan(inv, used, r, p, 255, 0, 64000, 4000) // fill the memo
+	if n := testing.AllocsPerRun(100, func() { w.Plan(inv, used, r, p, 255, 0, 64000, 4000) }); n != 0 {
+		t.Errorf("Plan allocates %v times per run with a warm memo", n)
+	}
+}
+
+func TestClassOf(t *testing.T) {
+	share, _ := NewRequest([]ContainerDemand{{Name: "a", Units: 20}, {Name: "b", Units: 30}}, []string{"m"}, nil)
+	whole, _ := NewRequest([]ContainerDemand{{Name: "a", Count: 2}}, nil, nil)
+	for _, tc := range []struct {
+		name string
+		r    *Request
+		want WorkloadClass
+	}{
+		{"cpu only", nil, WorkloadClass{CPUMilli: 500, Weight: 1}},
+		{"largest share counts", share, WorkloadClass{CPUMilli: 500, Count: 1, Units: 30, Models: []string{"m"}, Weight: 1}},
+		{"whole devices", whole, WorkloadClass{CPUMilli: 500, Count: 2, Units: FullUnits, Weight: 1}},
+	} {
+		got := ClassOf(tc.r, 500)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: ClassOf = %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,174 @@
+package tesseragpu
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	fwk "k8s.io/kube-scheduler/framework"
+	internalcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/config"
+	configscheme "github.com/tessera-gpu/tessera/config/scheme"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/device"
+)
+
+// fragPlugin is a plugin under the fragmentation strategy with a fixed
+// workload of seed classes.
+func fragPlugin(t *testing.T, seed []config.WorkloadClass, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
+	t.Helper()
+	args := configscheme.DefaultTesseraGPUArgs()
+	args.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation,
+		Fragmentation: &config.FragmentationArgs{WindowPods: 0, Coverage: 100, SeedPods: 100, Seed: seed}}
+	return testPluginArgs(t, args, nodes...)
+}
+
+func cpuNodeInfo(name string, cpu string) fwk.NodeInfo {
+	ni := framework.NewNodeInfo()
+	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Status: v1.NodeStatus{Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse(cpu)}}})
+	return ni
+}
+
+func holding(node string, gpu, pct int) *v1.Pod {
+	return makePod(fmt.Sprintf("hold-%s-%d", node, gpu), onNode(node), percent(fmt.Sprint(pct)),
+		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, uuid(node, gpu), pct)))
+}
+
+func cpuRequest(n string) podOpt {
+	return func(p *v1.Pod) {
+		p.Spec.Containers[0].Resources.Requests = v1.ResourceList{v1.ResourceCPU: resource.MustParse(n)}
+	}
+}
+
+func bestNode(t *testing.T, pl *TesseraGPU, pod *v1.Pod, nodes ...fwk.NodeInfo) fwk.NodeScoreList {
+	t.Helper()
+	ctx := context.Background()
+	cs, st := preFilter(t, pl, pod)
+	if !st.IsSuccess() && !st.IsSkip() {
+		t.Fatal(st)
+	}
+	if st := pl.PreScore(ctx, cs, pod, nil); !st.IsSuccess() {
+		t.Fatalf("PreScore: %v", st)
+	}
+	var scores fwk.NodeScoreList
+	for _, ni := range nodes {
+		s, st := pl.Score(ctx, cs, pod, ni)
+		if !st.IsSuccess() {
+			t.Fatal(st)
+		}
+		scores = append(scores, fwk.NodeScore{Name: ni.Node().Name, Score: s})
+	}
+	if st := pl.NormalizeScore(ctx, cs, pod, scores); !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	return scores
+}
+
+func TestFragmentationScore(t *testing.T) {
+	halves := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 50, Weight: 1}}
+	// Node a's only GPU has 60% free: a 30% pod there would leave 30%,
+	// too little for the 50% pods the workload is made of. On b it
+	// leaves 70%. Binpack would take a; fragmentation takes b.
+	pl := fragPlugin(t, halves, gpuNode("a", 1, "H100"), gpuNode("b", 2, "H100"))
+	pl.cache.upsertPod(holding("a", 0, 40))
+	scores := bestNode(t, pl, makePod("p", percent("30")), cpuNodeInfo("a", "8"), cpuNodeInfo("b", "8"))
+	if scores[0].Score != 0 || scores[1].Score != fwk.MaxNodeScore {
+		t.Errorf("scores %v; want b on top", scores)
+	}
+}
+
+func TestFragmentationReserveChoosesGPU(t *testing.T) {
+	halves := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 50, Weight: 1}}
+	pl := fragPlugin(t, halves, gpuNode("c", 2, "H100"))
+	pl.cache.upsertPod(holding("c", 0, 40))
+	pl.handle = snapshotHandle{snapshot: internalcache.NewSnapshot(nil, []*v1.Node{cpuNodeInfo("c", "8").Node()})}
+	pod := makePod("p", percent("30"))
+	cs, st := preFilter(t, pl, pod)
+	if !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	if st := pl.Reserve(context.Background(), cs, pod, "c"); !st.IsSuccess() {
+		t.Fatal(st)
+	}
+	// Binpack would take GPU 0 (tightest fit) and strand 30%; GPU 1 keeps
+	// both GPUs able to take a 50% pod.
+	s, _ := readState(cs)
+	if got := s.chosen["main"][0].UUID; got != uuid("c", 1) {
+		t.Errorf("reserved %s, want %s", got, uuid("c", 1))
+	}
+}
+
+func TestFragmentationScoresCPUOnlyPods(t *testing.T) {
+	halves := []config.WorkloadClass{{CPUMilli: 4000, GPUs: 1, GPUPercent: 50, Weight: 1}}
+	pl := fragPlugin(t, halves, gpuNode("gpu", 1, "H100"))
+	// 6 of 8 CPUs on the GPU node would leave too little CPU for any GPU
+	// pod of the workload; the CPU-only node loses nothing.
+	scores := bestNode(t, pl, makePod("web", cpuRequest("6")), cpuNodeInfo("gpu", "8"), cpuNodeInfo("cpu", "8"))
+	if scores[0].Score != 0 || scores[1].Score != fwk.MaxNodeScore {
+		t.Errorf("scores %v; want the CPU node on top", scores)
+	}
+	// Reserve leaves pods without GPUs alone.
+	cs, _ := preFilter(t, pl, makePod("web2", cpuRequest("1")))
+	if st := pl.Reserve(context.Background(), cs, makePod("web2"), "gpu"); !st.IsSuccess() {
+		t.Error(st)
+	}
+}
+
+func TestWorkloadEstimator(t *testing.T) {
+	shape := func(units int) device.WorkloadClass {
+		return device.WorkloadClass{CPUMilli: 1000, Count: 1, Units: units}
+	}
+	e := newWorkloadEstimator(&config.FragmentationArgs{WindowPods: 100, Coverage: 90, SeedPods: 10,
+		Seed: []config.WorkloadClass{{CPUMilli: 500, GPUs: 8, GPUPercent: 100, Weight: 1}}})
+	if e.workload().Len() != 1 {
+		t.Fatalf("seed workload has %d classes, want 1", e.workload().Len())
+	}
+	for i := 0; i < 1000; i++ {
+		e.observe(types.UID(fmt.Sprint("a", i)), shape(20))
+	}
+	// The same pod retried many times counts once.
+	for i := 0; i < 1000; i++ {
+		e.observe("retried", shape(70))
+	}
+	for i := 0; i < 1000; i++ {
+		e.observe(types.UID(fmt.Sprint("b", i)), shape(50))
+	}
+	// After ten windows of 50% pods, the 20% pods, the retried pod and the
+	// seed have faded below the 10% that coverage leaves out.
+	w := e.workload()
+	if w.Len() != 1 || e.classes.Load() != 1 {
+		t.Fatalf("estimate has %d classes, want 1", w.Len())
+	}
+	inv := device.NewInventory("n", now, []device.DeviceSpec{{ID: "g", Model: "m", Healthy: true}})
+	// 40 free units are a fragment only for 50% pods.
+	if f := w.Fragmentation(inv, []int{60}, 8000); f != 40 {
+		t.Errorf("fragmentation %v under the estimate, want 40 (50%% pods only)", f)
+	}
+}
+
+func TestFixedSeedIgnoresPods(t *testing.T) {
+	e := newWorkloadEstimator(&config.FragmentationArgs{WindowPods: 0, Coverage: 100,
+		Seed: []config.WorkloadClass{{CPUMilli: 500, GPUs: 1, GPUPercent: 50, Weight: 1}}})
+	before := e.workload()
+	e.observe("x", device.WorkloadClass{Count: 1, Units: 10})
+	if e.workload() != before {
+		t.Error("a fixed seed changed after a pod was seen")
+	}
+}
+
+// snapshotHandle is the part of the framework handle Reserve reads under
+// the fragmentation strategy: the scheduler's real snapshot of nodes.
+type snapshotHandle struct {
+	fwk.Handle
+	snapshot *internalcache.Snapshot
+}
+
+func (h snapshotHandle) SnapshotSharedLister() fwk.SharedLister { return h.snapshot }
