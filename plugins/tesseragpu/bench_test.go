@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
+	configscheme "github.com/tessera-gpu/tessera/config/scheme"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
@@ -81,71 +85,175 @@ func (bn benchNode) setup(tb testing.TB, pl *TesseraGPU) fwk.NodeInfo {
 	return ni
 }
 
-func benchPods() map[string]*v1.Pod {
-	out := map[string]*v1.Pod{}
-	for name, opt := range map[string]podOpt{"whole1": whole("1"), "share30": percent("30")} {
-		p := makePod("incoming-"+name, opt)
+// benchPod is an incoming pod of the hot-path benchmarks.
+type benchPod struct {
+	name string
+	pod  *v1.Pod
+}
+
+func benchPods() []benchPod {
+	var out []benchPod
+	for _, bp := range []struct {
+		name string
+		opt  podOpt
+	}{{"whole1", whole("1")}, {"share30", percent("30")}} {
+		p := makePod("incoming-"+bp.name, bp.opt)
 		p.Spec.Containers[0].Resources.Requests = v1.ResourceList{v1.ResourceCPU: resource.MustParse("1"), v1.ResourceMemory: resource.MustParse("4Gi")}
 		for k, q := range p.Spec.Containers[0].Resources.Limits {
 			p.Spec.Containers[0].Resources.Requests[k] = q
 		}
-		out[name] = p
+		out = append(out, benchPod{bp.name, p})
 	}
 	return out
 }
 
-// BenchmarkHotPath measures, per node, TesseraGPU's PreFilter, Filter and
-// Score under each strategy beside the in-tree NodeResourcesFit Filter on
-// the same node, for nodes of 1, 4 and 8 GPUs that are empty, half used by
-// whole GPUs, fragmented by shares, or half under device taints.
-func BenchmarkHotPath(b *testing.B) {
-	ctx := context.Background()
-	fit, err := noderesources.NewFit(ctx, &schedconfig.NodeResourcesFitArgs{
+// strategyPlugin builds the plugin for a strategy from the args a user
+// would write ({scoringStrategy: {type: ...}}), decoded, defaulted and
+// validated as the scheduler does, and checks that PreFilter, Filter and
+// Score work on an empty 8-GPU node. A strategy that cannot be set up that
+// way yet gets an error, so its benchmarks are skipped rather than failed.
+func strategyPlugin(tb testing.TB, strategy config.ScoringStrategyType) (pl *TesseraGPU, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pl, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	args, err := configscheme.DecodeTesseraGPUArgs(&runtime.Unknown{
+		Raw: fmt.Appendf(nil, `{"scoringStrategy":{"type":%q}}`, strategy), ContentType: runtime.ContentTypeJSON,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("args: %w", err)
+	}
+	pl = newPlugin(klog.Background(), args)
+	pl.now = func() time.Time { return now }
+	pl.cache.now = pl.now
+	pl.cache.setGPUNode(gpuNode("smoke", 8, "H100"))
+	pod := makePod("smoke", whole("1"))
+	cs, st := preFilter(tb, pl, pod)
+	if !st.IsSuccess() {
+		return nil, fmt.Errorf("PreFilter: %v", st)
+	}
+	ni := nodeInfo("smoke")
+	if st := pl.Filter(context.Background(), cs, pod, ni); !st.IsSuccess() {
+		return nil, fmt.Errorf("Filter on an empty node: %v", st)
+	}
+	if _, st := pl.Score(context.Background(), cs, pod, ni); !st.IsSuccess() {
+		return nil, fmt.Errorf("Score on an empty node: %v", st)
+	}
+	return pl, nil
+}
+
+func newFitPlugin(tb testing.TB) *noderesources.Fit {
+	fit, err := noderesources.NewFit(context.Background(), &schedconfig.NodeResourcesFitArgs{
 		ScoringStrategy: &schedconfig.ScoringStrategy{Type: schedconfig.LeastAllocated,
 			Resources: []schedconfig.ResourceSpec{{Name: "cpu", Weight: 1}, {Name: "memory", Weight: 1}}},
 	}, nil, feature.Features{})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	fitPl := fit.(*noderesources.Fit)
-	for _, strategy := range []config.ScoringStrategyType{config.ScoringStrategyBinpack, config.ScoringStrategySpread} {
-		pl := testPlugin(b, strategy)
+	return fit.(*noderesources.Fit)
+}
+
+// BenchmarkHotPath measures, per node, TesseraGPU's PreFilter, Filter,
+// Score and Filter+Score under every strategy in
+// config.SupportedScoringStrategies(), beside the in-tree NodeResourcesFit
+// Filter on the same node (strategy=in-tree), for nodes of 1, 4 and 8 GPUs
+// that are empty, half used by whole GPUs, fragmented by shares, or half
+// under device taints, and for a one-GPU and a 30 % pod.
+//
+// Names are key=value, so benchstat can lay them side by side, e.g.
+//
+//	benchstat -col /strategy -filter '/op:Filter' hotpath.txt
+func BenchmarkHotPath(b *testing.B) {
+	ctx := context.Background()
+	fitPl := newFitPlugin(b)
+	scratch := testPlugin(b, config.ScoringStrategyBinpack)
+	for _, bn := range benchNodes() {
+		ni := bn.setup(b, scratch)
+		for _, bp := range benchPods() {
+			cs := framework.NewCycleState()
+			if _, st := fitPl.PreFilter(ctx, cs, bp.pod, nil); !st.IsSuccess() {
+				b.Fatal(st)
+			}
+			b.Run(fmt.Sprintf("node=%s/pod=%s/strategy=in-tree/op=Filter", bn.name, bp.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					fitPl.Filter(ctx, cs, bp.pod, ni)
+				}
+			})
+		}
+	}
+	for _, strategy := range config.SupportedScoringStrategies() {
+		pl, err := strategyPlugin(b, strategy)
+		if err != nil {
+			b.Run("strategy="+string(strategy), func(b *testing.B) {
+				b.Skipf("strategy %s cannot be benchmarked yet: %v", strategy, err)
+			})
+			continue
+		}
 		for _, bn := range benchNodes() {
 			ni := bn.setup(b, pl)
-			for podName, pod := range benchPods() {
-				prefix := fmt.Sprintf("%s/%s/%s", bn.name, podName, strategy)
-				b.Run(prefix+"/PreFilter", func(b *testing.B) {
+			for _, bp := range benchPods() {
+				pod := bp.pod
+				prefix := fmt.Sprintf("node=%s/pod=%s/strategy=%s/op=", bn.name, bp.name, strategy)
+				b.Run(prefix+"PreFilter", func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
 						pl.PreFilter(ctx, framework.NewCycleState(), pod, nil)
 					}
 				})
-				cs, _ := preFilter(b, pl, pod)
-				b.Run(prefix+"/Filter", func(b *testing.B) {
+				cs, st := preFilter(b, pl, pod)
+				if !st.IsSuccess() {
+					b.Fatalf("PreFilter(%s): %v", bp.name, st)
+				}
+				b.Run(prefix+"Filter", func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
 						pl.Filter(ctx, cs, pod, ni)
 					}
 				})
-				b.Run(prefix+"/Score", func(b *testing.B) {
+				b.Run(prefix+"Score", func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
 						pl.Score(ctx, cs, pod, ni)
 					}
 				})
-				if strategy != config.ScoringStrategyBinpack {
-					continue
-				}
-				fcs := framework.NewCycleState()
-				if _, st := fitPl.PreFilter(ctx, fcs, pod, nil); !st.IsSuccess() {
-					b.Fatal(st)
-				}
-				b.Run(fmt.Sprintf("%s/%s/NodeResourcesFit/Filter", bn.name, podName), func(b *testing.B) {
+				b.Run(prefix+"Filter+Score", func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
-						fitPl.Filter(ctx, fcs, pod, ni)
+						if pl.Filter(ctx, cs, pod, ni).IsSuccess() {
+							pl.Score(ctx, cs, pod, ni)
+						}
 					}
 				})
+			}
+		}
+	}
+}
+
+// TestFilterDoesNotAllocateOnBenchNodes extends TestFilterDoesNotAllocate
+// to every strategy and every benchmark node on which Filter admits the pod:
+// admitting a node is the common path, taken for most nodes of most cycles.
+func TestFilterDoesNotAllocateOnBenchNodes(t *testing.T) {
+	for _, strategy := range config.SupportedScoringStrategies() {
+		pl, err := strategyPlugin(t, strategy)
+		if err != nil {
+			t.Logf("strategy %s skipped: %v", strategy, err)
+			continue
+		}
+		for _, bn := range benchNodes() {
+			ni := bn.setup(t, pl)
+			for _, bp := range benchPods() {
+				cs, st := preFilter(t, pl, bp.pod)
+				if !st.IsSuccess() {
+					t.Fatalf("PreFilter(%s): %v", bp.name, st)
+				}
+				if !pl.Filter(context.Background(), cs, bp.pod, ni).IsSuccess() {
+					continue
+				}
+				if n := testing.AllocsPerRun(20, func() { pl.Filter(context.Background(), cs, bp.pod, ni) }); n != 0 {
+					t.Errorf("%s: Filter(%s) on %s allocates %v times", strategy, bp.name, bn.name, n)
+				}
 			}
 		}
 	}
