@@ -16,7 +16,7 @@ TEST_FLAGS ?= -count=1 -timeout=30m
 FUZZTIME  ?= 30s
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate fuzz bench clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate fuzz bench bench-short bench-micro bench-perf bench-config etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -50,8 +50,53 @@ fuzz: ## Fuzz each parser for FUZZTIME.
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./pkg/assignment
 	$(GO) test -run='^$$' -fuzz=FuzzParsePod -fuzztime=$(FUZZTIME) ./pkg/gpu
 
-bench: ## Run the hot-path microbenchmarks.
-	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/device ./plugins/...
+# Benchmarks (bench/README.md). `make bench` writes bench/results; CI runs
+# `make bench-short`, which writes _output/bench-short and fails only when a
+# benchmark does not run, never on the times it measures.
+BENCH_OUT   ?= bench/results
+BENCH_TIME  ?= 0.2s
+BENCH_COUNT ?= 6
+PERF_COUNT  ?= 3
+PERF_FLAGS  ?=
+PERF_LOG    ?= _output/perf.log
+PERF_DATA   ?= _output/perf-data
+
+bench: ## Run every benchmark (hot path, then throughput at 500 and 5,000 nodes) into bench/results.
+	$(MAKE) bench-micro bench-perf
+	@{ echo "date: $$(date -u '+%Y-%m-%d %H:%M UTC')"; echo "commit: $(COMMIT)"; \
+	   echo "machine: $$(nproc) CPUs, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $$(free -g | awk '/^Mem:/{print $$2}') GiB"; \
+	   echo "go: $$($(GO) env GOVERSION)"; \
+	   echo "command: make $(MAKECMDGOALS) BENCH_TIME=$(BENCH_TIME) BENCH_COUNT=$(BENCH_COUNT) PERF_COUNT=$(PERF_COUNT) PERF_FLAGS='$(PERF_FLAGS)'"; \
+	 } > $(BENCH_OUT)/machine.txt
+	@cat $(BENCH_OUT)/machine.txt $(BENCH_OUT)/hotpath-summary.md $(BENCH_OUT)/perf-summary.md
+
+bench-short: ## The CI version of bench: hot path 100x once, throughput at 500 nodes once.
+	$(MAKE) bench-micro bench-perf BENCH_OUT=_output/bench-short BENCH_TIME=100x BENCH_COUNT=1 PERF_COUNT=1 PERF_FLAGS=-short
+	@cat _output/bench-short/hotpath-summary.md _output/bench-short/perf-summary.md
+
+bench-micro: ## Hot-path microbenchmarks (PreFilter, Filter, Score per node vs NodeResourcesFit).
+	@mkdir -p $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCH_TIME) -count=$(BENCH_COUNT) \
+	  ./pkg/device ./plugins/... | tee $(BENCH_OUT)/hotpath.txt
+	$(GO) run ./bench/summarize hotpath $(BENCH_OUT)/hotpath.txt > $(BENCH_OUT)/hotpath-summary.md
+
+bench-perf: etcd ## Scheduling throughput through scheduler_perf (bench/perf), Tessera vs in-tree.
+	@mkdir -p $(BENCH_OUT) $(dir $(PERF_LOG))
+	rm -rf $(PERF_DATA)
+	cd bench/perf && PATH="$(CURDIR)/bin:$$PATH" $(GO) test -run='^$$' -bench=BenchmarkPerfScheduling -benchtime=1x \
+	  -count=$(PERF_COUNT) -timeout=150m $(PERF_FLAGS) . -args -data-items-dir="$(CURDIR)/$(PERF_DATA)" \
+	  > "$(CURDIR)/$(PERF_LOG)" 2>&1 || { tail -n 60 "$(CURDIR)/$(PERF_LOG)"; exit 1; }
+	grep -E '^(goos|goarch|pkg|cpu|Benchmark.*[0-9] )' $(PERF_LOG) > $(BENCH_OUT)/perf-harness.txt
+	$(GO) run ./bench/summarize perf $(PERF_DATA) $(BENCH_OUT)/perf.txt > $(BENCH_OUT)/perf-summary.md
+
+bench-config: ## Regenerate bench/perf/tessera-scheduler.yaml from the shipped profile.
+	{ sed -n '1,7p' bench/perf/tessera-scheduler.yaml; \
+	  sed -e 's/^  leaderElect: true$$/  leaderElect: false/' \
+	      -e 's/^      inventoryStaleness: 2m0s$$/      inventoryStaleness: 1h0m0s/' config/examples/tessera-scheduler.yaml; \
+	} > bench/perf/tessera-scheduler.yaml.tmp && mv bench/perf/tessera-scheduler.yaml.tmp bench/perf/tessera-scheduler.yaml
+
+etcd: ## Build etcd (the version in go.mod) into bin/, for bench-perf.
+	$(GO) build -o bin/etcd go.etcd.io/etcd/server/v3
 
 clean: ## Remove build output.
 	rm -rf bin _output
