@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sync"
@@ -142,13 +143,14 @@ func run(ctx context.Context, dir string, hold time.Duration, strategy string, v
 	}
 	// Let the scheduler place what it can and record why the rest waits.
 	settle(ctx, c, len(pods)-3)
-	snap, err := report.Take(ctx, c.Client, c.GPU, "tessera-scheduler")
+	snap, err := report.Take(ctx, c.Client, c.GPU, report.Options{SchedulerName: "tessera-scheduler", AllNodes: true})
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\nPlacement after %.1fs:\n\n", time.Since(start).Seconds())
 	snap.Print(os.Stdout)
 	fmt.Printf("\nThe cluster is up. In another shell:\n  export KUBECONFIG=%s\n  kubectl get gpunodes,pods -o wide\n", c.Kubeconfig)
+	fmt.Print(pluginHint(c.Kubeconfig))
 	if hold <= 0 {
 		return nil
 	}
@@ -158,6 +160,26 @@ func run(ctx context.Context, dir string, hold time.Duration, strategy string, v
 	case <-time.After(hold):
 	}
 	return nil
+}
+
+// pluginHint is the kubectl tessera command that shows the table above,
+// live, with a PATH line first when the plugin sits next to this binary
+// (make demo builds both into bin/) but not on the PATH, where kubectl
+// looks for plugins.
+func pluginHint(kubeconfig string) string {
+	hint := fmt.Sprintf("  kubectl tessera --kubeconfig %s -o wide\n", kubeconfig)
+	if _, err := exec.LookPath("kubectl-tessera"); err == nil {
+		return hint
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return hint
+	}
+	dir := filepath.Dir(self)
+	if _, err := os.Stat(filepath.Join(dir, "kubectl-tessera")); err != nil {
+		return hint
+	}
+	return fmt.Sprintf("  export PATH=%s:$PATH   # for kubectl to find the kubectl-tessera plugin\n", dir) + hint
 }
 
 // settle waits until want pods are bound and every pending pod has a

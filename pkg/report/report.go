@@ -1,240 +1,441 @@
 // Package report renders who holds which GPU: for every node, each GPU with
 // its model, health, taints and the pods holding shares of it, plus the GPU
-// pods still pending and why. The demo prints it; it reads only the API.
+// pods still pending and the scheduler's last word on why. The demo and
+// kubectl-tessera print it; it reads only the API, the way the scheduler's
+// cache does (allocation is derived from the pods' tessera.io/gpu-assignment
+// annotations, never stored in the GPUNode).
 package report
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
+
+// ErrNoGPUNodeAPI is wrapped by Take's error when the cluster does not serve
+// the GPUNode resource, i.e. Tessera's CRD is not installed.
+var ErrNoGPUNodeAPI = errors.New("the cluster does not serve gpunodes.tessera.io")
+
+// NotYetAttempted is the reason shown for a pending pod that has no
+// FailedScheduling event yet.
+const NotYetAttempted = "not yet attempted"
+
+// EventsForbidden is the reason shown for pending pods when the user may
+// not list events.
+const EventsForbidden = "unknown: you may not list events"
 
 // Holder is a pod container's share of one GPU.
 type Holder struct {
-	Pod       string
-	Container string
-	Percent   int
+	// Namespace and Pod name the pod.
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	// Container is the container the share is assigned to.
+	Container string `json:"container"`
+	// Percent is the share; whole GPUs hold 100.
+	Percent int `json:"percent"`
 }
 
-// GPURow is one GPU and its holders.
+// GPURow is one GPU as the inventory reports it, with the administrator's
+// device taints merged into Taints, and the pods holding it.
 type GPURow struct {
-	GPU     v1alpha1.GPU
-	Holders []Holder
-	Used    int
+	v1alpha1.GPU
+	// Used is the sum of the holders' percents.
+	Used int `json:"used"`
+	// Holders are the containers holding shares, ordered by pod.
+	Holders []Holder `json:"holders"`
 }
 
 // NodeRow is one node's GPUs.
 type NodeRow struct {
-	Name string
-	GPUs []GPURow
+	// Name is the node's name.
+	Name string `json:"name"`
+	// HasInventory is false for a node without a GPUNode.
+	HasInventory bool `json:"hasInventory"`
+	// HeartbeatTime is the GPUNode's heartbeat; the scheduler places no new
+	// GPU pods on a node whose heartbeat is older than its
+	// inventoryStaleness.
+	HeartbeatTime *metav1.Time `json:"heartbeatTime,omitempty"`
+	// DriverVersion is the NVIDIA driver version the inventory reports.
+	DriverVersion string `json:"driverVersion,omitempty"`
+	// GPUs are the node's GPUs by index.
+	GPUs []GPURow `json:"gpus"`
+	// Unknown lists bound pods whose GPUs cannot be accounted for (no
+	// assignment, an unreadable one, or one naming GPUs the inventory does
+	// not have), each with the problem. The scheduler treats such a node as
+	// full until they go, so that nothing is double-booked.
+	Unknown []string `json:"unknownPods,omitempty"`
 	// Other lists bound pods on the node that hold no GPU.
-	Other []string
+	Other []string `json:"otherPods,omitempty"`
 }
 
 // Pending is a pod not yet placed, with the scheduler's last word on it.
 type Pending struct {
-	Pod    string
-	Reason string
+	// Namespace and Pod name the pod.
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	// Request summarises what the pod asks for, e.g. "2 gpus" or "30%".
+	Request string `json:"request"`
+	// Models is the pod's tessera.io/gpu-models annotation, if any.
+	Models string `json:"models,omitempty"`
+	// Reason is the message of the pod's latest FailedScheduling event, or
+	// NotYetAttempted.
+	Reason string `json:"reason"`
 }
 
 // Snapshot is the whole picture.
 type Snapshot struct {
-	Nodes   []NodeRow
-	Pending []Pending
+	// Nodes are sorted by name; nil when Options.NoNodes was set.
+	Nodes []NodeRow `json:"nodes,omitempty"`
+	// Pending are sorted by namespace and name; nil when
+	// Options.NoPending was set.
+	Pending []Pending `json:"pending,omitempty"`
+	// Missing lists the nodes asked for by name that have neither a Node
+	// nor a GPUNode.
+	Missing []string `json:"missing,omitempty"`
+	// Now is when the snapshot was taken; heartbeat ages are relative to it.
+	Now time.Time `json:"-"`
 }
 
-// Take reads GPUNodes, pods and FailedScheduling events for pods of the
-// given scheduler.
-func Take(ctx context.Context, kube kubernetes.Interface, gpus versioned.Interface, schedulerName string) (*Snapshot, error) {
-	gns, err := gpus.TesseraV1alpha1().GPUNodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing GPUNodes: %w", err)
-	}
-	pods, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing pods: %w", err)
-	}
-	nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("listing nodes: %w", err)
-	}
-	rows := map[string]*NodeRow{}
-	rowOf := map[string]*GPURow{}
-	for _, n := range nodes.Items {
-		rows[n.Name] = &NodeRow{Name: n.Name}
-	}
-	for i := range gns.Items {
-		gn := &gns.Items[i]
-		r := rows[gn.Name]
-		if r == nil {
-			r = &NodeRow{Name: gn.Name}
-			rows[gn.Name] = r
-		}
-		admin := map[string][]v1alpha1.DeviceTaint{}
-		for _, t := range gn.Spec.DeviceTaints {
-			admin[t.UUID] = append(admin[t.UUID], t.DeviceTaint)
-		}
-		for _, g := range gn.Status.GPUs {
-			// Show the taints the scheduler applies: the device plugin's
-			// and the administrator's.
-			g.Taints = append(g.Taints, admin[g.UUID]...)
-			r.GPUs = append(r.GPUs, GPURow{GPU: g})
-		}
-	}
-	for _, r := range rows {
-		for i := range r.GPUs {
-			rowOf[r.GPUs[i].GPU.UUID] = &r.GPUs[i]
-		}
-	}
-	snap := &Snapshot{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		name := p.Namespace + "/" + p.Name
-		if p.Spec.NodeName == "" {
-			if p.Spec.SchedulerName == schedulerName {
-				snap.Pending = append(snap.Pending, Pending{Pod: name, Reason: lastFailure(ctx, kube, p)})
-			}
-			continue
-		}
-		if p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed {
-			continue
-		}
-		raw, ok := p.Annotations[assignment.Annotation]
-		if !ok {
-			if r := rows[p.Spec.NodeName]; r != nil {
-				r.Other = append(r.Other, name)
-			}
-			continue
-		}
-		a, err := assignment.Parse(raw)
+// Options choose what Take reads.
+type Options struct {
+	// SchedulerName selects the pending pods to report: those with this
+	// spec.schedulerName.
+	SchedulerName string
+	// Nodes limits the node rows to these nodes. Empty means every node with
+	// a GPUNode, plus every node when AllNodes is set.
+	Nodes []string
+	// AllNodes adds nodes without a GPUNode (CPU nodes) to the rows.
+	AllNodes bool
+	// Namespace limits pending pods to one namespace; empty means all.
+	Namespace string
+	// NoNodes skips the node rows; NoPending skips the pending pods.
+	NoNodes, NoPending bool
+}
+
+// Take reads GPUNodes, nodes, pods and FailedScheduling events.
+func Take(ctx context.Context, kube kubernetes.Interface, gpus versioned.Interface, opts Options) (*Snapshot, error) {
+	snap := &Snapshot{Now: time.Now()}
+	if !opts.NoNodes {
+		nodes, missing, err := nodeRows(ctx, kube, gpus, opts)
 		if err != nil {
-			if r := rows[p.Spec.NodeName]; r != nil {
-				r.Other = append(r.Other, name+" (unreadable assignment)")
-			}
-			continue
+			return nil, err
 		}
-		for _, c := range a.Containers() {
-			for _, d := range a[c] {
-				if g := rowOf[d.UUID]; g != nil {
-					g.Holders = append(g.Holders, Holder{Pod: name, Container: c, Percent: d.Percent})
-					g.Used += d.Percent
-				}
-			}
+		snap.Nodes, snap.Missing = nodes, missing
+		if snap.Nodes == nil {
+			snap.Nodes = []NodeRow{}
 		}
 	}
-	for _, r := range rows {
-		snap.Nodes = append(snap.Nodes, *r)
+	if !opts.NoPending {
+		pending, err := pendingPods(ctx, kube, opts)
+		if err != nil {
+			return nil, err
+		}
+		snap.Pending = pending
+		if snap.Pending == nil {
+			snap.Pending = []Pending{}
+		}
 	}
-	sort.Slice(snap.Nodes, func(i, j int) bool { return snap.Nodes[i].Name < snap.Nodes[j].Name })
-	sort.Slice(snap.Pending, func(i, j int) bool { return snap.Pending[i].Pod < snap.Pending[j].Pod })
 	return snap, nil
 }
 
-// lastFailure returns the message of the pod's latest FailedScheduling event.
-func lastFailure(ctx context.Context, kube kubernetes.Interface, p *v1.Pod) string {
-	evs, err := kube.CoreV1().Events(p.Namespace).List(ctx, metav1.ListOptions{FieldSelector: fields.AndSelectors(
-		fields.OneTermEqualSelector("involvedObject.name", p.Name),
-		fields.OneTermEqualSelector("involvedObject.uid", string(p.UID))).String()})
-	if err != nil || len(evs.Items) == 0 {
-		return "not yet attempted"
-	}
-	latest := evs.Items[0]
-	for _, e := range evs.Items[1:] {
-		if eventTime(e).After(eventTime(latest)) {
-			latest = e
+// nodeRows builds the rows for the nodes Options select.
+func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Interface, opts Options) ([]NodeRow, []string, error) {
+	// The GPUNode list comes first even for named nodes: it is one object
+	// per node, and it is what tells a cluster without Tessera apart.
+	gns, err := gpus.TesseraV1alpha1().GPUNodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil, fmt.Errorf("listing GPUNodes: %w (%v)", ErrNoGPUNodeAPI, err)
 		}
+		return nil, nil, fmt.Errorf("listing GPUNodes: %w", err)
 	}
-	return latest.Message
-}
-
-func eventTime(e v1.Event) time.Time {
-	switch {
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	case !e.LastTimestamp.IsZero():
-		return e.LastTimestamp.Time
-	default:
-		return e.CreationTimestamp.Time
+	rows := map[string]*NodeRow{}
+	named := map[string]bool{}
+	for _, n := range opts.Nodes {
+		named[n] = true
 	}
-}
-
-// Print writes the snapshot as tables.
-func (s *Snapshot) Print(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tGPU\tMODEL\tHEALTH\tTAINTS\tUSED\tHELD BY")
-	for _, n := range s.Nodes {
-		if len(n.GPUs) == 0 {
-			other := "-"
-			if len(n.Other) > 0 {
-				other = strings.Join(n.Other, ", ")
-			}
-			fmt.Fprintf(tw, "%s\t-\t(no GPUs)\t\t\t\t%s\n", n.Name, other)
+	for i := range gns.Items {
+		gn := &gns.Items[i]
+		if len(named) > 0 && !named[gn.Name] {
 			continue
 		}
-		for i, g := range n.GPUs {
-			name := ""
-			if i == 0 {
-				name = n.Name
+		rows[gn.Name] = inventoryRow(gn)
+	}
+	var missing []string
+	switch {
+	case len(named) > 0:
+		for _, name := range opts.Nodes {
+			if rows[name] != nil {
+				continue
 			}
-			health := "ok"
-			if !g.GPU.Health.Healthy {
-				health = "unhealthy"
-				if g.GPU.Health.Reason != "" {
-					health += " (" + g.GPU.Health.Reason + ")"
+			if _, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err != nil {
+				if apierrors.IsNotFound(err) {
+					if !slices.Contains(missing, name) {
+						missing = append(missing, name)
+					}
+					continue
 				}
+				return nil, nil, fmt.Errorf("getting node %s: %w", name, err)
 			}
-			var taints []string
-			for _, t := range g.GPU.Taints {
-				taints = append(taints, fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect))
-			}
-			var holders []string
-			for _, h := range g.Holders {
-				holders = append(holders, fmt.Sprintf("%s[%s] %d%%", h.Pod, h.Container, h.Percent))
-			}
-			fmt.Fprintf(tw, "%s\t%d %s\t%s\t%s\t%s\t%d%%\t%s\n", name, g.GPU.Index, short(g.GPU.UUID), g.GPU.Model, health,
-				dash(strings.Join(taints, ",")), g.Used, dash(strings.Join(holders, ", ")))
+			rows[name] = &NodeRow{Name: name}
 		}
-		if len(n.Other) > 0 {
-			fmt.Fprintf(tw, "\t\t\t\t\t\tno GPU: %s\n", strings.Join(n.Other, ", "))
+	case opts.AllNodes:
+		nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing nodes: %w", err)
+		}
+		for _, n := range nodes.Items {
+			if rows[n.Name] == nil {
+				rows[n.Name] = &NodeRow{Name: n.Name}
+			}
 		}
 	}
-	tw.Flush()
-	if len(s.Pending) == 0 {
+	if err := addHolders(ctx, kube, rows, opts.Nodes); err != nil {
+		return nil, nil, err
+	}
+	out := make([]NodeRow, 0, len(rows))
+	for _, r := range rows {
+		for i := range r.GPUs {
+			sort.Slice(r.GPUs[i].Holders, func(a, b int) bool {
+				x, y := r.GPUs[i].Holders[a], r.GPUs[i].Holders[b]
+				if x.Namespace+"/"+x.Pod != y.Namespace+"/"+y.Pod {
+					return x.Namespace+"/"+x.Pod < y.Namespace+"/"+y.Pod
+				}
+				return x.Container < y.Container
+			})
+		}
+		sort.Strings(r.Unknown)
+		sort.Strings(r.Other)
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, missing, nil
+}
+
+// inventoryRow is a node's row before holders are added: its GPUs, by index,
+// with the administrator's device taints added to the plugin's, because the
+// scheduler applies both.
+func inventoryRow(gn *v1alpha1.GPUNode) *NodeRow {
+	r := &NodeRow{Name: gn.Name, HasInventory: true, HeartbeatTime: gn.Status.HeartbeatTime, DriverVersion: gn.Status.DriverVersion}
+	admin := map[string][]v1alpha1.DeviceTaint{}
+	for _, t := range gn.Spec.DeviceTaints {
+		admin[t.UUID] = append(admin[t.UUID], t.DeviceTaint)
+	}
+	for _, g := range gn.Status.GPUs {
+		g.Taints = append(slices.Clone(g.Taints), admin[g.UUID]...)
+		r.GPUs = append(r.GPUs, GPURow{GPU: g, Holders: []Holder{}})
+	}
+	sort.SliceStable(r.GPUs, func(i, j int) bool { return r.GPUs[i].Index < r.GPUs[j].Index })
+	return r
+}
+
+// addHolders reads the bound pods of the rows' nodes and files each under
+// the GPUs its assignment names, or as unknown or other.
+func addHolders(ctx context.Context, kube kubernetes.Interface, rows map[string]*NodeRow, named []string) error {
+	running := []fields.Selector{
+		fields.OneTermNotEqualSelector("status.phase", string(v1.PodSucceeded)),
+		fields.OneTermNotEqualSelector("status.phase", string(v1.PodFailed)),
+	}
+	var pods []v1.Pod
+	if len(named) > 0 {
+		// One narrow list per named node rather than every pod in the
+		// cluster.
+		for name := range rows {
+			sel := fields.AndSelectors(append([]fields.Selector{fields.OneTermEqualSelector("spec.nodeName", name)}, running...)...)
+			list, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+			if err != nil {
+				return fmt.Errorf("listing pods on node %s: %w", name, err)
+			}
+			pods = append(pods, list.Items...)
+		}
+	} else {
+		sel := fields.AndSelectors(append([]fields.Selector{fields.OneTermNotEqualSelector("spec.nodeName", "")}, running...)...)
+		list, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+		if err != nil {
+			return fmt.Errorf("listing pods: %w", err)
+		}
+		pods = list.Items
+	}
+	for i := range pods {
+		fileBoundPod(rows[pods[i].Spec.NodeName], &pods[i])
+	}
+	return nil
+}
+
+// fileBoundPod adds a bound pod to its node's row, judging it the way the
+// scheduler's cache does: a pod that asks for GPUs without a readable
+// assignment of GPUs the node has makes the node's use unknown.
+func fileBoundPod(r *NodeRow, p *v1.Pod) {
+	if r == nil || p.Spec.NodeName == "" || p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed {
 		return
 	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PENDING POD\tWHY")
-	for _, p := range s.Pending {
-		fmt.Fprintf(tw, "%s\t%s\n", p.Pod, p.Reason)
+	name := p.Namespace + "/" + p.Name
+	raw, annotated := p.Annotations[assignment.Annotation]
+	if !annotated {
+		if req, err := gpu.ParsePod(p); err != nil || req != nil {
+			r.Unknown = append(r.Unknown, name+" (asks for GPUs but has no "+assignment.Annotation+")")
+			return
+		}
+		r.Other = append(r.Other, name)
+		return
 	}
-	tw.Flush()
+	a, err := assignment.Parse(raw)
+	if err != nil {
+		r.Unknown = append(r.Unknown, name+" (unreadable "+assignment.Annotation+")")
+		return
+	}
+	index := map[string]int{}
+	for i := range r.GPUs {
+		index[r.GPUs[i].UUID] = i
+	}
+	var foreign []string
+	for _, c := range a.Containers() {
+		for _, d := range a[c] {
+			i, ok := index[d.UUID]
+			if !ok {
+				foreign = append(foreign, d.UUID)
+				continue
+			}
+			g := &r.GPUs[i]
+			g.Holders = append(g.Holders, Holder{Namespace: p.Namespace, Pod: p.Name, Container: c, Percent: d.Percent})
+			g.Used += d.Percent
+		}
+	}
+	if len(foreign) > 0 {
+		r.Unknown = append(r.Unknown, fmt.Sprintf("%s (assigned GPUs not in the inventory: %s)", name, strings.Join(foreign, ",")))
+	}
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
+// pendingPods lists the unbound pods of the scheduler and the message of
+// each one's latest FailedScheduling event.
+func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) ([]Pending, error) {
+	sel := fields.AndSelectors(
+		fields.OneTermEqualSelector("spec.nodeName", ""),
+		fields.OneTermEqualSelector("spec.schedulerName", opts.SchedulerName),
+		fields.OneTermNotEqualSelector("status.phase", string(v1.PodSucceeded)),
+		fields.OneTermNotEqualSelector("status.phase", string(v1.PodFailed)))
+	pods, err := kube.CoreV1().Pods(opts.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("listing pending pods: %w", err)
 	}
-	return s
+	if len(pods.Items) == 0 {
+		return nil, nil
+	}
+	// One list of FailedScheduling events rather than one per pod.
+	evs, err := kube.CoreV1().Events(opts.Namespace).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("reason", "FailedScheduling").String()})
+	var reasons map[types.UID]string
+	switch {
+	case apierrors.IsForbidden(err):
+		// The pods are still worth listing to someone who may read pods
+		// but not events.
+		reasons = nil
+	case err != nil:
+		return nil, fmt.Errorf("listing FailedScheduling events: %w", err)
+	default:
+		reasons = LatestMessages(evs.Items)
+	}
+	out := make([]Pending, 0, len(pods.Items))
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		why, ok := reasons[p.UID]
+		switch {
+		case reasons == nil:
+			why = EventsForbidden
+		case !ok:
+			why = NotYetAttempted
+		}
+		out = append(out, Pending{Namespace: p.Namespace, Pod: p.Name, Request: RequestSummary(p),
+			Models: p.Annotations[gpu.ModelsAnnotation], Reason: why})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Pod < out[j].Pod
+	})
+	return out, nil
 }
 
-// short trims a UUID for display; fake UUIDs are already short.
-func short(uuid string) string {
-	if len(uuid) > 16 && strings.HasPrefix(uuid, "GPU-") {
-		return uuid[:12] + "…"
+// LatestMessages maps each involved object's UID to the message of its most
+// recent event among evs.
+func LatestMessages(evs []v1.Event) map[types.UID]string {
+	type seen struct {
+		at  time.Time
+		msg string
 	}
-	return uuid
+	latest := map[types.UID]seen{}
+	for i := range evs {
+		e := &evs[i]
+		at := EventTime(e)
+		if cur, ok := latest[e.InvolvedObject.UID]; !ok || at.After(cur.at) {
+			latest[e.InvolvedObject.UID] = seen{at, e.Message}
+		}
+	}
+	out := make(map[types.UID]string, len(latest))
+	for uid, s := range latest {
+		out[uid] = s.msg
+	}
+	return out
+}
+
+// EventTime is when an event was last observed. The scheduler writes
+// events.k8s.io events, whose repeats only advance the series; older
+// recorders advance lastTimestamp. The creation time is only a fallback: it
+// says when the apiserver stored the event, not when it happened.
+func EventTime(e *v1.Event) time.Time {
+	var t time.Time
+	for _, c := range []time.Time{e.EventTime.Time, e.LastTimestamp.Time} {
+		if c.After(t) {
+			t = c
+		}
+	}
+	if e.Series != nil && e.Series.LastObservedTime.Time.After(t) {
+		t = e.Series.LastObservedTime.Time
+	}
+	if t.IsZero() {
+		return e.CreationTimestamp.Time
+	}
+	return t
+}
+
+// RequestSummary says what a pod asks of Tessera in a few words: "2 gpus",
+// "30%", "1 gpu + 30%" (at the pod's peak, following the effective-request
+// rules), or "invalid" (the pod's FailedScheduling event says why).
+func RequestSummary(p *v1.Pod) string {
+	req, err := gpu.ParsePod(p)
+	switch {
+	case err != nil:
+		return "invalid"
+	case req == nil:
+		return "no gpu"
+	}
+	var parts []string
+	switch req.Whole {
+	case 0:
+	case 1:
+		parts = append(parts, "1 gpu")
+	default:
+		parts = append(parts, fmt.Sprintf("%d gpus", req.Whole))
+	}
+	for _, s := range req.Shares {
+		parts = append(parts, fmt.Sprintf("%d%%", s))
+	}
+	return strings.Join(parts, " + ")
 }

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	v1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata from the current output")
+
+// t0 is the fixture's heartbeat time; the command's clock is pinned 90
+// seconds later, so ages in the output never move.
+var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Verbose() {
+		// The apiserver logs hundreds of lines.
+		klog.SetLogger(logr.Discard())
+	}
+	os.Exit(m.Run())
+}
+
+// TestCommandLine covers what needs no cluster: help, version, bad
+// arguments, a missing kubeconfig.
+func TestCommandLine(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "help", args: []string{"--help"}, stdout: "kubectl tessera nodes [NAME...]"},
+		{name: "help command", args: []string{"help"}, stdout: "--scheduler-name string"},
+		{name: "version flag", args: []string{"--version"}, stdout: "kubectl-tessera "},
+		{name: "version command", args: []string{"version"}, stdout: "kubernetes v1.37.2"},
+		{name: "unknown command", args: []string{"gpus"}, code: 1, stderr: `unknown command "gpus"`},
+		{name: "unknown flag", args: []string{"--bogus"}, code: 1, stderr: "unknown flag: --bogus"},
+		{name: "bad output", args: []string{"-o", "yaml"}, code: 1, stderr: `unknown output format "yaml"`},
+		{name: "pending takes no names", args: []string{"pending", "x"}, code: 1, stderr: "unexpected arguments"},
+		{name: "empty scheduler name", args: []string{"--scheduler-name="}, code: 1, stderr: "--scheduler-name must not be empty"},
+		{name: "missing kubeconfig", args: []string{"--kubeconfig", filepath.Join(t.TempDir(), "none")}, code: 1, stderr: "none: no such file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), c.args, &stdout, &stderr)
+			if code != c.code || !strings.Contains(stdout.String(), c.stdout) || !strings.Contains(stderr.String(), c.stderr) {
+				t.Errorf("run(%q) = %d\nstdout: %s\nstderr: %s\nwant %d, stdout containing %q, stderr containing %q",
+					c.args, code, stdout.String(), stderr.String(), c.code, c.stdout, c.stderr)
+			}
+		})
+	}
+}
+
+// TestAgainstCluster runs the command against an in-process apiserver with
+// a fixture of GPUNodes, bound pods carrying assignments, pending pods and
+// their FailedScheduling events, and compares its output with
+// testdata/*.golden. Run with -update to rewrite them.
+func TestAgainstCluster(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), TB: t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	f := &fixture{t: t, ctx: ctx, c: c}
+	f.build()
+	clock = func() time.Time { return t0.Add(90 * time.Second) }
+	defer func() { clock = time.Now }()
+
+	for _, tc := range []struct {
+		golden string
+		args   []string
+	}{
+		{"overview", nil},
+		{"overview-wide", []string{"-o", "wide"}},
+		{"overview-json", []string{"-o", "json"}},
+		{"nodes", []string{"nodes"}},
+		{"nodes-named", []string{"nodes", "h100-b", "cpu-1"}},
+		{"nodes-not-found", []string{"nodes", "a100", "gpu-9"}},
+		{"pending", []string{"pending"}},
+		{"pending-namespace-wide", []string{"pending", "-n", "ml", "-o", "wide"}},
+		{"pending-none", []string{"pending", "-n", "kube-public"}},
+		{"pending-other-scheduler", []string{"pending", "--scheduler-name", "default-scheduler"}},
+		{"forbidden", []string{"--as", "alice"}},
+		{"events-forbidden", []string{"--as", "bob"}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			compare(t, tc.golden, transcript(ctx, c.Kubeconfig, tc.args))
+		})
+	}
+
+	// Last, as in a cluster where Tessera was never installed: no CRD.
+	t.Run("no-crd", func(t *testing.T) {
+		f.deleteCRD()
+		compare(t, "no-crd", transcript(ctx, c.Kubeconfig, nil))
+	})
+}
+
+// transcript runs the command and records its exit code and output.
+func transcript(ctx context.Context, kubeconfig string, args []string) string {
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, append([]string{"--kubeconfig", kubeconfig}, args...), &stdout, &stderr)
+	cmd := strings.TrimSpace("kubectl tessera " + strings.Join(args, " "))
+	return fmt.Sprintf("$ %s\nexit code: %d\n--- stdout\n%s--- stderr\n%s", cmd, code, stdout.String(), stderr.String())
+}
+
+func compare(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// fixture builds the cluster the golden files show.
+type fixture struct {
+	t   *testing.T
+	ctx context.Context
+	c   *localcluster.Cluster
+}
+
+func (f *fixture) build() {
+	f.t.Helper()
+	for _, ns := range []string{"ml"} {
+		if _, err := f.c.Client.CoreV1().Namespaces().Create(f.ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	// bob may read everything but events.
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "gpu-viewer-without-events"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"get", "list"}},
+		{APIGroups: []string{v1alpha1.GroupName}, Resources: []string{"gpunodes"}, Verbs: []string{"get", "list"}},
+	}}
+	if _, err := f.c.Client.RbacV1().ClusterRoles().Create(f.ctx, role, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bob"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "bob"}}}
+	if _, err := f.c.Client.RbacV1().ClusterRoleBindings().Create(f.ctx, binding, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	// Two H100 nodes, one with a GPU hit by an XID and another drained by an
+	// administrator, an A100 node and a CPU node.
+	f.node(localcluster.FakeNode{Name: "h100-a", GPUs: 4, Islands: 2})
+	f.node(localcluster.FakeNode{Name: "h100-b", GPUs: 2, Mutate: func(gn *v1alpha1.GPUNode) {
+		g := &gn.Status.GPUs[1]
+		g.Health = v1alpha1.GPUHealth{Healthy: false, Reason: "XID 79", Since: &metav1.Time{Time: t0}}
+		g.Taints = []v1alpha1.DeviceTaint{{Key: "tessera.io/xid", Value: "79", Effect: v1.TaintEffectNoSchedule}}
+		gn.Status.HealthyCount = 1
+		gn.Spec.DeviceTaints = []v1alpha1.GPUDeviceTaint{{UUID: gn.Status.GPUs[0].UUID,
+			DeviceTaint: v1alpha1.DeviceTaint{Key: "tessera.io/maintenance", Value: "planned", Effect: v1.TaintEffectNoSchedule}}}
+	}})
+	f.node(localcluster.FakeNode{Name: "a100", GPUs: 1, Model: "NVIDIA A100-SXM4-80GB", Islands: -1})
+	f.node(localcluster.FakeNode{Name: "cpu-1"})
+
+	uuid := localcluster.FakeGPUUUID
+	f.bound("ml", "train", "h100-a", gpus(2), assigned("main", uuid("h100-a", 0), 100, uuid("h100-a", 1), 100))
+	f.bound("default", "infer-1", "h100-a", share(30), assigned("main", uuid("h100-a", 2), 30))
+	f.bound("default", "infer-2", "h100-a", share(50), assigned("main", uuid("h100-a", 2), 50))
+	f.bound("ml", "notebook", "h100-a", share(10), assigned("main", uuid("h100-a", 3), 10))
+	// A finished pod holds nothing any more.
+	done := f.bound("default", "finished", "h100-a", gpus(1), assigned("main", uuid("h100-a", 3), 100))
+	done.Status.Phase = v1.PodSucceeded
+	if _, err := f.c.Client.CoreV1().Pods("default").UpdateStatus(f.ctx, done, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	f.bound("kube-system", "gpu-exporter", "h100-a")
+	f.bound("default", "burn-in", "h100-b", gpus(1), assigned("main", uuid("h100-b", 0), 100),
+		func(p *v1.Pod) {
+			p.Spec.Tolerations = []v1.Toleration{{Key: "tessera.io/maintenance", Operator: v1.TolerationOpExists}}
+		})
+	f.bound("default", "corrupt", "h100-b", gpus(1), func(p *v1.Pod) { p.Annotations = map[string]string{assignment.Annotation: "{broken"} })
+	f.bound("default", "legacy", "a100", gpus(1))
+	f.bound("default", "web", "cpu-1")
+
+	tooBig := f.pending("default", "too-big", gpus(16))
+	f.coreEvent(tooBig, 0, "0/4 nodes are available: gpu inventory not yet synced.")
+	f.coreEvent(tooBig, time.Minute, "0/4 nodes are available: pod asks for 16 whole gpus; the largest gpu node has 4. "+
+		"preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling.")
+	a30 := f.pending("ml", "a30-job", gpus(1), models("NVIDIA A30-PCIE-24GB"))
+	f.coreEvent(a30, time.Minute, "0/4 nodes are available: gpu inventory not yet synced.")
+	// The scheduler writes events.k8s.io events; a repeat advances the
+	// series, not the event time.
+	f.seriesEvent(a30, 30*time.Second, 2*time.Minute, "0/4 nodes are available: 1 node(s) had untolerated taint(s), "+
+		"3 no gpu of an allowed model. preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling.")
+	f.pending("ml", "fresh", share(20))
+	badShare := f.pending("default", "bad-share", share(150))
+	f.coreEvent(badShare, 0, `0/4 nodes are available: invalid gpu request: container "main" asks for tessera.io/gpu-percent: 150; `+
+		"it must be 1-99 (ask for nvidia.com/gpu for whole GPUs).")
+	f.pending("default", "cpu-job", func(p *v1.Pod) { p.Spec.SchedulerName = "default-scheduler" })
+}
+
+func (f *fixture) node(n localcluster.FakeNode) {
+	f.t.Helper()
+	n.Heartbeat = t0
+	if err := f.c.AddNode(f.ctx, n); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+type podOpt func(*v1.Pod)
+
+func limit(r v1.ResourceName, n int64) podOpt {
+	return func(p *v1.Pod) {
+		p.Spec.Containers[0].Resources.Limits = v1.ResourceList{r: *resource.NewQuantity(n, resource.DecimalSI)}
+	}
+}
+func gpus(n int64) podOpt  { return limit(gpu.ResourceGPU, n) }
+func share(n int64) podOpt { return limit(gpu.ResourcePercent, n) }
+
+func models(m string) podOpt {
+	return func(p *v1.Pod) { p.Annotations = map[string]string{gpu.ModelsAnnotation: m} }
+}
+
+// assigned writes the assignment annotation of one container: pairs of
+// GPU UUID and percent.
+func assigned(container string, pairs ...any) podOpt {
+	return func(p *v1.Pod) {
+		a := assignment.Assignment{}
+		for i := 0; i < len(pairs); i += 2 {
+			a[container] = append(a[container], assignment.Device{UUID: pairs[i].(string), Percent: pairs[i+1].(int)})
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[assignment.Annotation] = a.String()
+	}
+}
+
+func (f *fixture) pod(ns, name, node string, opts ...podOpt) *v1.Pod {
+	f.t.Helper()
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.PodSpec{SchedulerName: "tessera-scheduler", NodeName: node,
+			Containers: []v1.Container{{Name: "main", Image: "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04"}}},
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	p, err := f.c.Client.CoreV1().Pods(ns).Create(f.ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+// bound creates a pod already on a node, as if the scheduler had placed it.
+func (f *fixture) bound(ns, name, node string, opts ...podOpt) *v1.Pod {
+	f.t.Helper()
+	return f.pod(ns, name, node, opts...)
+}
+
+func (f *fixture) pending(ns, name string, opts ...podOpt) *v1.Pod {
+	f.t.Helper()
+	return f.pod(ns, name, "", opts...)
+}
+
+// coreEvent records a FailedScheduling event the way older recorders do.
+func (f *fixture) coreEvent(p *v1.Pod, at time.Duration, msg string) {
+	f.t.Helper()
+	ts := metav1.Time{Time: t0.Add(at)}
+	ev := &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: p.Namespace, Name: fmt.Sprintf("%s.%d", p.Name, at/time.Second)},
+		InvolvedObject: v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: p.UID},
+		Reason:         "FailedScheduling", Message: msg, Type: v1.EventTypeWarning,
+		Source:         v1.EventSource{Component: "tessera-scheduler"},
+		FirstTimestamp: ts, LastTimestamp: ts, Count: 1,
+	}
+	if _, err := f.c.Client.CoreV1().Events(p.Namespace).Create(f.ctx, ev, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// seriesEvent records a FailedScheduling event the way the scheduler does:
+// an events.k8s.io event first seen at first and last seen at last.
+func (f *fixture) seriesEvent(p *v1.Pod, first, last time.Duration, msg string) {
+	f.t.Helper()
+	ev := &eventsv1.Event{
+		ObjectMeta:          metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name + ".series"},
+		EventTime:           metav1.MicroTime{Time: t0.Add(first)},
+		Series:              &eventsv1.EventSeries{Count: 3, LastObservedTime: metav1.MicroTime{Time: t0.Add(last)}},
+		ReportingController: "tessera-scheduler", ReportingInstance: "tessera-scheduler-0",
+		Action: "Scheduling", Reason: "FailedScheduling", Note: msg, Type: v1.EventTypeWarning,
+		Regarding: v1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: p.Namespace, Name: p.Name, UID: p.UID},
+	}
+	if _, err := f.c.Client.EventsV1().Events(p.Namespace).Create(f.ctx, ev, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// deleteCRD removes the GPUNode CRD and waits until the apiserver stops
+// serving the resource.
+func (f *fixture) deleteCRD() {
+	f.t.Helper()
+	ext, err := apiextensionsclient.NewForConfig(f.c.Config)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := ext.ApiextensionsV1().CustomResourceDefinitions().Delete(f.ctx, "gpunodes.tessera.io", metav1.DeleteOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(f.ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := f.c.GPU.TesseraV1alpha1().GPUNodes().List(ctx, metav1.ListOptions{})
+		return err != nil, nil
+	})
+	if err != nil {
+		f.t.Fatalf("the GPUNode resource is still served: %v", err)
+	}
+}
