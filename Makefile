@@ -11,7 +11,7 @@ PKG       := github.com/tessera-gpu/tessera
 LDFLAGS   := -X $(PKG)/pkg/version.Version=$(VERSION) -X $(PKG)/pkg/version.Commit=$(COMMIT) \
              -X k8s.io/component-base/version.gitVersion=$(K8S_VER) \
              -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
-BINARIES  := tessera-scheduler tessera-device-plugin tessera-demo
+BINARIES  := tessera-scheduler tessera-device-plugin tessera-demo kubectl-tessera
 TEST_FLAGS ?= -count=1 -timeout=30m
 FUZZTIME  ?= 30s
 DEMO_ARGS ?=
@@ -26,7 +26,7 @@ build: $(BINARIES) ## Build the binaries into bin/.
 $(BINARIES):
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/$@ ./cmd/$@
 
-demo: tessera-demo ## Run the demo: a local control plane, fake GPU nodes, a batch of pods.
+demo: tessera-demo kubectl-tessera ## Run the demo: a local control plane, fake GPU nodes, a batch of pods.
 	./bin/tessera-demo $(DEMO_ARGS)
 
 test: ## Run every test: unit, fuzz seed corpora and the in-process cluster tests.
