@@ -37,7 +37,7 @@ const usage = `kubectl tessera shows how Tessera has allocated the cluster's GPU
 
 Usage:
   kubectl tessera [flags]                  GPU nodes, per GPU who holds which share, and pending GPU pods
-  kubectl tessera nodes [NAME...] [flags]  GPU nodes only, or the named nodes (GPU or not)
+  kubectl tessera nodes [NAME...] [flags]  GPU nodes only, or the named nodes (GPU or not) with their GPUNode events
   kubectl tessera pending [flags]          pending pods of the scheduler and their last FailedScheduling reason
   kubectl tessera version                  the plugin's version
 
@@ -183,7 +183,9 @@ func take(ctx context.Context, cfg *rest.Config, opts *options) (*report.Snapsho
 	ro := report.Options{SchedulerName: opts.schedulerName, Namespace: opts.namespace}
 	switch opts.command {
 	case "nodes":
-		ro.Nodes, ro.NoPending = opts.names, true
+		// Named nodes get their GPUNode events too, as kubectl describe
+		// would show them.
+		ro.Nodes, ro.NoPending, ro.NodeEvents = opts.names, true, len(opts.names) > 0
 	case "pending":
 		ro.NoNodes = true
 	}

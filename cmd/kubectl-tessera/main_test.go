@@ -226,6 +226,27 @@ func (f *fixture) build() {
 	f.coreEvent(badShare, 0, `0/4 nodes are available: invalid gpu request: container "main" asks for tessera.io/gpu-percent: 150; `+
 		"it must be 1-99 (ask for nvidia.com/gpu for whole GPUs).")
 	f.pending("default", "cpu-job", func(p *v1.Pod) { p.Spec.SchedulerName = "default-scheduler" })
+
+	// Health events about GPUNodes, recorded as the device plugin records
+	// them: in the default namespace, without the object's UID.
+	f.gpuNodeEvent("h100-b", 10*time.Second, 1, v1.EventTypeNormal, "GPUHealthy", "GPU GPU-h100-b-0: healthy again")
+	f.gpuNodeEvent("h100-b", 30*time.Second, 2, v1.EventTypeWarning, "GPUUnhealthy", "GPU GPU-h100-b-1: unhealthy: XID 79")
+	f.gpuNodeEvent("h100-a", 20*time.Second, 1, v1.EventTypeWarning, "GPUUnhealthy", "GPU GPU-h100-a-3: unhealthy: XID 48")
+}
+
+func (f *fixture) gpuNodeEvent(node string, at time.Duration, count int32, typ, reason, msg string) {
+	f.t.Helper()
+	ts := metav1.Time{Time: t0.Add(at)}
+	ev := &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: fmt.Sprintf("%s.%s.%d", node, reason, at/time.Second)},
+		InvolvedObject: v1.ObjectReference{Kind: "GPUNode", APIVersion: v1alpha1.SchemeGroupVersion.String(), Name: node},
+		Reason:         reason, Message: msg, Type: typ, Count: count,
+		Source:         v1.EventSource{Component: "tessera-device-plugin", Host: node},
+		FirstTimestamp: ts, LastTimestamp: ts,
+	}
+	if _, err := f.c.Client.CoreV1().Events(metav1.NamespaceDefault).Create(f.ctx, ev, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func (f *fixture) node(n localcluster.FakeNode) {

@@ -60,6 +60,7 @@ func (s *Snapshot) Write(w io.Writer, f Format) error {
 	wide := f == Wide
 	if len(s.Nodes) > 0 {
 		s.writeNodes(w, wide)
+		s.writeNodeEvents(w)
 	}
 	if len(s.Pending) > 0 {
 		if len(s.Nodes) > 0 {
@@ -114,6 +115,27 @@ func (s *Snapshot) writeNodes(w io.Writer, wide bool) {
 		}
 	}
 	tw.Flush()
+}
+
+// writeNodeEvents lists each node's GPUNode events under the table, as
+// kubectl describe lists an object's events.
+func (s *Snapshot) writeNodeEvents(w io.Writer) {
+	for _, n := range s.Nodes {
+		if len(n.Events) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nEvents of GPUNode %s:\n", n.Name)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  LAST SEEN\tTYPE\tREASON\tFROM\tMESSAGE")
+		for _, e := range n.Events {
+			seen := s.age(&metav1.Time{Time: e.LastSeen})
+			if e.Count > 1 {
+				seen += fmt.Sprintf(" (x%d)", e.Count)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", seen, e.Type, e.Reason, dash(e.Source), oneLine(e.Message))
+		}
+		tw.Flush()
+	}
 }
 
 func (s *Snapshot) writePending(w io.Writer, wide bool) {

@@ -82,6 +82,9 @@ type NodeRow struct {
 	Unknown []string `json:"unknownPods,omitempty"`
 	// Other lists bound pods on the node that hold no GPU.
 	Other []string `json:"otherPods,omitempty"`
+	// Events are the GPUNode's latest events, oldest first, when
+	// Options.NodeEvents asked for them.
+	Events []NodeEvent `json:"events,omitempty"`
 }
 
 // Pending is a pod not yet placed, with the scheduler's last word on it.
@@ -126,6 +129,28 @@ type Options struct {
 	Namespace string
 	// NoNodes skips the node rows; NoPending skips the pending pods.
 	NoNodes, NoPending bool
+	// NodeEvents adds each node's latest GPUNode events (health changes,
+	// unusable inventory) to its row.
+	NodeEvents bool
+}
+
+// MaxNodeEvents is how many of a GPUNode's latest events a row keeps.
+const MaxNodeEvents = 10
+
+// NodeEvent is an event about a node's GPUNode.
+type NodeEvent struct {
+	// Type is Normal or Warning.
+	Type string `json:"type"`
+	// Reason is the event's reason, e.g. GPUUnhealthy.
+	Reason string `json:"reason"`
+	// Message is the event's message.
+	Message string `json:"message"`
+	// Count is how often it was seen.
+	Count int32 `json:"count"`
+	// LastSeen is when it was last seen.
+	LastSeen time.Time `json:"lastSeen"`
+	// Source is the component that reported it.
+	Source string `json:"source,omitempty"`
 }
 
 // Take reads GPUNodes, nodes, pods and FailedScheduling events.
@@ -208,6 +233,11 @@ func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Int
 	}
 	if err := addHolders(ctx, kube, rows, opts.Nodes); err != nil {
 		return nil, nil, err
+	}
+	if opts.NodeEvents {
+		if err := addNodeEvents(ctx, kube, rows); err != nil {
+			return nil, nil, err
+		}
 	}
 	out := make([]NodeRow, 0, len(rows))
 	for _, r := range rows {
@@ -320,6 +350,46 @@ func fileBoundPod(r *NodeRow, p *v1.Pod) {
 	if len(foreign) > 0 {
 		r.Unknown = append(r.Unknown, fmt.Sprintf("%s (assigned GPUs not in the inventory: %s)", name, strings.Join(foreign, ",")))
 	}
+}
+
+// addNodeEvents adds the latest GPUNode events to the rows. They are matched
+// by kind and name only: the device plugin reports health changes about its
+// GPUNode without the object's UID, so a UID match (what kubectl describe
+// does) would miss them. A user who may not list events gets rows without.
+func addNodeEvents(ctx context.Context, kube kubernetes.Interface, rows map[string]*NodeRow) error {
+	evs, err := kube.CoreV1().Events("").List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("involvedObject.kind", "GPUNode").String()})
+	if apierrors.IsForbidden(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing GPUNode events: %w", err)
+	}
+	byNode := map[string][]NodeEvent{}
+	for i := range evs.Items {
+		e := &evs.Items[i]
+		if rows[e.InvolvedObject.Name] == nil {
+			continue
+		}
+		count := e.Count
+		if e.Series != nil && e.Series.Count > count {
+			count = e.Series.Count
+		}
+		source := e.ReportingController
+		if source == "" {
+			source = e.Source.Component
+		}
+		byNode[e.InvolvedObject.Name] = append(byNode[e.InvolvedObject.Name], NodeEvent{
+			Type: e.Type, Reason: e.Reason, Message: e.Message, Count: max(count, 1), LastSeen: EventTime(e), Source: source})
+	}
+	for name, list := range byNode {
+		sort.SliceStable(list, func(i, j int) bool { return list[i].LastSeen.Before(list[j].LastSeen) })
+		if len(list) > MaxNodeEvents {
+			list = list[len(list)-MaxNodeEvents:]
+		}
+		rows[name].Events = list
+	}
+	return nil
 }
 
 // pendingPods lists the unbound pods of the scheduler and the message of

@@ -73,6 +73,22 @@ PENDING POD  REQUEST  WHY
 ml/big       16 gpus  0/3 nodes are available: too big.
 `,
 	}, {
+		name: "node events", format: Table, snap: &Snapshot{Now: t0.Add(time.Minute), Nodes: []NodeRow{{Name: "gpu-1", HasInventory: true,
+			GPUs: []GPURow{{GPU: gpuOf(0, "GPU-a", true)}},
+			Events: []NodeEvent{
+				{Type: "Warning", Reason: "GPUUnhealthy", Message: "GPU GPU-a: unhealthy: XID 79", Count: 3, LastSeen: t0, Source: "tessera-device-plugin"},
+				{Type: "Normal", Reason: "GPUHealthy", Message: "GPU GPU-a: healthy again", Count: 1, LastSeen: t0.Add(30 * time.Second)},
+			}}}},
+		want: `
+NODE   GPU      MODEL                  HEALTH  TAINTS  USED  HELD BY
+gpu-1  0 GPU-a  NVIDIA H100 80GB HBM3  ok      -       0%    -
+
+Events of GPUNode gpu-1:
+  LAST SEEN     TYPE     REASON        FROM                   MESSAGE
+  60s ago (x3)  Warning  GPUUnhealthy  tessera-device-plugin  GPU GPU-a: unhealthy: XID 79
+  30s ago       Normal   GPUHealthy    -                      GPU GPU-a: healthy again
+`,
+	}, {
 		name: "nothing", snap: &Snapshot{Nodes: []NodeRow{}, Pending: []Pending{}}, format: Table, want: "\n",
 	}} {
 		t.Run(c.name, func(t *testing.T) {
