@@ -6,9 +6,9 @@
 //	    and pod, the median ns/op and allocs/op of TesseraGPU's Filter and
 //	    Filter+Score per strategy beside the in-tree NodeResourcesFit Filter,
 //	    with the ratio Filter+Score / NodeResourcesFit.
-//	summarize perf DATA-DIR BENCHSTAT-OUT
+//	summarize perf BENCHSTAT-OUT DATA-DIR...
 //	    reads the JSON data items the scheduler_perf harness wrote to
-//	    -data-items-dir, writes them to BENCHSTAT-OUT in benchstat format
+//	    -data-items-dir (one or more runs), writes them to BENCHSTAT-OUT in benchstat format
 //	    (one line per workload and run) and prints a table of median pods/s,
 //	    the ratio to the in-tree baseline of the same size, and latency
 //	    percentiles.
@@ -33,10 +33,10 @@ func main() {
 	switch {
 	case len(os.Args) == 3 && os.Args[1] == "hotpath":
 		err = hotpath(os.Args[2], os.Stdout)
-	case len(os.Args) == 4 && os.Args[1] == "perf":
-		err = perf(os.Args[2], os.Args[3], os.Stdout)
+	case len(os.Args) >= 4 && os.Args[1] == "perf":
+		err = perf(os.Args[3:], os.Args[2], os.Stdout)
 	default:
-		err = fmt.Errorf("usage: summarize hotpath FILE | summarize perf DATA-DIR BENCHSTAT-OUT")
+		err = fmt.Errorf("usage: summarize hotpath FILE | summarize perf BENCHSTAT-OUT DATA-DIR...")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "summarize:", err)
@@ -168,17 +168,22 @@ type run struct {
 	attempt, e2e, filter   map[string]float64 // latency buckets in ms
 	score                  map[string]float64
 	testCase, workload, at string
+	seen                   map[string]bool
 }
 
-func perf(dir, benchstatOut string, w io.Writer) error {
-	files, err := filepath.Glob(filepath.Join(dir, "BenchmarkPerfScheduling*.json"))
-	if err != nil {
-		return err
+func perf(dirs []string, benchstatOut string, w io.Writer) error {
+	var files []string
+	for _, dir := range dirs {
+		matches, err := filepath.Glob(filepath.Join(dir, "BenchmarkPerfScheduling*.json"))
+		if err != nil {
+			return err
+		}
+		sort.Strings(matches)
+		files = append(files, matches...)
 	}
 	if len(files) == 0 {
-		return fmt.Errorf("no BenchmarkPerfScheduling*.json in %s", dir)
+		return fmt.Errorf("no BenchmarkPerfScheduling*.json in %s", strings.Join(dirs, " "))
 	}
-	sort.Strings(files)
 	var runs []*run
 	for _, file := range files {
 		raw, err := os.ReadFile(file)
@@ -189,6 +194,10 @@ func perf(dir, benchstatOut string, w io.Writer) error {
 		if err := json.Unmarshal(raw, &di); err != nil {
 			return fmt.Errorf("%s: %w", file, err)
 		}
+		// With -count N the harness runs each workload N times in one
+		// process and appends every run's items to the same file under
+		// the same Name; an item already seen for a Name starts its next
+		// run.
 		byName := map[string]*run{}
 		for _, it := range di.DataItems {
 			// Name is BenchmarkPerfScheduling/<case>/<workload>/<namespace>.
@@ -196,12 +205,14 @@ func perf(dir, benchstatOut string, w io.Writer) error {
 			if len(parts) < 3 {
 				continue
 			}
+			item := it.Labels["Metric"] + "/" + it.Labels["result"] + "/" + it.Labels["extension_point"]
 			r := byName[it.Labels["Name"]]
-			if r == nil {
-				r = &run{testCase: parts[1], workload: parts[2], at: filepath.Base(file)}
+			if r == nil || r.seen[item] {
+				r = &run{testCase: parts[1], workload: parts[2], at: filepath.Base(file), seen: map[string]bool{}}
 				byName[it.Labels["Name"]] = r
 				runs = append(runs, r)
 			}
+			r.seen[item] = true
 			switch it.Labels["Metric"] {
 			case "SchedulingThroughput":
 				r.pods = it.Data
