@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,8 +21,8 @@ import (
 )
 
 // Apply server-side-applies every object of a multi-document YAML manifest,
-// in order. With dryRun the apiserver validates and admits each object
-// without storing it.
+// in order; namespaced objects without a namespace go to "default". With
+// dryRun the apiserver validates and admits each object without storing it.
 func (c *Cluster) Apply(ctx context.Context, manifest []byte, dryRun bool) error {
 	dc, err := discovery.NewDiscoveryClientForConfig(c.Config)
 	if err != nil {
@@ -54,8 +55,13 @@ func (c *Cluster) Apply(ctx context.Context, manifest []byte, dryRun bool) error
 			return fmt.Errorf("document %d (%s): %w", i, gvk, err)
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if ns := obj.GetNamespace(); ns != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			// As kubectl does, a namespaced object without a namespace
+			// goes to "default".
+			if obj.GetNamespace() == "" {
+				obj.SetNamespace(metav1.NamespaceDefault)
+			}
+			ri = dyn.Resource(mapping.Resource).Namespace(obj.GetNamespace())
 		}
 		data, err := obj.MarshalJSON()
 		if err != nil {

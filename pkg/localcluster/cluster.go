@@ -161,6 +161,26 @@ func writeKubeconfig(cfg *rest.Config, path string) error {
 	return os.Chmod(path, 0o600)
 }
 
+// WriteKubeconfigAs writes a kubeconfig for the cluster that acts as user,
+// a member of groups, through impersonation by the admin: a component run
+// with it has exactly the permissions its RBAC gives it, e.g.
+// "system:serviceaccount:tessera-system:tessera-scheduler" in the groups
+// "system:serviceaccounts", "system:serviceaccounts:tessera-system" and
+// "system:authenticated".
+func (c *Cluster) WriteKubeconfigAs(path, user string, groups ...string) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["local"] = &clientcmdapi.Cluster{
+		Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData, TLSServerName: c.Config.ServerName,
+	}
+	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: c.Config.BearerToken, Impersonate: user, ImpersonateGroups: groups}
+	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "user"}
+	kc.CurrentContext = "local"
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		return fmt.Errorf("writing kubeconfig: %w", err)
+	}
+	return os.Chmod(path, 0o600)
+}
+
 // InstallCRD creates the GPUNode CRD from manifests/crd and waits until the
 // apiserver serves it.
 func InstallCRD(ctx context.Context, cfg *rest.Config) error {

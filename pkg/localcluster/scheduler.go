@@ -43,14 +43,23 @@ func (c *Cluster) StartScheduler(ctx context.Context, dir string, so SchedulerOp
 	if err := os.WriteFile(path, cfg, 0o600); err != nil {
 		return nil, err
 	}
+	// Port 0 turns the HTTPS endpoint off: no certificates or delegated
+	// authentication are needed in-process.
+	return RunScheduler(ctx, []string{"--config=" + path, "--secure-port=0"})
+}
+
+// RunScheduler runs tessera-scheduler in this process with the given
+// command-line arguments (kube-scheduler's flags), as the binary would run
+// with them. The configuration file they name must say how to reach the
+// cluster (clientConnection.kubeconfig), and must turn leader election off:
+// kube-scheduler ends the process when it stops leading, Stop included.
+func RunScheduler(ctx context.Context, args []string) (*Scheduler, error) {
 	opts := scheduleroptions.NewOptions()
 	fs := pflag.NewFlagSet("tessera-scheduler", pflag.ContinueOnError)
 	for _, f := range opts.Flags.FlagSets {
 		fs.AddFlagSet(f)
 	}
-	// Port 0 turns the HTTPS endpoint off: no certificates or delegated
-	// authentication are needed in-process.
-	if err := fs.Parse([]string{"--config=" + path, "--secure-port=0"}); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
