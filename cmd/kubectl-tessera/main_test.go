@@ -62,8 +62,13 @@ func TestCommandLine(t *testing.T) {
 		{name: "pending takes no names", args: []string{"pending", "x"}, code: 1, stderr: "unexpected arguments"},
 		{name: "empty scheduler name", args: []string{"--scheduler-name="}, code: 1, stderr: "--scheduler-name must not be empty"},
 		{name: "missing kubeconfig", args: []string{"--kubeconfig", filepath.Join(t.TempDir(), "none")}, code: 1, stderr: "none: no such file"},
+		// Port 1 on loopback refuses connections.
+		{name: "unreachable", args: []string{"--server", "https://127.0.0.1:1", "--insecure-skip-tls-verify"}, code: 1,
+			stderr: "cannot reach the API server at https://127.0.0.1:1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			// Whatever kubeconfig this machine has stays out of it.
+			t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "absent"))
 			var stdout, stderr bytes.Buffer
 			code := run(context.Background(), c.args, &stdout, &stderr)
 			if code != c.code || !strings.Contains(stdout.String(), c.stdout) || !strings.Contains(stderr.String(), c.stderr) {
