@@ -13,13 +13,20 @@ LDFLAGS   := -X $(PKG)/pkg/version.Version=$(VERSION) -X $(PKG)/pkg/version.Comm
              -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
 BINARIES  := tessera-scheduler tessera-device-plugin tessera-demo kubectl-tessera
 TEST_FLAGS ?= -count=1 -timeout=30m
+# helm renders the chart (make manifests) and the chart tests run it. It is
+# built from the Go module proxy into bin/, not added to go.mod.
+HELM_VERSION ?= v4.3.1
+HELM      := $(CURDIR)/bin/helm
+# Where `make images` tags the images the chart names.
+IMAGE_REGISTRY ?= ghcr.io/tessera-gpu
+IMAGE_TAG ?= $(VERSION)
 FUZZTIME  ?= 30s
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate fuzz bench bench-short bench-micro bench-perf bench-machine bench-config etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images fuzz bench bench-short bench-micro bench-perf bench-machine bench-config etcd clean $(BINARIES)
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 build: $(BINARIES) ## Build the binaries into bin/.
 
@@ -29,22 +36,40 @@ $(BINARIES):
 demo: tessera-demo kubectl-tessera ## Run the demo: a local control plane, fake GPU nodes, a batch of pods.
 	./bin/tessera-demo $(DEMO_ARGS)
 
-test: ## Run every test: unit, fuzz seed corpora and the in-process cluster tests.
-	$(GO) test $(TEST_FLAGS) ./...
+# The chart tests need helm; with TESSERA_REQUIRE_HELM they fail instead of
+# skipping when it is missing.
+HELM_TEST_ENV := TESSERA_HELM=$(HELM) TESSERA_REQUIRE_HELM=1
+
+test: bin/helm ## Run every test: unit, fuzz seed corpora and the in-process cluster tests.
+	$(HELM_TEST_ENV) $(GO) test $(TEST_FLAGS) ./...
 
 test-unit: ## Run the tests that need no control plane.
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v /test/)
 
-test-integration: ## Run the in-process cluster tests (etcd + kube-apiserver + tessera-scheduler).
-	$(GO) test $(TEST_FLAGS) -v ./test/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'; exit $${PIPESTATUS[0]}
+test-integration: bin/helm ## Run the in-process cluster tests (etcd + kube-apiserver + tessera-scheduler, the chart).
+	$(HELM_TEST_ENV) $(GO) test $(TEST_FLAGS) -v ./test/... 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'; exit $${PIPESTATUS[0]}
 
-verify: ## Check formatting, vet and generated code.
+verify: bin/helm ## Check formatting, vet, generated code, the chart and manifests/install.
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 	hack/verify-codegen.sh
+	$(HELM) lint --quiet manifests/charts/tessera
+	HELM=$(HELM) hack/verify-manifests.sh
 
 generate: ## Regenerate deepcopy, clientset, listers and informers.
 	hack/update-codegen.sh
+
+manifests: bin/helm ## Render the Helm chart into manifests/install (kubectl apply -k manifests/install).
+	HELM=$(HELM) hack/update-manifests.sh
+
+bin/helm: ## Build helm (HELM_VERSION, v4.3.1) into bin/ (fetches it through the Go module proxy).
+	GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+images: ## Build the images the chart names (needs docker; see build/Dockerfile).
+	for c in tessera-scheduler tessera-device-plugin; do \
+	  docker build -f build/Dockerfile --target $$c --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
+	    -t $(IMAGE_REGISTRY)/$$c:$(IMAGE_TAG) . || exit 1; \
+	done
 
 fuzz: ## Fuzz each parser for FUZZTIME.
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./pkg/assignment

@@ -16,29 +16,71 @@ limitations under the License.
 
 // Package manifests embeds Tessera's Kubernetes manifests, so that tests and
 // programs install exactly the files that are shipped instead of copies.
+//
+// The Helm chart in charts/tessera is their only source. The files embedded
+// here are install/: the chart rendered with its default values (release
+// tessera, namespace tessera-system) by `make manifests`, which `make verify`
+// and the tests keep in sync with the chart.
 package manifests
 
-import _ "embed" // for go:embed
+import (
+	"embed"
+)
 
-// GPUNodeCRD is crd/tessera.io_gpunodes.yaml: the CustomResourceDefinition of
-// the tessera.io/v1alpha1 GPUNode resource, as YAML.
+// GPUNodeCRD is install/crd.yaml: the CustomResourceDefinition of the
+// tessera.io/v1alpha1 GPUNode resource, as YAML.
 //
-//go:embed crd/tessera.io_gpunodes.yaml
+//go:embed install/crd.yaml
 var GPUNodeCRD []byte
 
-// DevicePluginRBAC is deviceplugin/rbac.yaml: the namespace, service account,
+// Namespace is install/namespace.yaml: the tessera-system namespace both
+// components run in. Apply it before the namespaced objects.
+//
+//go:embed install/namespace.yaml
+var Namespace []byte
+
+// SchedulerRBAC is install/scheduler-rbac.yaml: the service account of
+// tessera-scheduler and its bindings and roles.
+//
+//go:embed install/scheduler-rbac.yaml
+var SchedulerRBAC []byte
+
+// SchedulerConfig is install/scheduler-config.yaml: the ConfigMap with
+// tessera-scheduler's KubeSchedulerConfiguration.
+//
+//go:embed install/scheduler-config.yaml
+var SchedulerConfig []byte
+
+// SchedulerDeployment is install/scheduler-deployment.yaml.
+//
+//go:embed install/scheduler-deployment.yaml
+var SchedulerDeployment []byte
+
+// DevicePluginRBAC is install/deviceplugin-rbac.yaml: the service account,
 // ClusterRole and binding of tessera-device-plugin.
 //
-//go:embed deviceplugin/rbac.yaml
+//go:embed install/deviceplugin-rbac.yaml
 var DevicePluginRBAC []byte
 
-// DevicePluginAdmissionPolicy is deviceplugin/admission-policy.yaml: the
-// ValidatingAdmissionPolicies that keep each device plugin to its own node.
+// DevicePluginAdmissionPolicy is install/deviceplugin-admission-policy.yaml:
+// the ValidatingAdmissionPolicies that keep each device plugin to its own
+// node.
 //
-//go:embed deviceplugin/admission-policy.yaml
+//go:embed install/deviceplugin-admission-policy.yaml
 var DevicePluginAdmissionPolicy []byte
 
-// DevicePluginDaemonSet is deviceplugin/daemonset.yaml.
+// DevicePluginDaemonSet is install/deviceplugin-daemonset.yaml.
 //
-//go:embed deviceplugin/daemonset.yaml
+//go:embed install/deviceplugin-daemonset.yaml
 var DevicePluginDaemonSet []byte
+
+// Install is the install/ directory: every rendered file and its
+// kustomization.yaml.
+//
+//go:embed install
+var Install embed.FS
+
+// Examples is the examples/ directory: example pods for tessera-scheduler.
+//
+//go:embed examples
+var Examples embed.FS

@@ -21,11 +21,28 @@ import (
 	"testing"
 )
 
-// The schema itself is tested in api/v1alpha1; this only checks the embed.
-func TestGPUNodeCRDEmbedded(t *testing.T) {
-	for _, want := range []string{"kind: CustomResourceDefinition", "name: gpunodes.tessera.io"} {
-		if !bytes.Contains(GPUNodeCRD, []byte(want)) {
-			t.Errorf("GPUNodeCRD does not contain %q", want)
+// The schema itself is tested in api/v1alpha1, the rendering against the
+// chart and an apiserver in test/integration; this only checks the embeds.
+func TestEmbedded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want []string
+	}{
+		{"GPUNodeCRD", GPUNodeCRD, []string{"kind: CustomResourceDefinition", "name: gpunodes.tessera.io"}},
+		{"Namespace", Namespace, []string{"kind: Namespace", "name: tessera-system"}},
+		{"SchedulerRBAC", SchedulerRBAC, []string{"kind: ServiceAccount", "name: system:kube-scheduler"}},
+		{"SchedulerConfig", SchedulerConfig, []string{"kind: ConfigMap", "kind: KubeSchedulerConfiguration"}},
+		{"SchedulerDeployment", SchedulerDeployment, []string{"kind: Deployment", "name: tessera-scheduler"}},
+		{"DevicePluginRBAC", DevicePluginRBAC, []string{"kind: ServiceAccount", "name: tessera-device-plugin"}},
+		{"DevicePluginAdmissionPolicy", DevicePluginAdmissionPolicy, []string{"kind: ValidatingAdmissionPolicy",
+			"system:serviceaccount:tessera-system:tessera-device-plugin"}},
+		{"DevicePluginDaemonSet", DevicePluginDaemonSet, []string{"kind: DaemonSet", "name: tessera-device-plugin"}},
+	} {
+		for _, want := range tc.want {
+			if !bytes.Contains(tc.data, []byte(want)) {
+				t.Errorf("%s does not contain %q", tc.name, want)
+			}
 		}
 	}
 }

@@ -181,7 +181,7 @@ func (c *Cluster) WriteKubeconfigAs(path, user string, groups ...string) error {
 	return os.Chmod(path, 0o600)
 }
 
-// InstallCRD creates the GPUNode CRD from manifests/crd and waits until the
+// InstallCRD creates the GPUNode CRD from manifests/install and waits until the
 // apiserver serves it.
 func InstallCRD(ctx context.Context, cfg *rest.Config) error {
 	crd := &apiextensionsv1.CustomResourceDefinition{}

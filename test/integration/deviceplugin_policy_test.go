@@ -56,7 +56,7 @@ func (e *env) asDevicePlugin(node string) (kubernetes.Interface, versioned.Inter
 // nothing of another node's.
 func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	for _, m := range [][]byte{manifests.DevicePluginRBAC, manifests.DevicePluginAdmissionPolicy} {
+	for _, m := range [][]byte{manifests.Namespace, manifests.DevicePluginRBAC, manifests.DevicePluginAdmissionPolicy} {
 		if err := e.c.Apply(e.ctx, m, false); err != nil {
 			t.Fatal(err)
 		}

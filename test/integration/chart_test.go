@@ -1,0 +1,667 @@
+package integration
+
+// Tests of the Helm chart (manifests/charts/tessera), the plain manifests
+// rendered from it (manifests/install) and the example pods
+// (manifests/examples): rendered by the real helm binary, applied to the
+// in-process apiserver, and the scheduler run with the rendered
+// configuration, arguments and permissions.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	kubeschedulerconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
+	kubeschedulervalidation "k8s.io/kubernetes/pkg/scheduler/apis/config/validation"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tessera-gpu/tessera/config"
+	"github.com/tessera-gpu/tessera/config/scheme"
+	"github.com/tessera-gpu/tessera/manifests"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+const (
+	repoRoot = "../.."
+	chartDir = repoRoot + "/manifests/charts/tessera"
+)
+
+// helmBinary finds helm: $TESSERA_HELM, else bin/helm of the repository
+// (make bin/helm builds it). Without one the chart tests are skipped, unless
+// TESSERA_REQUIRE_HELM=1 (make test sets it), which makes that a failure.
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("TESSERA_HELM"); p != "" {
+		return p
+	}
+	p, err := filepath.Abs(filepath.Join(repoRoot, "bin", "helm"))
+	if err == nil {
+		if _, err = os.Stat(p); err == nil {
+			return p
+		}
+	}
+	msg := "no helm binary: set TESSERA_HELM or run 'make bin/helm' (make test builds and requires it)"
+	if os.Getenv("TESSERA_REQUIRE_HELM") == "1" {
+		t.Fatal(msg + "; TESSERA_REQUIRE_HELM=1")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// helmTemplate renders the chart as release in namespace with --set values.
+func helmTemplate(t *testing.T, release, namespace string, set ...string) ([]byte, error) {
+	t.Helper()
+	args := []string{"template", release, chartDir, "--namespace", namespace}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	cmd := exec.Command(helmBinary(t), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("helm %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out, nil
+}
+
+// parseObjects splits a multi-document manifest into objects.
+func parseObjects(t *testing.T, manifest []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var objs []*unstructured.Unstructured
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(manifest)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+			t.Fatalf("rendered document does not parse: %v\n%s", err, doc)
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+func findObject(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("the chart renders no %s %s", kind, name)
+	return nil
+}
+
+func toTyped(t *testing.T, u *unstructured.Unstructured, into any) {
+	t.Helper()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, into, true); err != nil {
+		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+}
+
+// Objects the chart renders are applied for real where later steps need
+// them (the namespace, the CRD, every RBAC object and the admission
+// policies, which then take effect) and as a server-side dry run otherwise:
+// the apiserver validates and admits them but nothing runs them here.
+var (
+	applyForReal = map[string]bool{
+		"Namespace": true, "CustomResourceDefinition": true,
+		"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+		"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+	}
+	applyDryRun = map[string]bool{"ServiceAccount": true, "ConfigMap": true, "Deployment": true, "DaemonSet": true}
+)
+
+// applyChart applies every rendered object and reports each error.
+func applyChart(t *testing.T, ctx context.Context, c *localcluster.Cluster, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, o := range objs {
+		kind := o.GetKind()
+		if !applyForReal[kind] && !applyDryRun[kind] {
+			t.Errorf("the chart renders a %s (%s); decide in chart_test.go how to apply it", kind, o.GetName())
+			continue
+		}
+		data, err := o.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(ctx, data, !applyForReal[kind]); err != nil {
+			t.Errorf("applying (dry run %v): %v", !applyForReal[kind], err)
+		}
+	}
+}
+
+// loadSchedulerConfig decodes the rendered ConfigMap's configuration the way
+// tessera-scheduler does (kube-scheduler's loader with Tessera's arg types
+// registered), runs the scheduler's own validation and the plugins' arg
+// decoding, and returns it with the raw YAML.
+func loadSchedulerConfig(t *testing.T, objs []*unstructured.Unstructured, cmName string) (*kubeschedulerconfig.KubeSchedulerConfiguration, []byte) {
+	t.Helper()
+	var cm v1.ConfigMap
+	toTyped(t, findObject(t, objs, "ConfigMap", cmName), &cm)
+	raw, ok := cm.Data["config.yaml"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no config.yaml", cmName)
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := options.LoadConfigFromFile(klog.Background(), path)
+	if err != nil {
+		t.Fatalf("the scheduler cannot load the rendered configuration: %v\n%s", err, raw)
+	}
+	if err := kubeschedulervalidation.ValidateKubeSchedulerConfiguration(cfg); err != nil {
+		t.Fatalf("the scheduler's validation rejects the rendered configuration: %v", err)
+	}
+	if len(cfg.Profiles) != 1 {
+		t.Fatalf("rendered configuration has %d profiles, want 1", len(cfg.Profiles))
+	}
+	for _, pc := range cfg.Profiles[0].PluginConfig {
+		var err error
+		switch pc.Name {
+		case config.TesseraGPUName:
+			_, err = scheme.DecodeTesseraGPUArgs(pc.Args)
+		case config.TesseraTaintTolerationName:
+			_, err = scheme.DecodeTesseraTaintTolerationArgs(pc.Args)
+		}
+		if err != nil {
+			t.Errorf("%s args: %v", pc.Name, err)
+		}
+	}
+	return cfg, []byte(raw)
+}
+
+func gpuArgs(t *testing.T, cfg *kubeschedulerconfig.KubeSchedulerConfiguration) *config.TesseraGPUArgs {
+	t.Helper()
+	for _, pc := range cfg.Profiles[0].PluginConfig {
+		if pc.Name == config.TesseraGPUName {
+			a, err := scheme.DecodeTesseraGPUArgs(pc.Args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return a
+		}
+	}
+	t.Fatal("no TesseraGPU args")
+	return nil
+}
+
+func startChartCluster(t *testing.T) (context.Context, *localcluster.Cluster, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, TB: t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return ctx, c, dir
+}
+
+func serviceAccountUser(namespace, name string) (string, []string) {
+	return "system:serviceaccount:" + namespace + ":" + name,
+		[]string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
+}
+
+// TestChartInstallsAndSchedules renders the chart with its default values,
+// applies it, runs tessera-scheduler as the Deployment would (its
+// arguments, the ConfigMap's configuration, the service account's
+// permissions), checks its HTTPS probes, and schedules every example pod on
+// fake GPU nodes.
+func TestChartInstallsAndSchedules(t *testing.T) {
+	helmBinary(t)
+	const release, ns = "tessera", "tessera-system"
+	out, err := helmTemplate(t, release, ns, "namespace.create=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := parseObjects(t, out)
+	ctx, c, dir := startChartCluster(t)
+	applyChart(t, ctx, c, objs)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// The configuration: the shipped profile, leader election on in the
+	// release namespace.
+	cfg, raw := loadSchedulerConfig(t, objs, "tessera-scheduler-config")
+	le := cfg.LeaderElection
+	if !le.LeaderElect || le.ResourceName != "tessera-scheduler" || le.ResourceNamespace != ns || le.ResourceLock != "leases" {
+		t.Errorf("leader election = %+v, want on with lease %s/tessera-scheduler", le, ns)
+	}
+	example, err := options.LoadConfigFromFile(klog.Background(), filepath.Join(repoRoot, "config/examples/tessera-scheduler.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(example.Profiles, cfg.Profiles); diff != "" {
+		t.Errorf("the chart's default profile differs from config/examples/tessera-scheduler.yaml (-example +chart):\n%s", diff)
+	}
+
+	// The Deployment mounts that ConfigMap where its --config points.
+	var deploy appsv1.Deployment
+	toTyped(t, findObject(t, objs, "Deployment", "tessera-scheduler"), &deploy)
+	pod := deploy.Spec.Template.Spec
+	ctr := pod.Containers[0]
+	var configArg string
+	for _, a := range ctr.Args {
+		if strings.HasPrefix(a, "--config=") {
+			configArg = strings.TrimPrefix(a, "--config=")
+		}
+	}
+	mounted := false
+	for _, m := range ctr.VolumeMounts {
+		for _, vol := range pod.Volumes {
+			if vol.Name == m.Name && vol.ConfigMap != nil && vol.ConfigMap.Name == "tessera-scheduler-config" &&
+				filepath.Join(m.MountPath, "config.yaml") == configArg {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Fatalf("--config=%s is not the config.yaml of the mounted ConfigMap tessera-scheduler-config", configArg)
+	}
+	if pod.ServiceAccountName != "tessera-scheduler" {
+		t.Errorf("serviceAccountName = %q", pod.ServiceAccountName)
+	}
+	sc := ctr.SecurityContext
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot ||
+		sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil || len(sc.Capabilities.Drop) == 0 {
+		t.Errorf("scheduler is not locked down: pod %+v, container %+v", pod.SecurityContext, sc)
+	}
+	for _, p := range []*v1.Probe{ctr.LivenessProbe, ctr.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Scheme != v1.URISchemeHTTPS || p.HTTPGet.Port.String() != "https" {
+			t.Errorf("probe %+v is not an HTTPS GET on the https port", p)
+		}
+	}
+
+	// Run the scheduler as its service account, with the Deployment's
+	// arguments. In-process, leader election stays off: kube-scheduler
+	// exits the process when it stops leading; the lease permissions are
+	// checked below instead.
+	user, groups := serviceAccountUser(ns, "tessera-scheduler")
+	kubeconfig := filepath.Join(dir, "scheduler.kubeconfig")
+	if err := c.WriteKubeconfigAs(kubeconfig, user, groups...); err != nil {
+		t.Fatal(err)
+	}
+	var cfgMap map[string]any
+	if err := yaml.Unmarshal(raw, &cfgMap); err != nil {
+		t.Fatal(err)
+	}
+	cfgMap["clientConnection"] = map[string]any{"kubeconfig": kubeconfig}
+	cfgMap["leaderElection"] = map[string]any{"leaderElect": false}
+	cfgData, err := yaml.Marshal(cfgMap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "scheduler-config.yaml")
+	if err := os.WriteFile(cfgPath, cfgData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	var args []string
+	for _, a := range ctr.Args {
+		switch {
+		case strings.HasPrefix(a, "--config="):
+			a = "--config=" + cfgPath
+		case strings.HasPrefix(a, "--secure-port="):
+			a = fmt.Sprintf("--secure-port=%d", port)
+		}
+		args = append(args, a)
+	}
+	args = append(args, "--bind-address=127.0.0.1",
+		"--authentication-kubeconfig="+kubeconfig, "--authorization-kubeconfig="+kubeconfig)
+	sched, err := localcluster.RunScheduler(ctx, args)
+	if err != nil {
+		t.Fatalf("tessera-scheduler with the Deployment's arguments %v: %v", args, err)
+	}
+	t.Cleanup(sched.Stop)
+
+	// The probes' endpoints answer anonymous HTTPS requests; /metrics does
+	// not.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for _, path := range []string{ctr.LivenessProbe.HTTPGet.Path, ctr.ReadinessProbe.HTTPGet.Path} {
+		url := fmt.Sprintf("https://127.0.0.1:%d%s", port, path)
+		var last string
+		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+			resp, err := client.Get(url)
+			if err != nil {
+				last = err.Error()
+				return false, nil
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			return resp.StatusCode == http.StatusOK, nil
+		}); err != nil {
+			t.Errorf("GET %s: %s", url, last)
+		}
+	}
+	if resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/metrics", port)); err != nil {
+		t.Errorf("GET /metrics: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("anonymous GET /metrics = %d, want 401 or 403", resp.StatusCode)
+		}
+	}
+
+	// Leader election: the service account may take and renew its own
+	// lease in the release namespace, and no other.
+	checkLeasePermissions(t, ctx, c, ns, user, groups)
+
+	// The example pods: accepted by the apiserver, then scheduled.
+	nodes := []localcluster.FakeNode{
+		{Name: "gpu-h100", GPUs: 8, Islands: 2},
+		{Name: "gpu-a100", GPUs: 8, Islands: 2, Model: "NVIDIA A100-SXM4-80GB"},
+	}
+	for _, n := range nodes {
+		if err := c.AddNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	examples := readExamples(t)
+	for name, data := range examples {
+		if err := c.Apply(ctx, data, true); err != nil {
+			t.Errorf("%s (dry run): %v", name, err)
+		}
+	}
+	for name, data := range examples {
+		if err := c.Apply(ctx, data, false); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	for name, data := range examples {
+		for _, o := range parseObjects(t, data) {
+			if o.GetKind() != "Pod" {
+				continue
+			}
+			p := waitPodBound(t, ctx, c, o.GetName())
+			a, err := assignment.Parse(p.Annotations[assignment.Annotation])
+			if err != nil || len(a) == 0 {
+				t.Errorf("%s: pod %s on %s has no valid assignment (%v): %q", name, p.Name, p.Spec.NodeName, err, p.Annotations[assignment.Annotation])
+				continue
+			}
+			t.Logf("%s: pod %s on %s: %s", name, p.Name, p.Spec.NodeName, p.Annotations[assignment.Annotation])
+			if p.Name == "model-constrained" && p.Spec.NodeName != "gpu-h100" && p.Spec.NodeName != "gpu-a100" {
+				t.Errorf("model-constrained went to %s", p.Spec.NodeName)
+			}
+		}
+	}
+}
+
+// checkLeasePermissions acts as the scheduler's service account on leases.
+func checkLeasePermissions(t *testing.T, ctx context.Context, c *localcluster.Cluster, ns, user string, groups []string) {
+	t.Helper()
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := kube.CoordinationV1().Leases(ns)
+	holder := "tessera-scheduler-0"
+	lease, err := leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tessera-scheduler"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating the leader-election lease as the scheduler: %v", err)
+	}
+	if lease, err = leases.Get(ctx, lease.Name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("reading the lease as the scheduler: %v", err)
+	}
+	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("renewing the lease as the scheduler: %v", err)
+	}
+	other := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "someone-else", Namespace: ns}}
+	if _, err := c.Client.CoordinationV1().Leases(ns).Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Update(ctx, other, metav1.UpdateOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the scheduler updated another component's lease: err = %v", err)
+	}
+}
+
+func waitPodBound(t *testing.T, ctx context.Context, c *localcluster.Cluster, name string) *v1.Pod {
+	t.Helper()
+	var pod *v1.Pod
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := c.Client.CoreV1().Pods(metav1.NamespaceDefault).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		pod = p
+		return p.Spec.NodeName != "", nil
+	})
+	if err != nil {
+		evs, _ := c.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
+		var msgs []string
+		for _, ev := range evs.Items {
+			if ev.InvolvedObject.Name == name {
+				msgs = append(msgs, ev.Reason+": "+ev.Message)
+			}
+		}
+		t.Fatalf("example pod %s was not scheduled: %v; events: %s", name, err, strings.Join(msgs, " | "))
+	}
+	return pod
+}
+
+func readExamples(t *testing.T) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := fs.WalkDir(manifests.Examples, "examples", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".yaml") {
+			return err
+		}
+		data, err := manifests.Examples.ReadFile(path)
+		out[path] = data
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 6 {
+		t.Fatalf("found %d examples", len(out))
+	}
+	for path, data := range out {
+		for _, o := range parseObjects(t, data) {
+			var p v1.Pod
+			toTyped(t, o, &p)
+			if p.Spec.SchedulerName != schedulerName {
+				t.Errorf("%s: pod %s has schedulerName %q, want %q", path, p.Name, p.Spec.SchedulerName, schedulerName)
+			}
+		}
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestChartOverrides renders the chart with values changed (another release
+// name and namespace, fake GPUs, leader election off, the spread strategy)
+// and applies it; and checks that the chart refuses replicas without leader
+// election.
+func TestChartOverrides(t *testing.T) {
+	helmBinary(t)
+	const release, ns = "gpu", "gpu-system"
+	out, err := helmTemplate(t, release, ns,
+		"namespace.create=true",
+		"devicePlugin.fakeMode=dgxh100",
+		"devicePlugin.taintNode=true",
+		"scheduler.leaderElection.enabled=false",
+		"scheduler.pluginArgs.TesseraGPU.scoringStrategy.type=spread",
+		"scheduler.pluginArgs.TesseraTaintToleration.guardGPUNodes=true",
+		"scheduler.pluginArgs.NodeResourcesFit.scoringStrategy.type=MostAllocated",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := parseObjects(t, out)
+	ctx, c, _ := startChartCluster(t)
+	applyChart(t, ctx, c, objs)
+
+	cfg, _ := loadSchedulerConfig(t, objs, "gpu-tessera-scheduler-config")
+	if cfg.LeaderElection.LeaderElect {
+		t.Errorf("leader election on with scheduler.leaderElection.enabled=false")
+	}
+	if got := gpuArgs(t, cfg).ScoringStrategy.Type; got != config.ScoringStrategySpread {
+		t.Errorf("scoring strategy = %q, want spread", got)
+	}
+	taint := false
+	for _, pc := range cfg.Profiles[0].PluginConfig {
+		switch pc.Name {
+		case config.TesseraTaintTolerationName:
+			a, err := scheme.DecodeTesseraTaintTolerationArgs(pc.Args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			taint = a.GuardGPUNodes && a.GPUNodeTaintKey == "nvidia.com/gpu"
+		case "NodeResourcesFit":
+			data, _ := json.Marshal(pc.Args)
+			if !strings.Contains(string(data), "MostAllocated") {
+				t.Errorf("NodeResourcesFit args = %s, want the added MostAllocated strategy", data)
+			}
+		}
+	}
+	if !taint {
+		t.Errorf("TesseraTaintToleration args lost the override or the defaults beside it")
+	}
+
+	var ds appsv1.DaemonSet
+	toTyped(t, findObject(t, objs, "DaemonSet", "gpu-tessera-device-plugin"), &ds)
+	ctr := ds.Spec.Template.Spec.Containers[0]
+	fake := ""
+	for _, e := range ctr.Env {
+		if e.Name == "TESSERA_FAKE_GPUS" {
+			fake = e.Value
+		}
+	}
+	if fake != "dgxh100" || !contains(ctr.Args, "--taint-node") {
+		t.Errorf("device plugin: TESSERA_FAKE_GPUS=%q, args %v", fake, ctr.Args)
+	}
+	vap := findObject(t, objs, "ValidatingAdmissionPolicy", "gpu-tessera-device-plugin-own-gpunode")
+	data, _ := vap.MarshalJSON()
+	if !strings.Contains(string(data), "system:serviceaccount:gpu-system:gpu-tessera-device-plugin") {
+		t.Errorf("the admission policy does not name the release's service account: %s", data)
+	}
+
+	if _, err := helmTemplate(t, release, ns, "scheduler.replicas=2", "scheduler.leaderElection.enabled=false"); err == nil ||
+		!strings.Contains(err.Error(), "leaderElection") {
+		t.Errorf("two replicas without leader election: err = %v, want the chart to refuse", err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestInstallManifestsUpToDate checks that manifests/install (embedded in
+// package manifests) is what `make manifests` renders from the chart now,
+// and that the chart's copy of the scheduler profile is the example's.
+func TestInstallManifestsUpToDate(t *testing.T) {
+	helm := helmBinary(t)
+	example, err := os.ReadFile(filepath.Join(repoRoot, "config/examples/tessera-scheduler.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chartCopy, err := os.ReadFile(filepath.Join(chartDir, "files/tessera-scheduler.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(example, chartCopy) {
+		t.Errorf("manifests/charts/tessera/files/tessera-scheduler.yaml differs from config/examples/tessera-scheduler.yaml; run 'make manifests'")
+	}
+	out := t.TempDir()
+	cmd := exec.Command("bash", filepath.Join(repoRoot, "hack/update-manifests.sh"), out)
+	cmd.Env = append(os.Environ(), "HELM="+helm)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hack/update-manifests.sh: %v\n%s", err, b)
+	}
+	fresh, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	embedded, err := fs.ReadDir(manifests.Install, "install")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var freshNames, embeddedNames []string
+	for _, e := range fresh {
+		freshNames = append(freshNames, e.Name())
+	}
+	for _, e := range embedded {
+		embeddedNames = append(embeddedNames, e.Name())
+	}
+	if diff := cmp.Diff(freshNames, embeddedNames); diff != "" {
+		t.Fatalf("manifests/install has other files than a fresh render (-fresh +install); run 'make manifests':\n%s", diff)
+	}
+	for _, name := range freshNames {
+		want, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := manifests.Install.ReadFile("install/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(string(want), string(got)); diff != "" {
+			t.Errorf("manifests/install/%s is out of date (-fresh +install); run 'make manifests':\n%s", name, diff)
+		}
+	}
+	// The embedded CRD is the one every cluster test installs.
+	crd := parseObjects(t, manifests.GPUNodeCRD)
+	if len(crd) != 1 || crd[0].GetName() != "gpunodes.tessera.io" {
+		t.Errorf("manifests.GPUNodeCRD is not the GPUNode CRD")
+	}
+}
