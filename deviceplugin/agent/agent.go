@@ -176,6 +176,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 			}
 		})
 		n++
+		events := make(chan healthEvent, 64)
 		run(func() {
 			for {
 				select {
@@ -187,12 +188,19 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 					if !c.Healthy && c.XID != 0 {
 						metrics.XIDs.WithLabelValues(c.UUID, strconv.FormatUint(c.XID, 10)).Inc()
 					}
-					recorder.Eventf(gpuNodeRef(cfg.NodeName), eventType(c.Healthy), healthReason(c.Healthy), "GPU %s: %s", c.UUID, describe(c))
+					_, wrote := a.pub.Written()
 					srv.SetGPUs(a.serverGPUs(a.monitor.State()))
 					a.pub.Trigger()
+					select {
+					case events <- healthEvent{change: c, wrote: wrote}:
+					default:
+						logger.Info("Too many GPU health changes at once; no event for this one", "gpu", c.UUID, "healthy", c.Healthy)
+					}
 				}
 			}
 		})
+		n++
+		run(func() { a.recordHealth(ctx, recorder, events) })
 		n++
 	}
 	if started != nil {
@@ -308,8 +316,54 @@ func taintNode(ctx context.Context, kube kubernetes.Interface, name string) erro
 	return err
 }
 
-func gpuNodeRef(node string) *v1.ObjectReference {
-	return &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: node}
+// healthEvent is a health change waiting for the GPUNode write that
+// carries it.
+type healthEvent struct {
+	change health.Change
+	// wrote is closed by the first GPUNode write after the change.
+	wrote <-chan struct{}
+}
+
+// healthEventWait bounds how long an event waits for the GPUNode write; an
+// API server that is down loses the event anyway.
+const healthEventWait = 30 * time.Second
+
+// recordHealth records an event on the GPUNode for each health change, in
+// order, once the publisher has written the GPUNode after the change. The
+// event must name the GPUNode by UID (kubectl describe selects events by
+// it), and only a write tells the UID: before the first one the GPUNode may
+// not exist, and a GPUNode deleted and created again has a new UID. The
+// waiting happens here, not in the health loop, so that the kubelet hears
+// of unhealthy GPUs at once.
+func (a *Agent) recordHealth(ctx context.Context, recorder record.EventRecorder, events <-chan healthEvent) {
+	for {
+		var ev healthEvent
+		select {
+		case <-ctx.Done():
+			return
+		case ev = <-events:
+		}
+		timeout := time.NewTimer(healthEventWait)
+		select {
+		case <-ctx.Done():
+			timeout.Stop()
+			return
+		case <-ev.wrote:
+		case <-timeout.C:
+			klog.FromContext(ctx).Info("GPUNode not written in time; the health event may not show in kubectl describe", "gpu", ev.change.UUID)
+		}
+		timeout.Stop()
+		uid, _ := a.pub.Written()
+		c := ev.change
+		recorder.Eventf(gpuNodeRef(a.cfg.NodeName, uid), eventType(c.Healthy), healthReason(c.Healthy), "GPU %s: %s", c.UUID, describe(c))
+	}
+}
+
+// gpuNodeRef refers to the node's GPUNode. It is cluster-scoped, so the
+// reference has no namespace and the recorder puts the event in "default";
+// kubectl describe finds it by name, kind and UID across namespaces.
+func gpuNodeRef(node string, uid types.UID) *v1.ObjectReference {
+	return &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: node, UID: uid}
 }
 
 func eventType(healthy bool) string {

@@ -3,11 +3,13 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
@@ -32,6 +34,13 @@ type Publisher struct {
 	now       func() time.Time
 	queue     workqueue.TypedRateLimitingInterface[string]
 	synced    chan struct{}
+
+	mu sync.Mutex
+	// uid is the UID of the GPUNode last written; a GPUNode deleted and
+	// created again has a new one.
+	uid types.UID
+	// wrote is closed at the next successful write.
+	wrote chan struct{}
 }
 
 // NewPublisher returns a publisher for node's GPUNode. status computes the
@@ -44,6 +53,7 @@ func NewPublisher(node string, gpus versioned.Interface, kube kubernetes.Interfa
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "gpunode-publisher"}),
 		synced: make(chan struct{}),
+		wrote:  make(chan struct{}),
 	}
 }
 
@@ -52,6 +62,26 @@ func (p *Publisher) Trigger() { p.queue.Add(p.node) }
 
 // Published is closed after the first successful write.
 func (p *Publisher) Published() <-chan struct{} { return p.synced }
+
+// Written returns the UID of the GPUNode as of the last successful write
+// (empty before the first), and a channel that is closed at the next one.
+// Events about the GPUNode name it by UID, which only a written (or read)
+// object has: the GPUNode may not exist yet, or be deleted and created
+// again with a new UID.
+func (p *Publisher) Written() (types.UID, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.uid, p.wrote
+}
+
+// written records a successful write of gn.
+func (p *Publisher) written(gn *v1alpha1.GPUNode) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.uid = gn.UID
+	close(p.wrote)
+	p.wrote = make(chan struct{})
+}
 
 // Run writes the status now, on every Trigger and every heartbeat interval,
 // until ctx ends.
@@ -101,12 +131,14 @@ func (p *Publisher) sync(ctx context.Context) error {
 		}
 		gn = gn.DeepCopy()
 		gn.Status = p.status(p.now())
-		if _, err := client.UpdateStatus(ctx, gn, metav1.UpdateOptions{}); err != nil {
+		gn, err = client.UpdateStatus(ctx, gn, metav1.UpdateOptions{})
+		if err != nil {
 			if apierrors.IsConflict(err) {
 				return err
 			}
 			return fmt.Errorf("writing GPUNode %s status: %w", p.node, err)
 		}
+		p.written(gn)
 		return nil
 	})
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -61,6 +62,9 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 			t.Errorf("GPU after XID 79: %+v", g)
 		}
 	}
+	// The event is on the GPUNode as kubectl describe looks for it: by
+	// name, kind and UID, across namespaces.
+	e.waitGPUNodeEvent(gn, "GPUUnhealthy", "GPU "+bad+": unhealthy: XID 79")
 	if m := scrapeDevicePluginMetrics(t); !strings.Contains(m, `tessera_device_plugin_xid_events_total{gpu="`+bad+`",xid="79"} 1`) ||
 		!strings.Contains(m, `tessera_device_plugin_gpu_health_transitions_total{gpu="`+bad+`",healthy="false"} 1`) || strings.Contains(m, `xid="13"`) {
 		t.Errorf("device plugin metrics after XIDs 13 and 79:\n%s", m)
@@ -77,6 +81,52 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 	use := e.checkNoOverbooking()
 	if len(use) != 7 || use[bad] != 0 {
 		t.Errorf("GPU use %v; want 7 GPUs, not %s", use, bad)
+	}
+
+	// A GPUNode deleted and created again has a new UID; a health event
+	// raised while it is gone names the new one.
+	if err := e.c.GPU.TesseraV1alpha1().GPUNodes().Delete(e.ctx, "dgx", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad2 := a.Machine().UUIDs()[1]
+	if err := a.Machine().InjectXID(bad2, 79); err != nil {
+		t.Fatal(err)
+	}
+	regn := e.waitGPUNode("dgx", func(g *v1alpha1.GPUNode) bool { return g.UID != gn.UID && g.Status.HealthyCount == 6 })
+	e.waitGPUNodeEvent(regn, "GPUUnhealthy", "GPU "+bad2+": unhealthy: XID 79")
+}
+
+// waitGPUNodeEvent waits for an event on the GPUNode found the way kubectl
+// describe finds them (name, kind and UID, in any namespace), and checks
+// that it is in the namespace the recorder gives cluster-scoped objects.
+func (e *env) waitGPUNodeEvent(gn *v1alpha1.GPUNode, reason, message string) {
+	e.t.Helper()
+	events := e.c.Client.CoreV1().Events(metav1.NamespaceAll)
+	ns, kind, uid := "", "GPUNode", string(gn.UID)
+	sel := events.GetFieldSelector(&gn.Name, &ns, &kind, &uid).String()
+	var seen []string
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := events.List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if err != nil {
+			return false, nil
+		}
+		seen = seen[:0]
+		for _, ev := range list.Items {
+			seen = append(seen, ev.Namespace+"/"+ev.Reason+": "+ev.Message)
+			if ev.Reason == reason && ev.Message == message && ev.Namespace == metav1.NamespaceDefault &&
+				ev.InvolvedObject.UID == gn.UID && ev.InvolvedObject.Namespace == "" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		all, _ := events.List(e.ctx, metav1.ListOptions{})
+		var everything []string
+		for _, ev := range all.Items {
+			everything = append(everything, fmt.Sprintf("%s/%s %s/%s uid %q: %s", ev.Namespace, ev.Reason, ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.InvolvedObject.UID, ev.Message))
+		}
+		e.t.Fatalf("no %s event %q on GPUNode %s (uid %s); selected %v; all events %v", reason, message, gn.Name, gn.UID, seen, everything)
 	}
 }
 
