@@ -43,6 +43,10 @@ type nodeRecord struct {
 	inv   *device.Inventory
 	pods  map[types.UID]*podRecord
 	state atomic.Pointer[nodeState]
+	// stale is whether the inventory was last announced stale.
+	stale bool
+	// staleTimer fires when a fresh inventory would go stale.
+	staleTimer *time.Timer
 }
 
 // podRecord is one pod's hold on a node's devices.
@@ -79,6 +83,11 @@ type gpuCache struct {
 	// warn records a Warning event about bad input on the object it
 	// concerns; the recorder is asynchronous, so it may be called under mu.
 	warn func(regarding runtime.Object, reason, note string)
+	// normal records a Normal event, likewise; the plugin sets it when it
+	// starts watching.
+	normal func(regarding runtime.Object, reason, note string)
+	// stop, once closed, ends the timers that watch heartbeats.
+	stop <-chan struct{}
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRecord
@@ -93,7 +102,8 @@ type gpuCache struct {
 
 func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
 	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {},
-		warn: func(runtime.Object, string, string) {}, pods: map[types.UID]*podRecord{}}
+		warn: func(runtime.Object, string, string) {}, normal: func(runtime.Object, string, string) {},
+		pods: map[types.UID]*podRecord{}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
 }
@@ -190,8 +200,7 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	inv := gpu.Inventory(gn)
 	if len(inv.Problems) > 0 && (r.inv == nil || fmt.Sprint(r.inv.Problems) != fmt.Sprint(inv.Problems)) {
 		c.logger.Info("GPUNode has GPUs that cannot be used; they are skipped", "gpuNode", gn.Name, "problems", inv.Problems)
-		ref := &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: gn.Name, UID: gn.UID}
-		c.warn(ref, "InvalidGPUInventory", truncate("GPUs skipped: "+strings.Join(inv.Problems, "; ")))
+		c.warn(gpuNodeRef(gn), "InvalidGPUInventory", truncate("GPUs skipped: "+strings.Join(inv.Problems, "; ")))
 	}
 	from := -1
 	if r.inv != nil {
@@ -203,7 +212,93 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	c.resizeLocked(from, inv.Len())
 	r.rv, r.gn, r.inv = gn.ResourceVersion, gn, inv
 	c.publishLocked(r)
+	c.stalenessLocked(r, now)
 	c.unlock(changed)
+}
+
+func gpuNodeRef(gn *v1alpha1.GPUNode) *v1.ObjectReference {
+	return &v1.ObjectReference{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "GPUNode", Name: gn.Name, UID: gn.UID}
+}
+
+// Event reasons for a node's inventory going stale and coming back.
+const (
+	reasonInventoryStale = "GPUInventoryStale"
+	reasonInventoryFresh = "GPUInventoryFresh"
+)
+
+// staleAt is when a GPUNode's inventory counts as stale: once its heartbeat
+// is older than bound. A GPUNode without a heartbeat is stale for Filter,
+// but its device plugin may have just created it, so it is announced as
+// stale only when it has had no heartbeat for bound since its creation.
+func staleAt(gn *v1alpha1.GPUNode, bound time.Duration) time.Time {
+	if gn.Status.HeartbeatTime != nil {
+		return gn.Status.HeartbeatTime.Add(bound)
+	}
+	return gn.CreationTimestamp.Add(bound)
+}
+
+// stalenessLocked records an event on the GPUNode when its inventory goes
+// stale or comes back, once per transition, and arms the node's timer for
+// the moment a fresh inventory goes stale. Heartbeats that stop bring no
+// informer event, so the timer is what notices them, without any work in
+// Filter or Score.
+func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
+	if r.gn == nil {
+		if r.staleTimer != nil {
+			r.staleTimer.Stop()
+		}
+		r.stale = false
+		return
+	}
+	gn := r.gn
+	at := staleAt(gn, c.staleness)
+	stale := now.After(at)
+	switch {
+	case stale && !r.stale:
+		var note string
+		if gn.Status.HeartbeatTime == nil {
+			note = fmt.Sprintf("GPUNode has had no heartbeat since it was created at %s; no new GPU pods go to node %s until its device plugin reports",
+				gn.CreationTimestamp.UTC().Format(time.RFC3339), gn.Name)
+		} else {
+			note = fmt.Sprintf("heartbeat %s is older than %s; no new GPU pods go to node %s until its device plugin reports again",
+				gn.Status.HeartbeatTime.UTC().Format(time.RFC3339), c.staleness, gn.Name)
+		}
+		c.logger.Info("GPU inventory is stale", "gpuNode", gn.Name, "staleAt", at)
+		c.warn(gpuNodeRef(gn), reasonInventoryStale, note)
+	case !stale && r.stale:
+		c.logger.Info("GPU inventory is fresh again", "gpuNode", gn.Name)
+		c.normal(gpuNodeRef(gn), reasonInventoryFresh, fmt.Sprintf("heartbeat is current again; node %s takes GPU pods again", gn.Name))
+	}
+	r.stale = stale
+	if stale {
+		// Only a GPUNode update can end this; setGPUNode looks then.
+		if r.staleTimer != nil {
+			r.staleTimer.Stop()
+		}
+		return
+	}
+	// Just past the bound, since stale means strictly older than it.
+	d := at.Sub(now) + time.Millisecond
+	if r.staleTimer == nil {
+		name := r.name
+		r.staleTimer = time.AfterFunc(d, func() { c.checkStale(name) })
+	} else {
+		r.staleTimer.Reset(d)
+	}
+}
+
+// checkStale is the staleness timer of a node.
+func (c *gpuCache) checkStale(name string) {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := (*c.nodes.Load())[name]; r != nil {
+		c.stalenessLocked(r, c.now())
+	}
 }
 
 // inventoryChanged reports whether anything but the heartbeat differs.
@@ -233,6 +328,7 @@ func (c *gpuCache) deleteGPUNode(name string) {
 	c.resizeLocked(r.inv.Len(), -1)
 	r.inv, r.gn = nil, nil
 	c.publishLocked(r)
+	c.stalenessLocked(r, c.now())
 	c.dropRecordLocked(r)
 }
 

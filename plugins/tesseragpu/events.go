@@ -32,6 +32,14 @@ var metav1PatchOptions = metav1.PatchOptions{FieldManager: "tessera-scheduler"}
 // reports whether both have delivered their initial lists, so that no pod is
 // placed on a cache that does not yet know what is running.
 func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, error) {
+	// Before any handler runs: the cache announces stale inventories, and
+	// inventories fresh again, on the GPUNode, and stops its heartbeat
+	// timers with the scheduler.
+	recorder := h.EventRecorder()
+	pl.cache.normal = func(regarding runtime.Object, reason, note string) {
+		recorder.Eventf(regarding, nil, v1.EventTypeNormal, reason, "Scheduling", "%s", note)
+	}
+	pl.cache.stop = ctx.Done()
 	podReg, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(pl.podHandler())
 	if err != nil {
 		return nil, fmt.Errorf("watching pods: %w", err)

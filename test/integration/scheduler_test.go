@@ -206,9 +206,25 @@ func TestStaleInventoryAvoided(t *testing.T) {
 	e.addNode("stale", localcluster.FakeNode{GPUs: 8, Heartbeat: time.Now().Add(-time.Hour)})
 	e.createPod("p", gpus(1))
 	e.waitUnschedulable("p", "gpu inventory is stale")
+	// The GPUNode says why too, once.
+	e.waitEvent("stale", "GPUInventoryStale: heartbeat")
 	e.addNode("fresh", localcluster.FakeNode{GPUs: 1})
 	if p := e.waitBound("p"); p.Spec.NodeName != "fresh" {
 		t.Errorf("pod on %s", p.Spec.NodeName)
+	}
+	// A heartbeat brings it back, with an event saying so.
+	gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "stale", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := metav1.Now()
+	gn.Status.HeartbeatTime = &hb
+	if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, gn, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEvent("stale", "GPUInventoryFresh: heartbeat is current again")
+	if ev := e.events("stale"); strings.Count(ev, "GPUInventoryStale") != 1 {
+		t.Errorf("GPUNode events %s; want one GPUInventoryStale", ev)
 	}
 }
 
