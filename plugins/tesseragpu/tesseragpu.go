@@ -140,6 +140,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	// hints and activation know whether a later change is news to it.
 	pl.waiting.attempt(pod, pl.cache.generation())
 	if !pl.synced() {
+		rejections.WithLabelValues(reasonNotSynced).Inc()
 		return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
 	}
 	if largest := pl.cache.largestNode(); req.Whole > largest {

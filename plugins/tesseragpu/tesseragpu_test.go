@@ -154,10 +154,15 @@ func TestPreFilter(t *testing.T) {
 }
 
 func TestPreFilterWaitsForSync(t *testing.T) {
+	registerMetrics()
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 8, "H100"))
 	pl.synced = func() bool { return false }
+	before := counter(t, rejections.WithLabelValues(reasonNotSynced))
 	if _, st := preFilter(t, pl, makePod("p", whole("1"))); st.Code() != fwk.Unschedulable || st.Message() != reasonNotSynced {
 		t.Errorf("PreFilter before sync = %v", st)
+	}
+	if got := counter(t, rejections.WithLabelValues(reasonNotSynced)); got != before+1 {
+		t.Errorf("rejections_total{reason=%q} = %v, want %v", reasonNotSynced, got, before+1)
 	}
 }
 
