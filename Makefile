@@ -23,7 +23,7 @@ IMAGE_TAG ?= $(VERSION)
 FUZZTIME  ?= 30s
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate manifests images fuzz bench bench-short bench-micro bench-perf bench-machine bench-config etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images fuzz bench bench-short bench-micro bench-perf bench-machine bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -113,6 +113,23 @@ bench-perf: etcd ## Scheduling throughput through scheduler_perf (bench/perf), T
 	    -test.timeout=150m $(PERF_FLAGS) -data-items-dir="$(CURDIR)/$(PERF_DATA)" >> "$(CURDIR)/$(PERF_LOG)" 2>&1 \
 	  || { tail -n 60 "$(CURDIR)/$(PERF_LOG)"; exit 1; }; done
 	$(GO) run ./bench/summarize perf $(BENCH_OUT)/perf.txt $(PERF_DATA) $(PERF_MORE_DATA) > $(BENCH_OUT)/perf-summary.md
+
+# The openb traces are research data read from where they lie; they are
+# never copied into the repository.
+TRACES    ?= ../shared/traces/openb
+TRACE     ?= all
+SEEDS     ?= 42-51
+STRATEGIES ?= all
+
+bench-trace: ## Replay openb traces (TRACE=all|default|...) with the FGD paper's protocol; results in bench/results/trace.
+	$(GO) run ./bench/trace -traces $(TRACES) -trace $(TRACE) -seeds $(SEEDS) -strategies $(STRATEGIES) -out bench/results/trace
+
+bench-trace-ci: ## Placement-quality guard: default trace, one seed; fails if online fragmentation leaves over 5.5% of GPUs unallocated.
+	@if [ -d "$(TRACES)/csv" ]; then \
+	  $(GO) run ./bench/trace -traces $(TRACES) -trace default -seeds 42 -strategies fragmentation -max-unallocated fragmentation=5.5; \
+	else \
+	  echo "bench-trace-ci: SKIPPED: no openb traces at $(TRACES) (set TRACES=...)"; \
+	fi
 
 bench-machine: # Record the machine and the command beside the results.
 	@{ echo "date: $$(date -u '+%Y-%m-%d %H:%M UTC')"; echo "commit: $(COMMIT)"; \

@@ -280,28 +280,24 @@ func (w *Workload) Plan(inv *Inventory, used []int, r *Request, p Placement, usa
 	return p, before - w.frag(&v)
 }
 
-// FragmentationScoreScale is the resolution of FragmentationScore: scores
-// are 0..100*FragmentationScoreScale, fine enough that placements differing
-// by a hundredth of a device still rank apart before normalisation.
-const FragmentationScoreScale = 1000
-
-// FragmentationScore rates a placement found by Workload.Plan from its
-// fragmentation delta (in units) under weights: the node and device weights
-// together weigh the delta, squashed into 0..100 by a logistic curve over
-// whole devices, and the topology and taint weights weigh the same terms as
-// in Score. It returns 0..100*FragmentationScoreScale.
-func (p *Placement) FragmentationScore(inv *Inventory, r *Request, avoid uint64, delta float64, w Weights) int64 {
-	frag := 100 / (1 + math.Exp(-delta/FullUnits))
+// FragmentationScore rates a placement found by Workload.Plan. The
+// fragmentation delta (in units) is squashed over whole devices by a
+// logistic curve into an integer 0..100, as fragmentation gradient descent
+// was published; the node and device weights together weigh it, and the
+// topology and taint weights weigh the same terms as in Score. Equal
+// scores are common by design: deltas within a few hundredths of a device
+// are a tie, and tie is what breaks them (larger wins). A stable tie-break,
+// the same for a node from pod to pod, makes successive pods fill the same
+// nodes first, which leaves more nodes whole than spreading ties at random
+// or by fullness does (bench/trace measures this).
+func (p *Placement) FragmentationScore(inv *Inventory, r *Request, avoid uint64, delta float64, w Weights, tie uint32) int64 {
+	frag := int64(100 / (1 + math.Exp(-delta/FullUnits)))
 	topology, taint := int64(100), int64(100)
 	if !r.Empty() {
 		topology, taint = p.localityTerms(inv, r, avoid)
 	}
-	sum := w.Node + w.Device + w.Topology + w.Taint
-	if sum == 0 {
-		return 0
-	}
-	v := (float64(w.Node+w.Device)*frag + float64(w.Topology*topology) + float64(w.Taint*taint)) / float64(sum)
-	return int64(v * FragmentationScoreScale)
+	primary := (w.Node+w.Device)*frag + w.Topology*topology + w.Taint*taint
+	return primary<<32 | int64(tie)
 }
 
 // lessFrag orders candidate devices: less fragmentation first; between

@@ -165,6 +165,9 @@ func (r *Request) Empty() bool { return r == nil || (r.Whole == 0 && len(r.Share
 
 // Units is the total capacity the pod holds at its peak.
 func (r *Request) Units() int {
+	if r == nil {
+		return 0
+	}
 	u := r.Whole * FullUnits
 	for _, s := range r.Shares {
 		u += s

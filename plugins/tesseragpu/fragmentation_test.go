@@ -80,7 +80,7 @@ func TestFragmentationScore(t *testing.T) {
 	pl := fragPlugin(t, halves, gpuNode("a", 1, "H100"), gpuNode("b", 2, "H100"))
 	pl.cache.upsertPod(holding("a", 0, 40))
 	scores := bestNode(t, pl, makePod("p", percent("30")), cpuNodeInfo("a", "8"), cpuNodeInfo("b", "8"))
-	if scores[0].Score != 0 || scores[1].Score != fwk.MaxNodeScore {
+	if scores[0].Score >= scores[1].Score || scores[1].Score != fwk.MaxNodeScore {
 		t.Errorf("scores %v; want b on top", scores)
 	}
 }
@@ -112,7 +112,7 @@ func TestFragmentationScoresCPUOnlyPods(t *testing.T) {
 	// 6 of 8 CPUs on the GPU node would leave too little CPU for any GPU
 	// pod of the workload; the CPU-only node loses nothing.
 	scores := bestNode(t, pl, makePod("web", cpuRequest("6")), cpuNodeInfo("gpu", "8"), cpuNodeInfo("cpu", "8"))
-	if scores[0].Score != 0 || scores[1].Score != fwk.MaxNodeScore {
+	if scores[0].Score >= scores[1].Score || scores[1].Score != fwk.MaxNodeScore {
 		t.Errorf("scores %v; want the CPU node on top", scores)
 	}
 	// Reserve leaves pods without GPUs alone.
@@ -172,3 +172,22 @@ type snapshotHandle struct {
 }
 
 func (h snapshotHandle) SnapshotSharedLister() fwk.SharedLister { return h.snapshot }
+
+func TestRankScores(t *testing.T) {
+	scores := fwk.NodeScoreList{{Name: "a", Score: 5 << 32}, {Name: "b", Score: 9 << 32}, {Name: "c", Score: 5 << 32}, {Name: "d", Score: 7<<32 | 3}}
+	rankScores(scores)
+	want := []int64{98, 100, 98, 99}
+	for i, s := range scores {
+		if s.Score != want[i] {
+			t.Errorf("%s: rank score %d, want %d", s.Name, s.Score, want[i])
+		}
+	}
+	many := make(fwk.NodeScoreList, 300)
+	for i := range many {
+		many[i] = fwk.NodeScore{Name: fmt.Sprint(i), Score: int64(i)}
+	}
+	rankScores(many)
+	if many[299].Score != fwk.MaxNodeScore || many[0].Score != fwk.MinNodeScore {
+		t.Errorf("ranks beyond %d distinct scores: best %d, worst %d", fwk.MaxNodeScore, many[299].Score, many[0].Score)
+	}
+}

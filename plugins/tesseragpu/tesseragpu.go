@@ -7,9 +7,13 @@
 package tesseragpu
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"math"
+	"slices"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -253,7 +257,7 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 		}
 		var p device.Placement
 		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu)
-		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights)
+		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights, tieOrder(st.inv))
 	}
 	st, p, status := pl.fit(s, ni.Node().Name)
 	if status != nil {
@@ -263,17 +267,34 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 	if w == nil {
 		// Before any pod is seen, pack: it is what keeps the most room
 		// for a workload not yet known.
-		return p.Score(st.inv, st.used, s.req, avoid, device.Binpack, pl.weights) * device.FragmentationScoreScale
+		return p.Score(st.inv, st.used, s.req, avoid, device.Binpack, pl.weights)<<32 | int64(tieOrder(st.inv))
 	}
 	p, delta := w.Plan(st.inv, st.used, s.req, p, usable, avoid, freeCPU(ni), s.cpu)
-	return p.FragmentationScore(st.inv, s.req, avoid, delta, pl.weights)
+	return p.FragmentationScore(st.inv, s.req, avoid, delta, pl.weights, tieOrder(st.inv))
 }
 
-// neutralFragmentationScore is the score of a placement that changes no
-// fragmentation and uses no device.
+// neutralFragmentationScore is the score of a placement on a node without
+// GPUs: it changes no fragmentation and uses no device. Such nodes win
+// ties with GPU nodes: a pod without GPUs should leave GPU nodes' CPU to
+// the pods that need their GPUs.
 func neutralFragmentationScore(w device.Weights) int64 {
 	var p device.Placement
-	return p.FragmentationScore(nil, nil, 0, 0, w)
+	return p.FragmentationScore(nil, nil, 0, 0, w, math.MaxUint32)
+}
+
+// tieOrder is a node's fixed place in the order that breaks ties between
+// equal fragmentation scores (larger goes first). Nodes with fewer GPUs
+// come first, so that small nodes fill up before large ones are broken
+// into; among nodes of one size, a hash of the name gives an arbitrary but
+// stable order. Because the order is the same in every cycle and after a
+// restart, pods of equal merit pile onto the same nodes instead of
+// spreading over all of them. On the openb default trace (bench/trace),
+// ordering ties this way leaves 4.8% of GPUs unallocated; breaking them at
+// random leaves 10%, and largest nodes first 12.7%.
+func tieOrder(inv *device.Inventory) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(inv.Node))
+	return uint32(device.MaxDevicesPerNode-inv.Len())<<24 | h.Sum32()&(1<<24-1)
 }
 
 // freeCPU is the CPU of a node not yet requested by its pods, in
@@ -305,6 +326,10 @@ func (pl *TesseraGPU) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.
 	if len(scores) == 0 {
 		return nil
 	}
+	if pl.workload != nil {
+		rankScores(scores)
+		return nil
+	}
 	lo, hi := scores[0].Score, scores[0].Score
 	for _, s := range scores {
 		lo, hi = min(lo, s.Score), max(hi, s.Score)
@@ -317,6 +342,27 @@ func (pl *TesseraGPU) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.
 		scores[i].Score = (scores[i].Score - lo) * fwk.MaxNodeScore / (hi - lo)
 	}
 	return nil
+}
+
+// rankScores maps scores to ranks: the best distinct score becomes
+// MaxNodeScore, the next MaxNodeScore-1, and so on. Fragmentation scores
+// carry fine differences (a hundredth of a GPU of fragmentation, then how
+// full the node gets) that a linear stretch to 0..100 would round into
+// ties among the best nodes.
+func rankScores(scores fwk.NodeScoreList) {
+	order := make([]int, len(scores))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(scores[b].Score, scores[a].Score) })
+	rank, prev := int64(0), scores[order[0]].Score
+	for _, i := range order {
+		if scores[i].Score != prev {
+			rank++
+			prev = scores[i].Score
+		}
+		scores[i].Score = max(fwk.MaxNodeScore-rank, fwk.MinNodeScore)
+	}
 }
 
 // ScoreExtensions returns the plugin, which normalizes its scores.
