@@ -409,3 +409,38 @@ func TestBadInventorySkipsGPUs(t *testing.T) {
 		t.Errorf("pod got %v; only GPU 2 is usable", a)
 	}
 }
+
+// TestFragmentationStrategy runs the real scheduler with the fragmentation
+// strategy and a fixed workload of 50% pods, and checks that it picks the
+// GPUs that keep room for such pods, where binpack and spread would not.
+func TestFragmentationStrategy(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{GPUArgs: map[string]any{
+		"scoringStrategy": map[string]any{
+			"type": "fragmentation",
+			"fragmentation": map[string]any{
+				"windowPods": 0, "coverage": 100,
+				"seed": []any{map[string]any{"cpu": "0", "gpus": 1, "gpuPercent": 50, "weight": 1}},
+			},
+		},
+	}})
+	e.addNode("b", localcluster.FakeNode{GPUs: 2})
+	gpuOf := func(name string, opts ...podOpt) string {
+		e.createPod(name, opts...)
+		a := e.assignmentOf(e.waitBound(name))
+		return a["main"][0].UUID
+	}
+	if got := gpuOf("hold", share(40)); got != gpuUUID("b", 0) {
+		t.Fatalf("hold on %s, want GPU 0", got)
+	}
+	// 30% on GPU 0 would leave 30%, too little for a 50% pod; binpack
+	// (tightest fit) would do it, fragmentation takes GPU 1.
+	if got := gpuOf("p", share(30)); got != gpuUUID("b", 1) {
+		t.Errorf("p on %s, want GPU 1", got)
+	}
+	// 10% leaves room for a 50% pod on either GPU; spread would take the
+	// roomier GPU 1, fragmentation the first of equals.
+	if got := gpuOf("q", share(10)); got != gpuUUID("b", 0) {
+		t.Errorf("q on %s, want GPU 0", got)
+	}
+	e.checkNoOverbooking()
+}
