@@ -146,3 +146,55 @@ func TestClassOf(t *testing.T) {
 		}
 	}
 }
+
+// benchWorkload is a mix the size of the openb default trace's: 35 pod
+// shapes, shares and whole GPUs, with and without CPU-only pods.
+func benchWorkload() *Workload {
+	var classes []WorkloadClass
+	for i := 0; i < 35; i++ {
+		c := WorkloadClass{CPUMilli: int64(1000 + 1000*(i%12)), Weight: float64(35 - i)}
+		switch i % 5 {
+		case 0:
+		case 1, 2:
+			c.Count, c.Units = 1, 5+10*(i%9)
+		case 3:
+			c.Count, c.Units = 1, FullUnits
+		case 4:
+			c.Count, c.Units = 1<<(i%4), FullUnits
+		}
+		classes = append(classes, c)
+	}
+	return NewWorkload(classes)
+}
+
+// BenchmarkWorkloadPlan measures the fragmentation strategy's per-node cost
+// in Score: a 30% share on a fragmented 8-GPU node, with the memo warm (the
+// node unchanged since the last pod, the common case) and cold (every
+// state computed afresh).
+func BenchmarkWorkloadPlan(b *testing.B) {
+	inv := fragInventory("frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A")
+	used := []int{60, 30, 100, 0, 0, 10, 0, 70}
+	r, err := NewRequest([]ContainerDemand{{Name: "c", Units: 30}}, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, _ := Plan(inv, used, r, 255, 0, Binpack)
+	b.Run("memo=warm", func(b *testing.B) {
+		w := benchWorkload()
+		w.Plan(inv, used, r, p, 255, 0, 64000, 4000)
+		b.ReportAllocs()
+		for b.Loop() {
+			w.Plan(inv, used, r, p, 255, 0, 64000, 4000)
+		}
+	})
+	b.Run("memo=cold", func(b *testing.B) {
+		w := benchWorkload()
+		b.ReportAllocs()
+		cpu := int64(64000)
+		for b.Loop() {
+			// A new CPU figure makes every state new to the memo.
+			cpu++
+			w.Plan(inv, used, r, p, 255, 0, cpu, 4000)
+		}
+	})
+}
