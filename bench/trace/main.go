@@ -248,6 +248,13 @@ func run() error {
 				logf("%s seed %d %s: unallocated GPU at 100%% arrived %.2f%%, %d of %d pods failed, %.1fs",
 					name, seed, st.name, u, res.failed, res.pods, res.elapsed.Seconds())
 				results = append(results, res)
+				if o.out != "" {
+					// Keep what is done on disk, so that a long replay
+					// stopped part way still leaves its results.
+					if err := summarize(name, o, results).write(o.out, os.Args[1:]); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		rep := summarize(name, o, results)

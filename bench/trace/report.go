@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -149,20 +150,34 @@ func (r *report) write(dir string, args []string) error {
 	for _, s := range r.stats {
 		fmt.Fprintf(&md, "- `%s`: %s\n", s.strategy, s.about)
 	}
+	// Seeds as columns; a strategy stopped part way shows "-" for the rest.
+	var seeds []int64
+	for _, s := range r.stats {
+		for _, res := range s.perSeed {
+			if !slices.Contains(seeds, res.seed) {
+				seeds = append(seeds, res.seed)
+			}
+		}
+	}
 	fmt.Fprintf(&md, "\nPer seed (unallocated GPU %% at 100%% arrived):\n\n| strategy |")
-	for _, res := range r.stats[0].perSeed {
-		fmt.Fprintf(&md, " %d |", res.seed)
+	for _, seed := range seeds {
+		fmt.Fprintf(&md, " %d |", seed)
 	}
 	md.WriteString("\n|---|")
-	for range r.stats[0].perSeed {
+	for range seeds {
 		md.WriteString("---:|")
 	}
 	md.WriteString("\n")
 	for _, s := range r.stats {
 		fmt.Fprintf(&md, "| %s |", s.strategy)
-		for _, res := range s.perSeed {
-			u, _ := res.unallocatedAt(100)
-			fmt.Fprintf(&md, " %.2f |", u)
+		for _, seed := range seeds {
+			cell := " - |"
+			for _, res := range s.perSeed {
+				if u, ok := res.unallocatedAt(100); ok && res.seed == seed {
+					cell = fmt.Sprintf(" %.2f |", u)
+				}
+			}
+			md.WriteString(cell)
 		}
 		md.WriteString("\n")
 	}

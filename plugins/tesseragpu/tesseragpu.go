@@ -14,9 +14,11 @@ import (
 	"hash/fnv"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -25,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
@@ -68,6 +71,9 @@ type TesseraGPU struct {
 	workload *workloadEstimator
 	// strategyName labels the placement metric.
 	strategyName string
+	// bindEnabled is set when the profile binds with TesseraGPU.
+	bindCheck   sync.Once
+	bindEnabled bool
 	// comparisonOperators follows the TaintTolerationComparisonOperators
 	// gate, so device taints match tolerations exactly as node taints do.
 	comparisonOperators bool
@@ -80,6 +86,7 @@ var (
 	_ fwk.ScorePlugin       = &TesseraGPU{}
 	_ fwk.ReservePlugin     = &TesseraGPU{}
 	_ fwk.PreBindPlugin     = &TesseraGPU{}
+	_ fwk.BindPlugin        = &TesseraGPU{}
 	_ fwk.EnqueueExtensions = &TesseraGPU{}
 )
 
@@ -419,19 +426,24 @@ func (pl *TesseraGPU) Unreserve(_ context.Context, cs fwk.CycleState, pod *v1.Po
 	pl.cache.forget(pod.UID)
 }
 
-// PreBindPreFlight skips PreBind for pods that ask for no GPU.
+// PreBindPreFlight skips PreBind for pods that ask for no GPU, and for all
+// pods when the profile binds with TesseraGPU: the Binding then carries the
+// assignment, and skipping PreBind also spares the scheduler the
+// nominatedNodeName status write it makes before a PreBind that runs.
 func (pl *TesseraGPU) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
-	if s, err := readState(cs); err != nil || s.chosen == nil {
+	if s, err := readState(cs); err != nil || s.chosen == nil || pl.binds() {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
 }
 
 // PreBind writes the chosen GPUs onto the pod before it is bound, so the
-// node's device plugin can hand exactly those to the containers.
+// node's device plugin can hand exactly those to the containers. It is the
+// fallback for profiles that do not bind with TesseraGPU: one more API
+// write per pod.
 func (pl *TesseraGPU) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
 	s, err := readState(cs)
-	if err != nil || s.chosen == nil {
+	if err != nil || s.chosen == nil || pl.binds() {
 		return nil
 	}
 	patch, err := json.Marshal(map[string]any{
@@ -445,6 +457,46 @@ func (pl *TesseraGPU) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		return fwk.AsStatus(fmt.Errorf("recording gpu assignment on pod %s: %w", klog.KObj(pod), err))
 	}
 	return nil
+}
+
+// Bind binds a GPU pod with its assignment in the Binding's annotations,
+// which the apiserver copies onto the pod in the same write that sets its
+// node: one API call instead of a patch and a binding, and no moment at
+// which the pod is bound without its GPUs recorded. Pods without GPUs are
+// left to the next bind plugin.
+func (pl *TesseraGPU) Bind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, node string) *fwk.Status {
+	s, err := readState(cs)
+	if err != nil || s.chosen == nil {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	b := &v1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Annotations: map[string]string{assignment.Annotation: s.chosen.String()}},
+		Target: v1.ObjectReference{Kind: "Node", Name: node},
+	}
+	if err := pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("binding pod %s with its gpu assignment: %w", klog.KObj(pod), err))
+	}
+	return nil
+}
+
+// binds reports whether the profile runs TesseraGPU as a Bind plugin. The
+// answer is read once, at the first pod, when the framework is complete.
+func (pl *TesseraGPU) binds() bool {
+	pl.bindCheck.Do(func() {
+		lister, ok := pl.handle.(interface{ ListPlugins() *schedconfig.Plugins })
+		if !ok {
+			return
+		}
+		if ps := lister.ListPlugins(); ps != nil {
+			for _, p := range ps.Bind.Enabled {
+				if p.Name == Name {
+					pl.bindEnabled = true
+				}
+			}
+		}
+	})
+	return pl.bindEnabled
 }
 
 // New builds the plugin: it decodes and validates its args, starts the
