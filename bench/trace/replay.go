@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -74,7 +75,7 @@ func oracleFragmentation(pods []tracePod) *config.TesseraGPUArgs {
 		c := config.WorkloadClass{CPUMilli: s.key.cpu, GPUs: int32(s.key.gpus), GPUPercent: int32(s.key.milli / 10), Weight: int32(s.n)}
 		if s.key.spec != "" {
 			for _, m := range strings.Split(s.key.spec, "|") {
-				if m != "" && !containsString(c.Models, m) {
+				if m != "" && !slices.Contains(c.Models, m) {
 					c.Models = append(c.Models, m)
 				}
 			}
@@ -83,15 +84,6 @@ func oracleFragmentation(pods []tracePod) *config.TesseraGPUArgs {
 	}
 	a.ScoringStrategy.Fragmentation = f
 	return a
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 var strategies = []strategy{
