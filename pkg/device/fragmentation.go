@@ -194,13 +194,13 @@ func (w *Workload) compute(v *fragVec) float64 {
 // with cpuFree millicores left and devices in use as used says.
 func (w *Workload) Fragmentation(inv *Inventory, used []int, cpuFree int64) float64 {
 	var v fragVec
-	w.fill(&v, inv, used, 0, 0, cpuFree)
+	v.fill(inv, used, -1, 0, cpuFree)
 	return w.frag(&v)
 }
 
 // fill builds the vector of a node state in which extra units are in use on
 // device dev (when extra > 0).
-func (w *Workload) fill(v *fragVec, inv *Inventory, used []int, dev, extra int, cpu int64) {
+func (v *fragVec) fill(inv *Inventory, used []int, dev, extra int, cpu int64) {
 	v.cpu, v.n = cpu, 0
 	for m := inv.healthy &^ inv.hardTainted; m != 0; m &= m - 1 {
 		i := bits.TrailingZeros64(m)
@@ -226,14 +226,19 @@ func (w *Workload) fill(v *fragVec, inv *Inventory, used []int, dev, extra int, 
 // visits.
 func (w *Workload) Plan(inv *Inventory, used []int, r *Request, p Placement, usable, avoid uint64, cpuFree, cpuReq int64) (Placement, float64) {
 	var v fragVec
-	w.fill(&v, inv, used, -1, 0, cpuFree)
+	v.fill(inv, used, -1, 0, cpuFree)
 	before := w.frag(&v)
 
+	// after is the use of each device as the placement so far leaves it,
+	// starting from the whole devices taken.
 	var after [MaxDevicesPerNode]int
-	copy(after[:], used)
-	for m := p.Whole; m != 0; m &= m - 1 {
-		after[bits.TrailingZeros64(m)] = FullUnits
+	withWhole := func() {
+		copy(after[:], used)
+		for m := p.Whole; m != 0; m &= m - 1 {
+			after[bits.TrailingZeros64(m)] = FullUnits
+		}
 	}
+	withWhole()
 	cpu := cpuFree - cpuReq
 	if !r.Empty() {
 		out := p
@@ -244,7 +249,7 @@ func (w *Workload) Plan(inv *Inventory, used []int, r *Request, p Placement, usa
 				if FullUnits-after[i] < units || seen&(1<<uint(i)) != 0 {
 					continue
 				}
-				w.fill(&v, inv, after[:inv.Len()], i, units, cpu)
+				v.fill(inv, after[:inv.Len()], i, units, cpu)
 				f := w.frag(&v)
 				// Devices alike in model, fill and avoidance give the same
 				// result; skip them.
@@ -262,10 +267,7 @@ func (w *Workload) Plan(inv *Inventory, used []int, r *Request, p Placement, usa
 				// An earlier share took the room Plan had found for this
 				// one; Plan's own choice is valid.
 				out = p
-				copy(after[:], used)
-				for m := p.Whole; m != 0; m &= m - 1 {
-					after[bits.TrailingZeros64(m)] = FullUnits
-				}
+				withWhole()
 				for s2, u := range r.Shares {
 					after[p.Share[s2]] += u
 				}
@@ -276,7 +278,7 @@ func (w *Workload) Plan(inv *Inventory, used []int, r *Request, p Placement, usa
 		}
 		p = out
 	}
-	w.fill(&v, inv, after[:inv.Len()], -1, 0, cpu)
+	v.fill(inv, after[:inv.Len()], -1, 0, cpu)
 	return p, before - w.frag(&v)
 }
 

@@ -94,7 +94,7 @@ var (
 func (pl *TesseraGPU) Name() string { return Name }
 
 // cycleState is what PreFilter works out once per pod, and what Reserve
-// chose for PreBind to write.
+// chose for Bind (or PreBind) to write.
 type cycleState struct {
 	// req is nil for a pod without GPUs, which only the fragmentation
 	// strategy scores.
@@ -173,39 +173,48 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	_, _, status := pl.fit(s, ni.Node().Name)
+	_, status := pl.fit(s, ni.Node().Name)
 	if status != nil {
 		rejections.WithLabelValues(status.Message()).Inc()
 	}
 	return status
 }
 
+// fitted is what fit works out for a node that can hold the pod: the
+// node's state, the devices the pod may use and should avoid there, and
+// the strategy's placement.
+type fitted struct {
+	st            *nodeState
+	usable, avoid uint64
+	p             device.Placement
+}
+
 // fit is Filter's verdict plus what Score and Reserve need. It does not
 // allocate on the path that admits a node.
-func (pl *TesseraGPU) fit(s *cycleState, node string) (*nodeState, device.Placement, *fwk.Status) {
+func (pl *TesseraGPU) fit(s *cycleState, node string) (fitted, *fwk.Status) {
 	st := pl.cache.state(node)
 	if st == nil || st.inv == nil {
-		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
+		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
 	if st.inv.Stale(s.now, pl.staleness) {
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonStale)
+		return fitted{}, fwk.NewStatus(fwk.Unschedulable, reasonStale)
 	}
 	if st.unknown > 0 {
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, reasonUnknownPods)
+		return fitted{}, fwk.NewStatus(fwk.Unschedulable, reasonUnknownPods)
 	}
 	usable, avoid, why := device.Usable(st.inv, s.req)
 	switch why {
 	case device.Fits:
 	case device.NoDevices, device.NoAllowedModel:
-		return nil, device.Placement{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, failureReason(why))
+		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, failureReason(why))
 	default:
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, failureReason(why))
+		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(why))
 	}
 	p, ok := device.Plan(st.inv, st.used, s.req, usable, avoid, pl.strategy)
 	if !ok {
-		return nil, device.Placement{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.inv, st.used, s.req)))
+		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.inv, st.used, s.req)))
 	}
-	return st, p, nil
+	return fitted{st: st, usable: usable, avoid: avoid, p: p}, nil
 }
 
 // failureReason is the Filter message for a device-model verdict.
@@ -241,14 +250,13 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	if pl.workload != nil {
 		return pl.fragmentationScore(s, ni), nil
 	}
-	st, p, status := pl.fit(s, ni.Node().Name)
+	f, status := pl.fit(s, ni.Node().Name)
 	if status != nil {
 		// The node changed since Filter; rank it last rather than fail the
 		// cycle, and let Reserve have the final word.
 		return 0, nil
 	}
-	_, avoid, _ := device.Usable(st.inv, s.req)
-	return p.Score(st.inv, st.used, s.req, avoid, pl.strategy, pl.weights), nil
+	return f.p.Score(f.st.inv, f.st.used, s.req, f.avoid, pl.strategy, pl.weights), nil
 }
 
 // fragmentationScore rates a node by how little the pod grows the GPU
@@ -266,18 +274,18 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu)
 		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights, tieOrder(st.inv))
 	}
-	st, p, status := pl.fit(s, ni.Node().Name)
+	f, status := pl.fit(s, ni.Node().Name)
 	if status != nil {
 		return 0
 	}
-	usable, avoid, _ := device.Usable(st.inv, s.req)
+	inv := f.st.inv
 	if w == nil {
 		// Before any pod is seen, pack: it is what keeps the most room
 		// for a workload not yet known.
-		return p.Score(st.inv, st.used, s.req, avoid, device.Binpack, pl.weights)<<32 | int64(tieOrder(st.inv))
+		return f.p.Score(inv, f.st.used, s.req, f.avoid, device.Binpack, pl.weights)<<32 | int64(tieOrder(inv))
 	}
-	p, delta := w.Plan(st.inv, st.used, s.req, p, usable, avoid, freeCPU(ni), s.cpu)
-	return p.FragmentationScore(st.inv, s.req, avoid, delta, pl.weights, tieOrder(st.inv))
+	p, delta := w.Plan(inv, f.st.used, s.req, f.p, f.usable, f.avoid, freeCPU(ni), s.cpu)
+	return p.FragmentationScore(inv, s.req, f.avoid, delta, pl.weights, tieOrder(inv))
 }
 
 // neutralFragmentationScore is the score of a placement on a node without
@@ -312,17 +320,16 @@ func freeCPU(ni fwk.NodeInfo) int64 {
 
 // fragmentationPlacement is the placement Reserve takes under the
 // fragmentation strategy: the devices Score rated.
-func (pl *TesseraGPU) fragmentationPlacement(s *cycleState, st *nodeState, p device.Placement, node string) device.Placement {
+func (pl *TesseraGPU) fragmentationPlacement(s *cycleState, f fitted, node string) device.Placement {
 	w := pl.workload.workload()
 	if w == nil || pl.handle == nil {
-		return p
+		return f.p
 	}
 	ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node)
 	if err != nil {
-		return p
+		return f.p
 	}
-	usable, avoid, _ := device.Usable(st.inv, s.req)
-	p, _ = w.Plan(st.inv, st.used, s.req, p, usable, avoid, freeCPU(ni), s.cpu)
+	p, _ := w.Plan(f.st.inv, f.st.used, s.req, f.p, f.usable, f.avoid, freeCPU(ni), s.cpu)
 	return p
 }
 
@@ -353,9 +360,9 @@ func (pl *TesseraGPU) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.
 
 // rankScores maps scores to ranks: the best distinct score becomes
 // MaxNodeScore, the next MaxNodeScore-1, and so on. Fragmentation scores
-// carry fine differences (a hundredth of a GPU of fragmentation, then how
-// full the node gets) that a linear stretch to 0..100 would round into
-// ties among the best nodes.
+// carry the node's fixed tie order below the fragmentation score, and a
+// linear stretch to 0..100 would round that order away among the best
+// nodes.
 func rankScores(scores fwk.NodeScoreList) {
 	order := make([]int, len(scores))
 	for i := range order {
@@ -383,12 +390,13 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
-	st, p, status := pl.fit(s, node)
+	f, status := pl.fit(s, node)
 	if status != nil {
 		return status
 	}
+	st, p := f.st, f.p
 	if pl.workload != nil {
-		p = pl.fragmentationPlacement(s, st, p, node)
+		p = pl.fragmentationPlacement(s, f, node)
 	}
 	a := assignment.Assignment{}
 	grants := p.Grants(s.req)
