@@ -121,8 +121,10 @@ TRACE     ?= all
 SEEDS     ?= 42-51
 STRATEGIES ?= all
 
+# -keep: runs of other strategies and seeds already in bench/results/trace
+# stay, so a campaign can be run a few traces or seeds at a time.
 bench-trace: ## Replay openb traces (TRACE=all|default|...) with the FGD paper's protocol; results in bench/results/trace.
-	$(GO) run ./bench/trace -traces $(TRACES) -trace $(TRACE) -seeds $(SEEDS) -strategies $(STRATEGIES) -out bench/results/trace
+	$(GO) run ./bench/trace -traces $(TRACES) -trace $(TRACE) -seeds $(SEEDS) -strategies $(STRATEGIES) -keep -out bench/results/trace
 
 bench-trace-ci: ## Placement-quality guard: default trace, one seed; fails if online fragmentation leaves over 5.5% of GPUs unallocated.
 	@if [ -d "$(TRACES)/csv" ]; then \

@@ -56,6 +56,7 @@ type options struct {
 	guards     map[string]float64
 	quiet      bool
 	serverLogs bool
+	keep       bool
 }
 
 func parseFlags() (*options, error) {
@@ -70,6 +71,7 @@ func parseFlags() (*options, error) {
 	flag.StringVar(&o.out, "out", "", "directory for <trace>.md, <trace>.csv and <trace>.svg (default: print the table only)")
 	flag.StringVar(&guards, "max-unallocated", "", "fail if a strategy's mean unallocated GPU % at 100% arrived exceeds a bound: strategy=percent,...")
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress lines")
+	flag.BoolVar(&o.keep, "keep", false, "keep the runs already saved under -out for the strategies and seeds not replayed now, so that a long campaign can be split over several invocations")
 	flag.BoolVar(&o.serverLogs, "server-logs", false, "show the apiserver's and the plugins' logs")
 	flag.Parse()
 	if !o.serverLogs {
@@ -230,6 +232,13 @@ func run() error {
 		name := traceName(path)
 		pods := podLists[path]
 		var results []*result
+		if o.keep && o.out != "" {
+			saved, err := loadResults(o.out, name)
+			if err != nil {
+				return fmt.Errorf("-keep: %w", err)
+			}
+			results = keepOthers(saved, o)
+		}
 		for _, st := range o.strategies {
 			for _, seed := range o.seeds {
 				order := arrivals(pods, cl.capacity, o.topUp, seed)
@@ -251,16 +260,19 @@ func run() error {
 				if o.out != "" {
 					// Keep what is done on disk, so that a long replay
 					// stopped part way still leaves its results.
-					if err := summarize(name, o, results).write(o.out, os.Args[1:]); err != nil {
+					if err := summarize(name, results).write(o.out, os.Args[1:]); err != nil {
 						return err
 					}
 				}
 			}
 		}
-		rep := summarize(name, o, results)
+		rep := summarize(name, results)
 		fmt.Println(rep.markdownTable())
 		if o.out != "" {
 			if err := rep.write(o.out, os.Args[1:]); err != nil {
+				return err
+			}
+			if err := writeSummary(o.out); err != nil {
 				return err
 			}
 		}

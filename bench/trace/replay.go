@@ -179,6 +179,8 @@ type result struct {
 	count        [maxArrivedPct + 1]int
 	pods, failed int
 	elapsed      time.Duration
+	// date is when the run was made.
+	date time.Time
 }
 
 const maxArrivedPct = 130
@@ -268,6 +270,7 @@ func replay(ctx context.Context, cl *cluster, st strategy, allPods, order []trac
 		}
 	}
 	res.elapsed = time.Since(start)
+	res.date = start
 	return res, nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"os"
@@ -60,10 +61,11 @@ type report struct {
 	byStrategy map[string]*stat
 }
 
-func summarize(trace string, o *options, results []*result) *report {
+func summarize(trace string, results []*result) *report {
 	r := &report{trace: trace, date: time.Now().UTC(), byStrategy: map[string]*stat{}}
-	for _, st := range o.strategies {
+	for _, st := range strategies {
 		s := &stat{strategy: st.name, about: st.about}
+		var failed, seconds []float64
 		for _, res := range results {
 			if res.strategy != st.name {
 				continue
@@ -72,15 +74,21 @@ func summarize(trace string, o *options, results []*result) *report {
 			if u, ok := res.unallocatedAt(100); ok {
 				s.unallocated = append(s.unallocated, u)
 			}
-			s.failed += float64(res.failed)
-			s.seconds += res.elapsed.Seconds()
+			// Runs saved before their counts were kept do not know them.
+			if res.failed >= 0 {
+				failed = append(failed, float64(res.failed))
+			}
+			if res.elapsed >= 0 {
+				seconds = append(seconds, res.elapsed.Seconds())
+			}
 		}
 		s.seeds = len(s.perSeed)
 		if s.seeds == 0 {
 			continue
 		}
-		s.failed /= float64(s.seeds)
-		s.seconds /= float64(s.seeds)
+		slices.SortFunc(s.perSeed, func(a, b *result) int { return cmp.Compare(a.seed, b.seed) })
+		s.failed, _ = meanSD(failed)
+		s.seconds, _ = meanSD(seconds)
 		s.mean, s.sd = meanSD(s.unallocated)
 		for k := 0; k <= maxArrivedPct; k++ {
 			var vals []float64
@@ -132,9 +140,17 @@ func (r *report) markdownTable() string {
 		} else {
 			policy = "-"
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.2f ± %.2f | %s | %s | %.0f | %.1f |\n", s.strategy, s.seeds, s.mean, s.sd, policy, paper, s.failed, s.seconds)
+		fmt.Fprintf(&b, "| %s | %d | %.2f ± %.2f | %s | %s | %s | %s |\n", s.strategy, s.seeds, s.mean, s.sd, policy, paper, orDash(s.failed, "%.0f"), orDash(s.seconds, "%.1f"))
 	}
 	return b.String()
+}
+
+// orDash formats v, or gives "-" when it is not known (NaN).
+func orDash(v float64, format string) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
 }
 
 // write saves <trace>.md, <trace>.csv and <trace>.svg under dir.
@@ -145,6 +161,9 @@ func (r *report) write(dir string, args []string) error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Trace replay: `%s`\n\n", r.trace)
 	fmt.Fprintf(&md, "Made on %s with:\n\n```\ngo run ./bench/trace %s\n```\n\n", r.date.Format("2006-01-02"), strings.Join(args, " "))
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "keep") }) {
+		fmt.Fprintf(&md, "With `-keep`, the runs of earlier invocations for other strategies and seeds were kept; [%s-runs.csv](%s-runs.csv) dates each run.\n\n", r.trace, r.trace)
+	}
 	md.WriteString(r.markdownTable())
 	md.WriteString("\nStrategies:\n\n")
 	for _, s := range r.stats {
@@ -187,7 +206,7 @@ func (r *report) write(dir string, args []string) error {
 	}
 
 	var csv strings.Builder
-	csv.WriteString("trace,strategy,seed,arrived_pct,unallocated_gpu_pct\n")
+	csv.WriteString(curveHeader + "\n")
 	for _, s := range r.stats {
 		for _, res := range s.perSeed {
 			for k := 0; k <= maxArrivedPct; k++ {
@@ -198,6 +217,13 @@ func (r *report) write(dir string, args []string) error {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, r.trace+".csv"), []byte(csv.String()), 0o644); err != nil {
+		return err
+	}
+	var all []*result
+	for _, s := range r.stats {
+		all = append(all, s.perSeed...)
+	}
+	if err := os.WriteFile(filepath.Join(dir, r.trace+"-runs.csv"), []byte(writeRuns(all)), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, r.trace+".svg"), []byte(r.svg()), 0o644)
