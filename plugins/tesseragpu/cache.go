@@ -541,7 +541,6 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 		}
 	}
 	r.state.Store(st)
-	recordNode(r.name, st)
 }
 
 func sameUse(a, b map[string]int) bool {

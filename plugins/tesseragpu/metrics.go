@@ -1,10 +1,15 @@
 package tesseragpu
 
 import (
+	"context"
+	"maps"
+	"slices"
 	"sync"
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/tessera-gpu/tessera/pkg/device"
 )
 
 // Metrics are registered with the scheduler's registry, so they appear on
@@ -12,18 +17,6 @@ import (
 const metricsSubsystem = "tessera_scheduler"
 
 var (
-	gpuAllocated = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Subsystem:      metricsSubsystem,
-		Name:           "gpu_allocated_percent",
-		Help:           "Percent of each GPU held by pods, as the scheduler accounts it (100 for a whole GPU).",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"node", "gpu"})
-	nodeGPUs = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Subsystem:      metricsSubsystem,
-		Name:           "node_gpus",
-		Help:           "GPUs per node by state: free (nothing held), partial (shares), full, unhealthy.",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"node", "state"})
 	placements = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem:      metricsSubsystem,
 		Name:           "placements_total",
@@ -55,41 +48,138 @@ var (
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(gpuAllocated, nodeGPUs, placements, rejections, cacheSync, workloadClasses)
+		legacyregistry.MustRegister(placements, rejections, cacheSync, workloadClasses)
+		legacyregistry.CustomMustRegister(inventory)
 	})
 }
 
-// recordNode publishes a node's GPU gauges from its state.
-func recordNode(name string, st *nodeState) {
-	if !nodeGPUs.IsCreated() {
-		return // not registered: the plugin runs outside a scheduler (tests)
+// The GPU inventory is exported in aggregate, by model, and computed at
+// scrape time from the cache. Series per node or per GPU would be 60,000 at
+// 5,000 nodes of 8 GPUs: each scrape would sort them all (scheduler_perf,
+// which gathers every second, lost a fifth of its CPU to that), and every
+// cache change would pay label lookups. Per-GPU detail is one command
+// away: kubectl tessera nodes.
+var (
+	gpusDesc = metrics.NewDesc(metricsSubsystem+"_gpus",
+		"GPUs by model and state: free (nothing held), partial (shares held), full, unhealthy.",
+		[]string{"model", "state"}, nil, metrics.ALPHA, "")
+	allocatedDesc = metrics.NewDesc(metricsSubsystem+"_gpus_allocated",
+		"GPUs' worth of capacity held by pods, by model, as the scheduler accounts it (a 40% share counts 0.4).",
+		[]string{"model"}, nil, metrics.ALPHA, "")
+	gpuNodesDesc = metrics.NewDesc(metricsSubsystem+"_gpu_nodes",
+		"Nodes with a GPU inventory, by whether it is trusted: fresh, stale (heartbeat older than inventoryStaleness), or held (pods hold GPUs the cache cannot pin, so none is offered).",
+		[]string{"inventory"}, nil, metrics.ALPHA, "")
+
+	inventory = &inventoryCollector{}
+)
+
+// inventoryCollector reports the GPU inventory of the scheduler's cache.
+// Every TesseraGPU instance (one per profile) keeps a cache of the same
+// cluster; the collector reports the oldest live one.
+type inventoryCollector struct {
+	metrics.BaseStableCollector
+
+	mu     sync.Mutex
+	caches []*gpuCache
+}
+
+// track reports c until ctx ends.
+func (ic *inventoryCollector) track(ctx context.Context, c *gpuCache) {
+	ic.mu.Lock()
+	ic.caches = append(ic.caches, c)
+	ic.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		ic.mu.Lock()
+		ic.caches = slices.DeleteFunc(ic.caches, func(x *gpuCache) bool { return x == c })
+		ic.mu.Unlock()
+	})
+}
+
+func (ic *inventoryCollector) DescribeWithStability(ch chan<- *metrics.Desc) {
+	ch <- gpusDesc
+	ch <- allocatedDesc
+	ch <- gpuNodesDesc
+}
+
+func (ic *inventoryCollector) CollectWithStability(ch chan<- metrics.Metric) {
+	ic.mu.Lock()
+	var c *gpuCache
+	if len(ic.caches) > 0 {
+		c = ic.caches[0]
 	}
-	if st == nil || st.inv == nil {
-		nodeGPUs.DeletePartialMatch(map[string]string{"node": name})
-		gpuAllocated.DeletePartialMatch(map[string]string{"node": name})
+	ic.mu.Unlock()
+	if c == nil {
 		return
 	}
-	var free, partial, full, sick int
-	for i := range st.inv.Devices {
-		d := &st.inv.Devices[i]
-		used := st.used[i]
-		if st.unknown > 0 {
-			used = 100
+	sum := c.summary()
+	for _, m := range slices.Sorted(maps.Keys(sum.models)) {
+		ms := sum.models[m]
+		for i, state := range gpuStates {
+			ch <- metrics.NewLazyConstMetric(gpusDesc, metrics.GaugeValue, float64(ms.gpus[i]), m, state)
 		}
-		gpuAllocated.WithLabelValues(name, d.ID).Set(float64(used))
+		ch <- metrics.NewLazyConstMetric(allocatedDesc, metrics.GaugeValue, float64(ms.units)/device.FullUnits, m)
+	}
+	ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, float64(sum.fresh), "fresh")
+	ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, float64(sum.stale), "stale")
+	ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, float64(sum.held), "held")
+}
+
+// gpuStates names the states of inventorySummary's gpus, in order.
+var gpuStates = [...]string{"free", "partial", "full", "unhealthy"}
+
+type modelSummary struct {
+	gpus  [len(gpuStates)]int
+	units int
+}
+
+type inventorySummary struct {
+	models             map[string]*modelSummary
+	fresh, stale, held int
+}
+
+// summary counts the cache's GPUs by model and state. A node whose pods
+// hold GPUs the cache cannot pin counts as all in use, as Filter treats it.
+func (c *gpuCache) summary() inventorySummary {
+	sum := inventorySummary{models: map[string]*modelSummary{}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range *c.nodes.Load() {
+		st := r.state.Load()
+		if st == nil || st.inv == nil {
+			continue
+		}
 		switch {
-		case !d.Healthy:
-			sick++
-		case used == 0:
-			free++
-		case used >= 100:
-			full++
+		case st.unknown > 0:
+			sum.held++
+		case r.stale:
+			sum.stale++
 		default:
-			partial++
+			sum.fresh++
+		}
+		for i := range st.inv.Devices {
+			d := &st.inv.Devices[i]
+			ms := sum.models[d.Model]
+			if ms == nil {
+				ms = &modelSummary{}
+				sum.models[d.Model] = ms
+			}
+			used := st.used[i]
+			if st.unknown > 0 {
+				used = device.FullUnits
+			}
+			used = min(used, device.FullUnits)
+			ms.units += used
+			switch {
+			case !d.Healthy:
+				ms.gpus[3]++
+			case used == 0:
+				ms.gpus[0]++
+			case used >= device.FullUnits:
+				ms.gpus[2]++
+			default:
+				ms.gpus[1]++
+			}
 		}
 	}
-	nodeGPUs.WithLabelValues(name, "free").Set(float64(free))
-	nodeGPUs.WithLabelValues(name, "partial").Set(float64(partial))
-	nodeGPUs.WithLabelValues(name, "full").Set(float64(full))
-	nodeGPUs.WithLabelValues(name, "unhealthy").Set(float64(sick))
+	return sum
 }

@@ -527,6 +527,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	pl.synced = synced
+	inventory.track(ctx, pl.cache)
 	go pl.activateLoop(klog.NewContext(ctx, logger), h)
 	return pl, nil
 }

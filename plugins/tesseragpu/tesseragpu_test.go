@@ -573,11 +573,40 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(st)
 	}
 	preFilter(t, pl, makePod("bad", percent("150")))
-	if got := gauge(t, gpuAllocated.WithLabelValues("m", uuid("m", 0))); got != 40 {
-		t.Errorf("gpu_allocated_percent = %v, want 40", got)
+	ctx, cancel := context.WithCancel(context.Background())
+	ic := &inventoryCollector{}
+	ic.track(ctx, pl.cache)
+	want := `
+# HELP tessera_scheduler_gpu_nodes [ALPHA] Nodes with a GPU inventory, by whether it is trusted: fresh, stale (heartbeat older than inventoryStaleness), or held (pods hold GPUs the cache cannot pin, so none is offered).
+# TYPE tessera_scheduler_gpu_nodes gauge
+tessera_scheduler_gpu_nodes{inventory="fresh"} 1
+tessera_scheduler_gpu_nodes{inventory="held"} 0
+tessera_scheduler_gpu_nodes{inventory="stale"} 0
+# HELP tessera_scheduler_gpus [ALPHA] GPUs by model and state: free (nothing held), partial (shares held), full, unhealthy.
+# TYPE tessera_scheduler_gpus gauge
+tessera_scheduler_gpus{model="H100",state="free"} 1
+tessera_scheduler_gpus{model="H100",state="full"} 0
+tessera_scheduler_gpus{model="H100",state="partial"} 1
+tessera_scheduler_gpus{model="H100",state="unhealthy"} 0
+# HELP tessera_scheduler_gpus_allocated [ALPHA] GPUs' worth of capacity held by pods, by model, as the scheduler accounts it (a 40% share counts 0.4).
+# TYPE tessera_scheduler_gpus_allocated gauge
+tessera_scheduler_gpus_allocated{model="H100"} 0.4
+`
+	if err := testutil.CustomCollectAndCompare(ic, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
-	if got := gauge(t, nodeGPUs.WithLabelValues("m", "partial")); got != 1 {
-		t.Errorf("node_gpus{partial} = %v, want 1", got)
+	// A stopped plugin's cache is no longer reported.
+	cancel()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ic.mu.Lock()
+		n := len(ic.caches)
+		ic.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the collector still reports the cache of a stopped plugin")
+		}
 	}
 	if got := counter(t, placements.WithLabelValues("binpack", "share")); got < 1 {
 		t.Errorf("placements_total = %v", got)

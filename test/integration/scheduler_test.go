@@ -77,8 +77,10 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
-		`tessera_scheduler_gpu_allocated_percent{gpu="` + gpuUUID("small", 0) + `",node="small"}`,
-		`tessera_scheduler_node_gpus{node="big",state="full"} 8`,
+		`tessera_scheduler_gpus{model="NVIDIA H100 80GB HBM3",state="full"} 11`,
+		`tessera_scheduler_gpus{model="NVIDIA H100 80GB HBM3",state="partial"} 1`,
+		`tessera_scheduler_gpus_allocated{model="NVIDIA H100 80GB HBM3"} 11.3`,
+		`tessera_scheduler_gpu_nodes{inventory="fresh"} 2`,
 		`tessera_scheduler_placements_total{kind="whole",strategy="binpack"}`,
 		`tessera_scheduler_placements_total{kind="share",strategy="binpack"}`,
 		`tessera_scheduler_cache_rebuild_seconds`,
