@@ -49,7 +49,8 @@ type csvError struct {
 func (e *csvError) Error() string { return fmt.Sprintf("%s:%d: %v", e.file, e.line, e.err) }
 
 // readCSV reads a CSV file with a header, checking that the named columns
-// are present, and calls row with each record's fields by column name.
+// are present, and calls row with each record's fields by column name; a
+// column not in the header reads as empty.
 func readCSV(path string, required []string, row func(get func(string) string) error) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -83,7 +84,14 @@ func readCSV(path string, required []string, row func(get func(string) string) e
 		if len(rec) < len(header) {
 			return &csvError{path, line, fmt.Errorf("%d fields, the header has %d", len(rec), len(header))}
 		}
-		get := func(name string) string { return strings.TrimSpace(rec[col[name]]) }
+		get := func(name string) string {
+			// An optional column the file lacks reads as empty.
+			i, ok := col[name]
+			if !ok {
+				return ""
+			}
+			return strings.TrimSpace(rec[i])
+		}
 		if err := row(get); err != nil {
 			return &csvError{path, line, err}
 		}

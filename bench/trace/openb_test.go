@@ -58,8 +58,12 @@ func TestReadPods(t *testing.T) {
 		t.Errorf("models %q, want the duplicate dropped", got)
 	}
 	// The multigpu lists have no gpu_spec column.
-	if _, err := readPods(writeFile(t, "name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1,1,8,1000\n")); err != nil {
-		t.Errorf("five-column list: %v", err)
+	five, err := readPods(writeFile(t, "name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1,1,8,1000\n"))
+	if err != nil {
+		t.Fatalf("five-column list: %v", err)
+	}
+	if five[0].spec != "" || len(five[0].models) != 0 {
+		t.Errorf("a list without gpu_spec gave the pod model constraint %q (%v)", five[0].spec, five[0].models)
 	}
 }
 
