@@ -260,7 +260,7 @@ func run() error {
 				if o.out != "" {
 					// Keep what is done on disk, so that a long replay
 					// stopped part way still leaves its results.
-					if err := summarize(name, results).write(o.out, os.Args[1:]); err != nil {
+					if err := summarize(name, results).write(o.out, os.Args[1:], o.keep); err != nil {
 						return err
 					}
 				}
@@ -269,7 +269,7 @@ func run() error {
 		rep := summarize(name, results)
 		fmt.Println(rep.markdownTable())
 		if o.out != "" {
-			if err := rep.write(o.out, os.Args[1:]); err != nil {
+			if err := rep.write(o.out, os.Args[1:], o.keep); err != nil {
 				return err
 			}
 			if err := writeSummary(o.out); err != nil {

@@ -153,15 +153,17 @@ func orDash(v float64, format string) string {
 	return fmt.Sprintf(format, v)
 }
 
-// write saves <trace>.md, <trace>.csv and <trace>.svg under dir.
-func (r *report) write(dir string, args []string) error {
+// write saves <trace>.md, <trace>.csv, <trace>-runs.csv and <trace>.svg
+// under dir. args is the command line; kept says that it kept earlier
+// invocations' runs (-keep).
+func (r *report) write(dir string, args []string, kept bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Trace replay: `%s`\n\n", r.trace)
 	fmt.Fprintf(&md, "Made on %s with:\n\n```\ngo run ./bench/trace %s\n```\n\n", r.date.Format("2006-01-02"), strings.Join(args, " "))
-	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "keep") }) {
+	if kept {
 		fmt.Fprintf(&md, "With `-keep`, the runs of earlier invocations for other strategies and seeds were kept; [%s-runs.csv](%s-runs.csv) dates each run.\n\n", r.trace, r.trace)
 	}
 	md.WriteString(r.markdownTable())
@@ -207,7 +209,9 @@ func (r *report) write(dir string, args []string) error {
 
 	var csv strings.Builder
 	csv.WriteString(curveHeader + "\n")
+	var all []*result
 	for _, s := range r.stats {
+		all = append(all, s.perSeed...)
 		for _, res := range s.perSeed {
 			for k := 0; k <= maxArrivedPct; k++ {
 				if res.count[k] > 0 {
@@ -218,10 +222,6 @@ func (r *report) write(dir string, args []string) error {
 	}
 	if err := os.WriteFile(filepath.Join(dir, r.trace+".csv"), []byte(csv.String()), 0o644); err != nil {
 		return err
-	}
-	var all []*result
-	for _, s := range r.stats {
-		all = append(all, s.perSeed...)
 	}
 	if err := os.WriteFile(filepath.Join(dir, r.trace+"-runs.csv"), []byte(writeRuns(all)), 0o644); err != nil {
 		return err

@@ -20,7 +20,7 @@ func testRun(strategy string, seed int64, u float64, failed int) *result {
 func TestResultsRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	runs := []*result{testRun("fragmentation", 42, 4.5, 10), testRun("fragmentation", 43, 5.5, 12), testRun("bestfit", 42, 7, 20)}
-	if err := summarize("default", runs).write(dir, []string{"-trace", "default"}); err != nil {
+	if err := summarize("default", runs).write(dir, []string{"-trace", "default"}, false); err != nil {
 		t.Fatal(err)
 	}
 	got, err := loadResults(dir, "default")
@@ -37,6 +37,14 @@ func TestResultsRoundTrip(t *testing.T) {
 	}
 	if u, _ := rep.byStrategy["bestfit"].perSeed[0].unallocatedAt(96); u != 6 {
 		t.Errorf("bestfit curve at 96%%: %v, want 6", u)
+	}
+
+	// A -keep invocation says so in the table's file.
+	if err := summarize("default", got).write(dir, []string{"-keep"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := os.ReadFile(filepath.Join(dir, "default.md")); !strings.Contains(string(md), "With `-keep`") {
+		t.Errorf("default.md does not mention -keep:\n%s", md)
 	}
 
 	// -keep drops only what is replayed again.

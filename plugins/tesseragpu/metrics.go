@@ -124,8 +124,16 @@ func (ic *inventoryCollector) CollectWithStability(ch chan<- metrics.Metric) {
 	ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, float64(sum.held), "held")
 }
 
-// gpuStates names the states of inventorySummary's gpus, in order.
-var gpuStates = [...]string{"free", "partial", "full", "unhealthy"}
+// The states of a GPU in tessera_scheduler_gpus, as indexes of
+// modelSummary.gpus and gpuStates.
+const (
+	gpuFree = iota
+	gpuPartial
+	gpuFull
+	gpuUnhealthy
+)
+
+var gpuStates = [...]string{gpuFree: "free", gpuPartial: "partial", gpuFull: "full", gpuUnhealthy: "unhealthy"}
 
 type modelSummary struct {
 	gpus  [len(gpuStates)]int
@@ -171,13 +179,13 @@ func (c *gpuCache) summary() inventorySummary {
 			ms.units += used
 			switch {
 			case !d.Healthy:
-				ms.gpus[3]++
+				ms.gpus[gpuUnhealthy]++
 			case used == 0:
-				ms.gpus[0]++
-			case used >= device.FullUnits:
-				ms.gpus[2]++
+				ms.gpus[gpuFree]++
+			case used == device.FullUnits:
+				ms.gpus[gpuFull]++
 			default:
-				ms.gpus[1]++
+				ms.gpus[gpuPartial]++
 			}
 		}
 	}
