@@ -146,6 +146,39 @@ func TestUsable(t *testing.T) {
 	}
 }
 
+// TestUsableMasksMatchDeviceWalk checks the mask-only verdict that Filter
+// takes on nodes without device taints against the device-by-device walk,
+// over mixed-model nodes with unhealthy devices and every model filter.
+func TestUsableMasksMatchDeviceWalk(t *testing.T) {
+	modelSets := [][]string{nil, {"A"}, {"B"}, {"C"}, {"B", "A"}, {"A", "A"}, {"Z"}}
+	for layout := 0; layout < 1<<6; layout++ {
+		specs := make([]DeviceSpec, 6)
+		for i := range specs {
+			specs[i] = DeviceSpec{ID: fmt.Sprint(i), Model: []string{"A", "B"}[i%2], Healthy: layout&(1<<i) != 0}
+			if layout%3 == 0 && i == 5 {
+				specs[i].Model = "C"
+			}
+		}
+		inv := NewInventory("n", time.Now(), specs)
+		for _, models := range modelSets {
+			r, err := NewRequest([]ContainerDemand{{Name: "a", Count: 1}}, models, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, a, b, why := usable4(inv, r)
+			wu, wa, wb, wwhy := usableEach(inv, r)
+			if u != wu || a != wa || b != wb || why != wwhy {
+				t.Errorf("layout %06b models %v: masks give %06b %06b %06b %v, the walk %06b %06b %06b %v",
+					layout, models, u, a, b, why, wu, wa, wb, wwhy)
+			}
+		}
+	}
+	empty := NewInventory("n", time.Now(), nil)
+	if _, _, _, why := usable4(empty, mustRequest(t, ContainerDemand{Name: "a", Count: 1})); why != NoDevices {
+		t.Errorf("no devices: why = %v, want NoDevices", why)
+	}
+}
+
 func TestPlan(t *testing.T) {
 	inv := NewInventory("n", time.Now(), dgx("H100"))
 	all := uint64(0xff)

@@ -3,6 +3,7 @@ package device
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 	"sort"
 	"time"
 
@@ -65,7 +66,10 @@ type Inventory struct {
 	// modelIDs are the devices' interned model names, for fragmentation.
 	modelIDs []uint16
 	models   []string
-	maxModel int
+	// modelMasks[i] are the devices of model models[i], so that a model
+	// constraint is checked once per model rather than once per device.
+	modelMasks []uint64
+	maxModel   int
 }
 
 // DeviceSpec is one device as a backend reports it, before validation.
@@ -161,6 +165,11 @@ func NewInventory(node string, heartbeat time.Time, specs []DeviceSpec) *Invento
 		}
 	}
 	sort.Strings(inv.models)
+	inv.modelMasks = make([]uint64, len(inv.models))
+	for i := range inv.Devices {
+		m, _ := slices.BinarySearch(inv.models, inv.Devices[i].Model)
+		inv.modelMasks[m] |= 1 << uint(i)
+	}
 	return inv
 }
 

@@ -15,6 +15,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -102,6 +103,9 @@ type cycleState struct {
 	// cpu is the pod's CPU request in millicores, for fragmentation.
 	cpu int64
 	now time.Time
+	// cycle tells this scheduling cycle's fit memos (nodeRecord.fit) from
+	// older ones.
+	cycle uint64
 	// chosen is set by Reserve.
 	chosen assignment.Assignment
 }
@@ -142,7 +146,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		if pl.workload != nil {
 			// A pod without GPUs still takes CPU that GPU pods need; the
 			// fragmentation strategy scores where it does the least harm.
-			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now()})
+			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 		}
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
@@ -159,7 +163,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
-	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now()})
+	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 	return nil, nil
 }
 
@@ -173,11 +177,31 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	_, status := pl.fit(s, ni.Node().Name)
+	r := pl.cache.record(ni.Node().Name)
+	f, status := pl.fit(s, r)
 	if status != nil {
 		rejections.WithLabelValues(status.Message()).Inc()
+		return status
 	}
-	return status
+	r.fit.f = f
+	r.fit.cycle.Store(s.cycle)
+	return nil
+}
+
+// cycles numbers scheduling cycles across every instance of the plugin,
+// which may share nodes' records.
+var cycles atomic.Uint64
+
+// fitAgain is fit for Score: what Filter found on the node in this cycle,
+// unless the node's state has changed since.
+func (pl *TesseraGPU) fitAgain(s *cycleState, node string) (fitted, *fwk.Status) {
+	r := pl.cache.record(node)
+	if r != nil && r.fit.cycle.Load() == s.cycle {
+		if f := r.fit.f; f.st == r.state.Load() {
+			return f, nil
+		}
+	}
+	return pl.fit(s, r)
 }
 
 // fitted is what fit works out for a node that can hold the pod: the
@@ -191,8 +215,11 @@ type fitted struct {
 
 // fit is Filter's verdict plus what Score and Reserve need. It does not
 // allocate on the path that admits a node.
-func (pl *TesseraGPU) fit(s *cycleState, node string) (fitted, *fwk.Status) {
-	st := pl.cache.state(node)
+func (pl *TesseraGPU) fit(s *cycleState, r *nodeRecord) (fitted, *fwk.Status) {
+	var st *nodeState
+	if r != nil {
+		st = r.state.Load()
+	}
 	if st == nil || st.inv == nil {
 		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
@@ -250,7 +277,7 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	if pl.workload != nil {
 		return pl.fragmentationScore(s, ni), nil
 	}
-	f, status := pl.fit(s, ni.Node().Name)
+	f, status := pl.fitAgain(s, ni.Node().Name)
 	if status != nil {
 		// The node changed since Filter; rank it last rather than fail the
 		// cycle, and let Reserve have the final word.
@@ -274,7 +301,7 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu)
 		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights, tieOrder(st.inv))
 	}
-	f, status := pl.fit(s, ni.Node().Name)
+	f, status := pl.fitAgain(s, ni.Node().Name)
 	if status != nil {
 		return 0
 	}
@@ -390,7 +417,7 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
-	f, status := pl.fit(s, node)
+	f, status := pl.fitAgain(s, node)
 	if status != nil {
 		return status
 	}

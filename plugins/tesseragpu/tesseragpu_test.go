@@ -275,6 +275,60 @@ func TestScore(t *testing.T) {
 	}
 }
 
+// TestScoreTakesFilterResultOnlyWhenCurrent checks the hand-over from
+// Filter to Score (nodeRecord.fit): Score must rate the node as it is, not
+// as Filter saw it, and never with another cycle's request.
+func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
+	ctx := context.Background()
+	for _, strategy := range []config.ScoringStrategyType{config.ScoringStrategyBinpack, config.ScoringStrategyFragmentation} {
+		t.Run(string(strategy), func(t *testing.T) {
+			pl := testPlugin(t, strategy, gpuNode("a", 4, "H100"))
+			// fresh is Score in a cycle of its own that ran no Filter.
+			fresh := func(pod *v1.Pod) int64 {
+				cs, _ := preFilter(t, pl, pod)
+				s, st := pl.Score(ctx, cs, pod, nodeInfo("a"))
+				if !st.IsSuccess() {
+					t.Fatal(st)
+				}
+				return s
+			}
+			share := makePod("share", percent("30"))
+			cs, _ := preFilter(t, pl, share)
+			if st := pl.Filter(ctx, cs, share, nodeInfo("a")); !st.IsSuccess() {
+				t.Fatal(st)
+			}
+			if s, _ := pl.Score(ctx, cs, share, nodeInfo("a")); s != fresh(share) {
+				t.Errorf("Score after Filter = %d, without Filter %d", s, fresh(share))
+			}
+
+			// The node changes between Filter and Score.
+			cs, _ = preFilter(t, pl, share)
+			if st := pl.Filter(ctx, cs, share, nodeInfo("a")); !st.IsSuccess() {
+				t.Fatal(st)
+			}
+			before, _ := pl.Score(ctx, cs, share, nodeInfo("a"))
+			pl.cache.upsertPod(makePod("x", onNode("a"), percent("50"),
+				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":50}]}`, uuid("a", 2)))))
+			after, _ := pl.Score(ctx, cs, share, nodeInfo("a"))
+			if want := fresh(share); after != want {
+				t.Errorf("Score after the node changed = %d, want %d", after, want)
+			}
+			if strategy == config.ScoringStrategyBinpack && after == before {
+				t.Errorf("binpack Score %d did not change when a share landed on the node", after)
+			}
+
+			// A later cycle that skips Filter does not take this one's result.
+			two := makePod("two", whole("2"))
+			cs, _ = preFilter(t, pl, share)
+			pl.Filter(ctx, cs, share, nodeInfo("a"))
+			cs2, _ := preFilter(t, pl, two)
+			if s, _ := pl.Score(ctx, cs2, two, nodeInfo("a")); s != fresh(two) {
+				t.Errorf("Score of a later cycle = %d, want %d", s, fresh(two))
+			}
+		})
+	}
+}
+
 func TestReserveUnreserve(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
 	ctx := context.Background()
