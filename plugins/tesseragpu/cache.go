@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,12 +121,16 @@ type gpuCache struct {
 	nodes atomic.Pointer[map[string]*nodeRecord]
 	// largest is the most devices any node has.
 	largest atomic.Int64
+	// modelDevices counts devices by model over every inventory, for the
+	// fragmentation strategy's model pressure; modelsGen counts changes.
+	modelDevices map[string]int
+	modelsGen    atomic.Uint64
 }
 
 func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
 	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {},
 		warn: func(runtime.Object, string, string) {}, normal: func(runtime.Object, string, string) {},
-		pods: map[types.UID]*podRecord{}}
+		pods: map[types.UID]*podRecord{}, modelDevices: map[string]int{}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
 }
@@ -188,24 +193,74 @@ func (c *gpuCache) dropRecordLocked(r *nodeRecord) {
 	c.nodes.Store(&m)
 }
 
-func (c *gpuCache) resizeLocked(from, to int) {
-	if from == to {
-		return
+// inventoryLocked accounts for a node's inventory changing from old to
+// inv (either may be nil) in the node sizes and device counts by model.
+func (c *gpuCache) inventoryLocked(old, inv *device.Inventory) {
+	from, to := -1, -1
+	if old != nil {
+		from = old.Len()
 	}
-	if from >= 0 {
-		c.sizes[from]--
+	if inv != nil {
+		to = inv.Len()
 	}
-	if to >= 0 {
-		c.sizes[to]++
+	if !sameModels(old, inv) {
+		c.countModelsLocked(old, -1)
+		c.countModelsLocked(inv, 1)
+		c.modelsGen.Add(1)
 	}
-	largest := 0
-	for n := len(c.sizes) - 1; n > 0; n-- {
-		if c.sizes[n] > 0 {
-			largest = n
-			break
+	if from != to {
+		if from >= 0 {
+			c.sizes[from]--
+		}
+		if to >= 0 {
+			c.sizes[to]++
+		}
+		largest := 0
+		for n := len(c.sizes) - 1; n > 0; n-- {
+			if c.sizes[n] > 0 {
+				largest = n
+				break
+			}
+		}
+		c.largest.Store(int64(largest))
+	}
+}
+
+// sameModels reports whether two inventories (either may be nil) list the
+// same device models in the same order; a heartbeat changes neither.
+func sameModels(a, b *device.Inventory) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.Len() != b.Len() {
+		return false
+	}
+	for i := range a.Devices {
+		if a.Devices[i].Model != b.Devices[i].Model {
+			return false
 		}
 	}
-	c.largest.Store(int64(largest))
+	return true
+}
+
+func (c *gpuCache) countModelsLocked(inv *device.Inventory, sign int) {
+	if inv == nil {
+		return
+	}
+	for i := range inv.Devices {
+		m := inv.Devices[i].Model
+		if c.modelDevices[m] += sign; c.modelDevices[m] == 0 {
+			delete(c.modelDevices, m)
+		}
+	}
+}
+
+// modelCapacity returns the device count by model and the generation it
+// belongs to.
+func (c *gpuCache) modelCapacity() (map[string]int, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.modelDevices), c.modelsGen.Load()
 }
 
 // setGPUNode applies a GPUNode. Objects older than the one applied (by
@@ -224,14 +279,10 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 		c.logger.Info("GPUNode has GPUs that cannot be used; they are skipped", "gpuNode", gn.Name, "problems", inv.Problems)
 		c.warn(gpuNodeRef(gn), "InvalidGPUInventory", truncate("GPUs skipped: "+strings.Join(inv.Problems, "; ")))
 	}
-	from := -1
-	if r.inv != nil {
-		from = r.inv.Len()
-	}
 	now := c.now()
 	changed := r.gn == nil || inventoryChanged(r.gn, gn) ||
 		(heartbeatStale(r.gn, now, c.staleness) && !heartbeatStale(gn, now, c.staleness))
-	c.resizeLocked(from, inv.Len())
+	c.inventoryLocked(r.inv, inv)
 	r.rv, r.gn, r.inv = gn.ResourceVersion, gn, inv
 	c.publishLocked(r)
 	c.stalenessLocked(r, now)
@@ -347,7 +398,7 @@ func (c *gpuCache) deleteGPUNode(name string) {
 	if r == nil || r.inv == nil {
 		return
 	}
-	c.resizeLocked(r.inv.Len(), -1)
+	c.inventoryLocked(r.inv, nil)
 	r.inv, r.gn = nil, nil
 	c.publishLocked(r)
 	c.stalenessLocked(r, c.now())

@@ -191,3 +191,47 @@ func TestRankScores(t *testing.T) {
 		t.Errorf("ranks beyond %d distinct scores: best %d, worst %d", fwk.MaxNodeScore, many[299].Score, many[0].Score)
 	}
 }
+
+// TestPressuredModelsLoseSmallFirst checks the tie order under model
+// pressure: T4 nodes keep their small-node place until the workload has
+// T4-only pods, then rank with the largest nodes; the P100 nodes beside
+// them keep theirs.
+func TestPressuredModelsLoseSmallFirst(t *testing.T) {
+	anyGPU := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 3}
+	t4Only := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: 1}
+	nodes := []*v1alpha1.GPUNode{gpuNode("t4", 2, "T4"), gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2")}
+	size := func(pl *TesseraGPU, node string) int {
+		return device.MaxDevicesPerNode - int(pl.tieOrder(pl.cache.state(node).inv)>>24)
+	}
+	for _, tt := range []struct {
+		name   string
+		seed   []config.WorkloadClass
+		wantT4 int
+	}{
+		{"no restricted pods", []config.WorkloadClass{anyGPU}, 2},
+		{"T4-only pods", []config.WorkloadClass{anyGPU, t4Only}, 8},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pl := fragPlugin(t, tt.seed, nodes...)
+			pod := makePod("p", whole("1"))
+			cs, _ := preFilter(t, pl, pod)
+			if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
+				t.Fatal(st)
+			}
+			if got := size(pl, "t4"); got != tt.wantT4 {
+				t.Errorf("t4 ranks as a node of %d gpus, want %d", got, tt.wantT4)
+			}
+			if got := size(pl, "p100"); got != 2 {
+				t.Errorf("p100 ranks as a node of %d gpus, want 2", got)
+			}
+			// A new model in the cluster is seen by the next cycle.
+			pl.cache.setGPUNode(gpuNode("t4b", 2, "T4"))
+			if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
+				t.Fatal(st)
+			}
+			if got := size(pl, "t4b"); got != tt.wantT4 {
+				t.Errorf("t4b ranks as a node of %d gpus, want %d", got, tt.wantT4)
+			}
+		})
+	}
+}

@@ -1,0 +1,88 @@
+package device
+
+// Model pressure: how hard the pods that may only use some device models
+// lean on each model. Fragmentation alone cannot see it. Taking a device of
+// a model that restricted pods need leaves those pods no worse placed on
+// the node (they still fit, or the node is full), so the fragmentation
+// score of such a placement equals that of a placement on a model nobody
+// asked for, and the tie order decides. Tessera's tie order fills small
+// nodes first; where the small nodes are of a model that restricted pods
+// need (on the openb gpuspec traces, 2-GPU T4 nodes), unrestricted pods
+// would drain that model before the restricted ones arrive.
+
+// ModelPressure is the set of device models that the restricted classes
+// of a workload claim a large share of.
+type ModelPressure struct {
+	claimed modelSet
+	any     bool
+}
+
+// Pressure works out which models are under pressure in a cluster with the
+// given number of devices per model. A restricted class's demand is spread
+// over the models it accepts in proportion to their device counts; a model
+// is under pressure when the demand so assigned to it, per device, is at
+// least threshold times the workload's whole GPU demand per device of the
+// cluster (so 0.3 means: if the cluster were exactly full, restricted pods
+// would want 30% of the model's devices). A nil workload, or one without
+// restricted classes, puts no model under pressure.
+func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPressure {
+	mp := &ModelPressure{}
+	if w == nil {
+		return mp
+	}
+	ids := make(map[string]uint16, len(capacity))
+	var devices float64
+	for m, n := range capacity {
+		if n > 0 {
+			ids[m] = modelID(m)
+			devices += float64(n)
+		}
+	}
+	claim := make(map[string]float64, len(ids))
+	var demand float64
+	for _, c := range w.classes {
+		if c.count == 0 {
+			continue
+		}
+		gpus := c.p * float64(c.count) * float64(c.units) / FullUnits
+		demand += gpus
+		if c.anyModel {
+			continue
+		}
+		var accepted float64
+		for m, id := range ids {
+			if c.models.has(id) {
+				accepted += float64(capacity[m])
+			}
+		}
+		for m, id := range ids {
+			if accepted > 0 && c.models.has(id) {
+				claim[m] += gpus * float64(capacity[m]) / accepted
+			}
+		}
+	}
+	if demand == 0 {
+		return mp
+	}
+	for m, id := range ids {
+		if claim[m]/float64(capacity[m]) >= threshold*demand/devices {
+			mp.claimed.add(id)
+			mp.any = true
+		}
+	}
+	return mp
+}
+
+// Claimed reports whether any device of the node is of a model under
+// pressure. It does not allocate.
+func (mp *ModelPressure) Claimed(inv *Inventory) bool {
+	if mp == nil || !mp.any {
+		return false
+	}
+	for _, id := range inv.modelIDs {
+		if mp.claimed.has(id) {
+			return true
+		}
+	}
+	return false
+}
