@@ -147,8 +147,9 @@ func TestUsable(t *testing.T) {
 }
 
 // TestUsableMasksMatchDeviceWalk checks the mask-only verdict that Filter
-// takes on nodes without device taints against the device-by-device walk,
-// over mixed-model nodes with unhealthy devices and every model filter.
+// takes where no device of an accepted model is tainted against the
+// device-by-device walk, over mixed-model nodes with unhealthy and tainted
+// devices and every model filter.
 func TestUsableMasksMatchDeviceWalk(t *testing.T) {
 	modelSets := [][]string{nil, {"A"}, {"B"}, {"C"}, {"B", "A"}, {"A", "A"}, {"Z"}}
 	for layout := 0; layout < 1<<6; layout++ {
@@ -157,6 +158,12 @@ func TestUsableMasksMatchDeviceWalk(t *testing.T) {
 			specs[i] = DeviceSpec{ID: fmt.Sprint(i), Model: []string{"A", "B"}[i%2], Healthy: layout&(1<<i) != 0}
 			if layout%3 == 0 && i == 5 {
 				specs[i].Model = "C"
+			}
+			// Some layouts taint a device, of model A or B, so that the
+			// walk is also checked where it must run and where a taint on
+			// a model the pod does not accept leaves the masks in charge.
+			if layout%5 == i {
+				specs[i].Taints = []Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}
 			}
 		}
 		inv := NewInventory("n", time.Now(), specs)

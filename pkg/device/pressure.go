@@ -21,9 +21,12 @@ type ModelPressure struct {
 // given number of devices per model. A restricted class's demand is spread
 // over the models it accepts in proportion to their device counts; a model
 // is under pressure when the demand so assigned to it, per device, is at
-// least threshold times the workload's whole GPU demand per device of the
-// cluster (so 0.3 means: if the cluster were exactly full, restricted pods
-// would want 30% of the model's devices). A nil workload, or one without
+// least threshold times the workload's total GPU demand (shares included)
+// per device of the cluster (so 0.3 means: if the cluster were exactly
+// full, restricted pods would want 30% of the model's devices). Classes
+// that accept no model in the cluster cannot run and are left out. Every
+// device counts, healthy or not: pressure is about which models pods need,
+// not about which devices are up. A nil workload, or one without
 // restricted classes, puts no model under pressure.
 func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPressure {
 	mp := &ModelPressure{}
@@ -45,8 +48,8 @@ func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPr
 			continue
 		}
 		gpus := c.p * float64(c.count) * float64(c.units) / FullUnits
-		demand += gpus
 		if c.anyModel {
+			demand += gpus
 			continue
 		}
 		var accepted float64
@@ -55,8 +58,12 @@ func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPr
 				accepted += float64(capacity[m])
 			}
 		}
+		if accepted == 0 {
+			continue
+		}
+		demand += gpus
 		for m, id := range ids {
-			if accepted > 0 && c.models.has(id) {
+			if c.models.has(id) {
 				claim[m] += gpus * float64(capacity[m]) / accepted
 			}
 		}

@@ -195,13 +195,21 @@ func TestRankScores(t *testing.T) {
 // TestPressuredModelsLoseSmallFirst checks the tie order under model
 // pressure: T4 nodes keep their small-node place until the workload has
 // T4-only pods, then rank with the largest nodes; the P100 nodes beside
-// them keep theirs.
+// them keep theirs. Pressure follows the cluster: it appears in the first
+// cycle after the model does.
 func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 	anyGPU := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 3}
 	t4Only := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: 1}
-	nodes := []*v1alpha1.GPUNode{gpuNode("t4", 2, "T4"), gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2")}
 	size := func(pl *TesseraGPU, node string) int {
 		return device.MaxDevicesPerNode - int(pl.tieOrder(pl.cache.state(node).inv)>>24)
+	}
+	pod := makePod("p", whole("1"))
+	cycle := func(t *testing.T, pl *TesseraGPU) {
+		t.Helper()
+		cs, _ := preFilter(t, pl, pod)
+		if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
+			t.Fatal(st)
+		}
 	}
 	for _, tt := range []struct {
 		name   string
@@ -212,25 +220,22 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 		{"T4-only pods", []config.WorkloadClass{anyGPU, t4Only}, 8},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			pl := fragPlugin(t, tt.seed, nodes...)
-			pod := makePod("p", whole("1"))
-			cs, _ := preFilter(t, pl, pod)
-			if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
-				t.Fatal(st)
+			pl := fragPlugin(t, tt.seed, gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2"))
+			cycle(t, pl)
+			// No T4 yet: the T4-only pods can run nowhere and claim nothing.
+			pl.cache.setGPUNode(gpuNode("t4", 2, "T4"))
+			if got := size(pl, "t4"); got != 2 {
+				t.Errorf("before the next cycle t4 ranks as a node of %d gpus, want 2", got)
 			}
+			cycle(t, pl)
 			if got := size(pl, "t4"); got != tt.wantT4 {
 				t.Errorf("t4 ranks as a node of %d gpus, want %d", got, tt.wantT4)
 			}
 			if got := size(pl, "p100"); got != 2 {
 				t.Errorf("p100 ranks as a node of %d gpus, want 2", got)
 			}
-			// A new model in the cluster is seen by the next cycle.
-			pl.cache.setGPUNode(gpuNode("t4b", 2, "T4"))
-			if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
-				t.Fatal(st)
-			}
-			if got := size(pl, "t4b"); got != tt.wantT4 {
-				t.Errorf("t4b ranks as a node of %d gpus, want %d", got, tt.wantT4)
+			if got := size(pl, "g2"); got != 8 {
+				t.Errorf("g2 ranks as a node of %d gpus, want 8", got)
 			}
 		})
 	}

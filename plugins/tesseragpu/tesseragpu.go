@@ -191,12 +191,12 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	return nil
 }
 
-// cycles numbers scheduling cycles across every instance of the plugin,
-// which may share nodes' records.
+// cycles numbers scheduling cycles. It is shared by every instance of the
+// plugin so that a cycle number never means two cycles in one process.
 var cycles atomic.Uint64
 
-// fitAgain is fit for Score: what Filter found on the node in this cycle,
-// unless the node's state has changed since.
+// fitAgain is fit for Score and Reserve: what Filter found on the node in
+// this cycle, unless the node's state has changed since.
 func (pl *TesseraGPU) fitAgain(s *cycleState, node string) (fitted, *fwk.Status) {
 	r := pl.cache.record(node)
 	if r != nil && r.fit.cycle.Load() == s.cycle {
@@ -280,6 +280,10 @@ type modelPressure struct {
 	w   *device.Workload
 	gen uint64
 	mp  *device.ModelPressure
+	// largest is the size a node of a pressured model ranks as: the
+	// largest node's, read once per cycle so that it cannot change the
+	// order within one.
+	largest int
 }
 
 // pressureThreshold is the share of a model's devices that restricted pods
@@ -294,12 +298,13 @@ const pressureThreshold = 0.3
 // cycle, before any Score of the cycle reads the result.
 func (pl *TesseraGPU) refreshPressure() {
 	w := pl.workload.workload()
+	largest := pl.cache.largestNode()
 	cur := pl.pressure.Load()
-	if cur != nil && cur.w == w && cur.gen == pl.cache.modelsGen.Load() {
+	if cur != nil && cur.w == w && cur.gen == pl.cache.modelsGen.Load() && cur.largest == largest {
 		return
 	}
 	capacity, gen := pl.cache.modelCapacity()
-	pl.pressure.Store(&modelPressure{w: w, gen: gen, mp: w.Pressure(capacity, pressureThreshold)})
+	pl.pressure.Store(&modelPressure{w: w, gen: gen, mp: w.Pressure(capacity, pressureThreshold), largest: largest})
 }
 
 // Score rates the placement the strategy would choose on the node.
@@ -362,9 +367,9 @@ func neutralFragmentationScore(w device.Weights) int64 {
 // fragmentation scores (larger goes first). Nodes with fewer GPUs come
 // first, so that small nodes fill up before large ones are broken into;
 // among nodes of one size, a hash of the name gives an arbitrary but stable
-// order. Because the order is the same in every cycle and after a restart,
-// pods of equal merit pile onto the same nodes instead of spreading over
-// all of them. On the openb default trace (bench/trace), ordering ties this
+// order. Because the order changes only with the cluster's shape and the
+// workload, not from cycle to cycle or with a restart, pods of equal merit
+// pile onto the same nodes instead of spreading over all of them. On the openb default trace (bench/trace), ordering ties this
 // way leaves 4.8% of GPUs unallocated; breaking them at random leaves 10%,
 // and largest nodes first 12.7%.
 //
@@ -376,7 +381,7 @@ func neutralFragmentationScore(w device.Weights) int64 {
 func (pl *TesseraGPU) tieOrder(inv *device.Inventory) uint32 {
 	size := inv.Len()
 	if p := pl.pressure.Load(); p != nil && p.mp.Claimed(inv) {
-		size = max(size, pl.cache.largestNode())
+		size = max(size, p.largest)
 	}
 	h := fnv.New32a()
 	h.Write([]byte(inv.Node))

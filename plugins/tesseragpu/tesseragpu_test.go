@@ -3,6 +3,7 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strings"
 	"sync"
 	"testing"
@@ -315,6 +316,23 @@ func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
 			}
 			if strategy == config.ScoringStrategyBinpack && after == before {
 				t.Errorf("binpack Score %d did not change when a share landed on the node", after)
+			}
+
+			// Reserve takes the devices as they are, not as Filter saw them.
+			one := makePod("one", whole("1"))
+			cs, _ = preFilter(t, pl, one)
+			if st := pl.Filter(ctx, cs, one, nodeInfo("a")); !st.IsSuccess() {
+				t.Fatal(st)
+			}
+			filtered, _ := readState(cs)
+			memo := pl.cache.record("a").fit.f.p.Whole
+			pl.cache.upsertPod(makePod("y", onNode("a"), whole("1"),
+				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", bits.TrailingZeros64(memo))))))
+			if st := pl.Reserve(ctx, cs, one, "a"); !st.IsSuccess() {
+				t.Fatalf("Reserve after the node changed: %v", st)
+			}
+			if got := filtered.chosen["main"][0].UUID; got == uuid("a", bits.TrailingZeros64(memo)) {
+				t.Errorf("Reserve took %s, which pod y holds since Filter", got)
 			}
 
 			// A later cycle that skips Filter does not take this one's result.
