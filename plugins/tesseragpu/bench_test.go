@@ -212,6 +212,9 @@ func BenchmarkHotPath(b *testing.B) {
 						pl.Filter(ctx, cs, pod, ni)
 					}
 				})
+				// Score follows Filter in the same cycle, as the framework
+				// calls them, so it finds Filter's result for the node
+				// (nodeRecord.fit); Filter+Score is the pair's whole cost.
 				b.Run(prefix+"Score", func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
