@@ -47,8 +47,9 @@ type nodeRecord struct {
 	inv   *device.Inventory
 	pods  map[types.UID]*podRecord
 	state atomic.Pointer[nodeState]
-	// stale is whether the inventory was last announced stale.
-	stale bool
+	// stale is whether the inventory was last announced stale. It is
+	// written under cache.mu and read without it by the metrics collector.
+	stale atomic.Bool
 	// staleTimer fires when a fresh inventory would go stale.
 	staleTimer *time.Timer
 	// fit is what Filter found here in the latest scheduling cycle, for
@@ -326,14 +327,14 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		if r.staleTimer != nil {
 			r.staleTimer.Stop()
 		}
-		r.stale = false
+		r.stale.Store(false)
 		return
 	}
 	gn := r.gn
 	at := staleAt(gn, c.staleness)
 	stale := now.After(at)
 	switch {
-	case stale && !r.stale:
+	case stale && !r.stale.Load():
 		var note string
 		if gn.Status.HeartbeatTime == nil {
 			note = fmt.Sprintf("GPUNode has had no heartbeat since it was created at %s; no new GPU pods go to node %s until its device plugin reports",
@@ -344,11 +345,11 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		}
 		c.logger.Info("GPU inventory is stale", "gpuNode", gn.Name, "staleAt", at)
 		c.warn(gpuNodeRef(gn), reasonInventoryStale, note)
-	case !stale && r.stale:
+	case !stale && r.stale.Load():
 		c.logger.Info("GPU inventory is fresh again", "gpuNode", gn.Name)
 		c.normal(gpuNodeRef(gn), reasonInventoryFresh, fmt.Sprintf("heartbeat is current again; node %s takes GPU pods again", gn.Name))
 	}
-	r.stale = stale
+	r.stale.Store(stale)
 	if stale {
 		// Only a GPUNode update can end this; setGPUNode looks then.
 		if r.staleTimer != nil {

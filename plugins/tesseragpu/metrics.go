@@ -149,8 +149,10 @@ type inventorySummary struct {
 // hold GPUs the cache cannot pin counts as all in use, as Filter treats it.
 func (c *gpuCache) summary() inventorySummary {
 	sum := inventorySummary{models: map[string]*modelSummary{}}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// No lock: the node map and each node's state are replaced, never
+	// changed, and stale is atomic. Holding the cache's lock here stalled
+	// Reserve and the informers for the whole walk, once per scrape (every
+	// second under scheduler_perf), which on 5,000 nodes is milliseconds.
 	for _, r := range *c.nodes.Load() {
 		st := r.state.Load()
 		if st == nil || st.inv == nil {
@@ -159,7 +161,7 @@ func (c *gpuCache) summary() inventorySummary {
 		switch {
 		case st.unknown > 0:
 			sum.held++
-		case r.stale:
+		case r.stale.Load():
 			sum.stale++
 		default:
 			sum.fresh++
