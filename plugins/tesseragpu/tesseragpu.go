@@ -329,8 +329,8 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 // capacity the estimated workload could not use there.
 func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 	w := pl.workload.workload()
-	st := pl.cache.state(ni.Node().Name)
 	if s.req.Empty() {
+		st := pl.cache.state(ni.Node().Name)
 		if w == nil || st == nil || st.inv == nil {
 			// No GPUs here (or nothing known of the workload): the pod
 			// strands nothing.
@@ -369,9 +369,10 @@ func neutralFragmentationScore(w device.Weights) int64 {
 // among nodes of one size, a hash of the name gives an arbitrary but stable
 // order. Because the order changes only with the cluster's shape and the
 // workload, not from cycle to cycle or with a restart, pods of equal merit
-// pile onto the same nodes instead of spreading over all of them. On the openb default trace (bench/trace), ordering ties this
-// way leaves 4.8% of GPUs unallocated; breaking them at random leaves 10%,
-// and largest nodes first 12.7%.
+// pile onto the same nodes instead of spreading over all of them. On the
+// openb default trace (bench/trace), ordering ties this way leaves 4.8% of
+// GPUs unallocated; breaking them at random leaves 10%, and largest nodes
+// first 12.7%.
 //
 // A node with a device model under pressure (device.ModelPressure) ranks
 // as one of the largest nodes instead of by its size: filling it first
