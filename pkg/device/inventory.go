@@ -45,24 +45,34 @@ type Device struct {
 }
 
 // Inventory is the immutable device inventory of one node.
+//
+// The fields that Filter and Score read for every node come first, next
+// to each other, so that a scheduling cycle over thousands of nodes pays
+// one or two cache misses per inventory rather than one per field.
 type Inventory struct {
-	// Node is the node's name.
-	Node string
-	// Devices are the usable devices; Devices[i].Index == i.
-	Devices []Device
 	// Heartbeat is when the node's agent last confirmed the inventory; the
 	// zero time means never.
 	Heartbeat time.Time
-	// Problems lists the entries of the source inventory that were skipped,
-	// each with the reason, for logs and events.
-	Problems []string
+	// Devices are the usable devices; Devices[i].Index == i.
+	Devices []Device
 
-	byID    map[string]int
 	all     uint64
 	tainted uint64
 	healthy uint64
 	// hardTainted are the devices with a NoSchedule or NoExecute taint.
 	hardTainted uint64
+	// links[i] is Devices[i].Links; for nodes of up to 8 devices it lies in
+	// linkBuf, inside the inventory, instead of one cache line per device.
+	links   []uint64
+	linkBuf [8]uint64
+
+	// Node is the node's name.
+	Node string
+	// Problems lists the entries of the source inventory that were skipped,
+	// each with the reason, for logs and events.
+	Problems []string
+
+	byID map[string]int
 	// modelIDs are the devices' interned model names, for fragmentation.
 	modelIDs []uint16
 	models   []string
@@ -143,9 +153,14 @@ func NewInventory(node string, heartbeat time.Time, specs []DeviceSpec) *Invento
 			}
 		}
 	}
+	inv.links = inv.linkBuf[:0]
+	if len(inv.Devices) > len(inv.linkBuf) {
+		inv.links = make([]uint64, 0, len(inv.Devices))
+	}
 	models := map[string]bool{}
 	for i := range inv.Devices {
 		d := &inv.Devices[i]
+		inv.links = append(inv.links, d.Links)
 		inv.all |= 1 << uint(i)
 		if d.Healthy {
 			inv.healthy |= 1 << uint(i)

@@ -241,7 +241,7 @@ func pickWhole(inv *Inventory, full, avoid uint64, n int, st Strategy) uint64 {
 				key += 1 << 10
 			}
 			if st == Binpack {
-				key += bits.OnesCount64(inv.Devices[i].Links & full)
+				key += bits.OnesCount64(inv.links[i] & full)
 			}
 			if best < 0 || key < bestKey {
 				best, bestKey = i, key
@@ -259,7 +259,7 @@ func pickWhole(inv *Inventory, full, avoid uint64, n int, st Strategy) uint64 {
 			pick, pickKey := -1, -1
 			for m := full &^ set; m != 0; m &= m - 1 {
 				c := bits.TrailingZeros64(m)
-				key := bits.OnesCount64(inv.Devices[c].Links&set) << 8
+				key := bits.OnesCount64(inv.links[c]&set) << 8
 				if inv.Devices[c].NUMANode == numa {
 					key += 2
 				}
@@ -290,7 +290,7 @@ func setQuality(inv *Inventory, set, avoid uint64) int {
 func linkedPairs(inv *Inventory, set uint64) int {
 	n := 0
 	for m := set; m != 0; m &= m - 1 {
-		n += bits.OnesCount64(inv.Devices[bits.TrailingZeros64(m)].Links & set)
+		n += bits.OnesCount64(inv.links[bits.TrailingZeros64(m)] & set)
 	}
 	return n / 2
 }

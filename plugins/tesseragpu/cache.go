@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -38,23 +39,25 @@ type nodeState struct {
 }
 
 // nodeRecord is the mutable bookkeeping behind a node's state; it is
-// guarded by cache.mu, except for state which readers load atomically.
+// guarded by cache.mu, except for state and fit, which Filter and Score
+// read without it. Those two come first, in the record's first cache line.
 type nodeRecord struct {
+	state atomic.Pointer[nodeState]
+	// fit is what Filter found here in the latest scheduling cycle, for
+	// Score and Reserve in the same cycle; it is not guarded by cache.mu.
+	fit fitMemo
+
 	name string
 	rv   string
 	// gn is the GPUNode the inventory was built from.
-	gn    *v1alpha1.GPUNode
-	inv   *device.Inventory
-	pods  map[types.UID]*podRecord
-	state atomic.Pointer[nodeState]
+	gn   *v1alpha1.GPUNode
+	inv  *device.Inventory
+	pods map[types.UID]*podRecord
 	// stale is whether the inventory was last announced stale. It is
 	// written under cache.mu and read without it by the metrics collector.
 	stale atomic.Bool
 	// staleTimer fires when a fresh inventory would go stale.
 	staleTimer *time.Timer
-	// fit is what Filter found here in the latest scheduling cycle, for
-	// Score and Reserve in the same cycle; it is not guarded by cache.mu.
-	fit fitMemo
 }
 
 // fitMemo hands Filter's verdict on a node to Score and Reserve in the
@@ -126,6 +129,8 @@ type gpuCache struct {
 	nodes atomic.Pointer[map[string]*nodeRecord]
 	// largest is the most devices any node has.
 	largest atomic.Int64
+	// names holds the keys of nodes; see nameArena. Guarded by mu.
+	names nameArena
 	// modelDevices counts devices by model over every inventory, for the
 	// fragmentation strategy's model pressure; modelsGen counts changes.
 	modelDevices map[string]int
@@ -179,7 +184,7 @@ func (c *gpuCache) recordLocked(name string) *nodeRecord {
 	for k, v := range old {
 		m[k] = v
 	}
-	m[name] = r
+	m[c.names.add(name)] = r
 	c.nodes.Store(&m)
 	return r
 }
@@ -189,14 +194,72 @@ func (c *gpuCache) dropRecordLocked(r *nodeRecord) {
 		return
 	}
 	old := *c.nodes.Load()
+	if _, ok := old[r.name]; !ok {
+		return
+	}
+	c.names.drop(r.name)
+	compact := c.names.wasteful()
+	if compact {
+		c.names = nameArena{}
+	}
 	m := make(map[string]*nodeRecord, len(old))
 	for k, v := range old {
-		if k != r.name {
-			m[k] = v
+		if k == r.name {
+			continue
 		}
+		if compact {
+			k = c.names.add(k)
+		}
+		m[k] = v
 	}
 	c.nodes.Store(&m)
 }
+
+// nameArena holds the keys of the node map side by side in a few large
+// blocks. Each lookup compares the name it is given with a key, and if the
+// keys were the names as decoded with each GPUNode, scattered over the
+// heap, that comparison would cost a cache and TLB miss per node in every
+// Filter and Score: a third of the plugin's time at 5,000 nodes. Packed,
+// the keys of 5,000 nodes span about 30 pages.
+//
+// Bytes once written to a block are never changed, which is what makes the
+// strings made from them valid. Names of removed nodes stay in their block
+// until dropRecordLocked finds more dead bytes than live ones and copies
+// the live keys into a fresh arena; the old blocks are then garbage.
+type nameArena struct {
+	block      []byte
+	live, dead int
+}
+
+// nameBlock is the size of an arena block; longer names are not packed.
+const nameBlock = 16 << 10
+
+// add returns a copy of name that lives in the arena.
+func (a *nameArena) add(name string) string {
+	n := len(name)
+	if n == 0 || n > nameBlock/16 {
+		return name
+	}
+	if cap(a.block)-len(a.block) < n {
+		a.block = make([]byte, 0, nameBlock)
+	}
+	at := len(a.block)
+	a.block = append(a.block, name...)
+	a.live += n
+	return unsafe.String(&a.block[at], n)
+}
+
+// drop notes that a name added before is no longer used.
+func (a *nameArena) drop(name string) {
+	if n := len(name); n > 0 && n <= nameBlock/16 {
+		a.live -= n
+		a.dead += n
+	}
+}
+
+// wasteful reports whether dead names take more room than live ones, and
+// enough of it to be worth a copy.
+func (a *nameArena) wasteful() bool { return a.dead > a.live && a.dead >= nameBlock }
 
 // inventoryLocked accounts for a node's inventory changing from old to
 // inv (either may be nil) in the node sizes and device counts by model.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -52,7 +53,7 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	if err != nil {
 		return nil, fmt.Errorf("building the GPUNode client: %w", err)
 	}
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(dropManagedFields))
 	gnReg, err := factory.Tessera().V1alpha1().GPUNodes().Informer().AddEventHandler(pl.gpuNodeHandler())
 	if err != nil {
 		return nil, fmt.Errorf("watching GPUNodes: %w", err)
@@ -67,6 +68,17 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 		}
 		return synced
 	}, nil
+}
+
+// dropManagedFields empties an object's managedFields before the informer
+// stores it, as the scheduler does for its own informers. The plugin never
+// reads them, and on a large cluster they are most of a GPUNode's pointers,
+// which the garbage collector would trace in every cycle.
+func dropManagedFields(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // EventsToRegister requeues pods rejected for GPU reasons when a GPUNode

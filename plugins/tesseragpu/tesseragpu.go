@@ -208,12 +208,16 @@ func (pl *TesseraGPU) fitAgain(s *cycleState, node string) (fitted, *fwk.Status)
 }
 
 // fitted is what fit works out for a node that can hold the pod: the
-// node's state, the devices the pod may use and should avoid there, and
-// the strategy's placement.
+// node's state, the devices the pod may use and should avoid there, the
+// strategy's placement and, under binpack and spread, its score.
 type fitted struct {
 	st            *nodeState
 	usable, avoid uint64
 	p             device.Placement
+	// score is Score's answer under binpack and spread. Working it out
+	// while Filter has the node's state and inventory in cache lets Score
+	// answer from the node's record alone.
+	score int64
 }
 
 // fit is Filter's verdict plus what Score and Reserve need. It does not
@@ -244,7 +248,11 @@ func (pl *TesseraGPU) fit(s *cycleState, r *nodeRecord) (fitted, *fwk.Status) {
 	if !ok {
 		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.inv, st.used, s.req)))
 	}
-	return fitted{st: st, usable: usable, avoid: avoid, p: p}, nil
+	f := fitted{st: st, usable: usable, avoid: avoid, p: p}
+	if pl.workload == nil {
+		f.score = p.Score(st.inv, st.used, s.req, avoid, pl.strategy, pl.weights)
+	}
+	return f, nil
 }
 
 // failureReason is the Filter message for a device-model verdict.
@@ -322,7 +330,7 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 		// cycle, and let Reserve have the final word.
 		return 0, nil
 	}
-	return f.p.Score(f.st.inv, f.st.used, s.req, f.avoid, pl.strategy, pl.weights), nil
+	return f.score, nil
 }
 
 // fragmentationScore rates a node by how little the pod grows the GPU
