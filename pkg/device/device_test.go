@@ -326,3 +326,39 @@ func TestPlanDoesNotAllocate(t *testing.T) {
 		t.Errorf("Usable+Plan+Score allocate %v times per run", allocs)
 	}
 }
+
+// TestCopyToOwnsItsLinks: a copy made with CopyTo places requests as the
+// original does, and on nodes of up to 8 devices keeps the link masks in
+// itself, so that wiping the original's changes nothing; larger nodes share
+// the original's list.
+func TestCopyToOwnsItsLinks(t *testing.T) {
+	src := NewInventory("n", time.Now(), dgx("H100"))
+	var cp Inventory
+	src.CopyTo(&cp)
+	*src = Inventory{} // the copy must not read the original's words
+	used := []int{100, 0, 0, 100, 0, 0, 0, 0}
+	p, ok := Plan(&cp, used, mustRequest(t, ContainerDemand{Name: "a", Count: 2}), 0xff, 0, Binpack)
+	if !ok || p.Whole != 0b00000110 {
+		t.Fatalf("plan on the copy = %08b, %v; want 00000110, true", p.Whole, ok)
+	}
+	if got := linkedPairs(&cp, 0xff); got != 12 {
+		t.Errorf("linked pairs on the copy = %d, want 12", got)
+	}
+
+	specs := make([]DeviceSpec, 12)
+	for i := range specs {
+		specs[i] = DeviceSpec{ID: fmt.Sprintf("GPU-%d", i), Model: "H100", NUMANode: -1, Healthy: true}
+		if i%2 == 1 {
+			specs[i].LinkIDs = []string{fmt.Sprintf("GPU-%d", i-1)}
+		}
+	}
+	big := NewInventory("big", time.Now(), specs)
+	var bigCopy Inventory
+	big.CopyTo(&bigCopy)
+	if got := linkedPairs(&bigCopy, 1<<12-1); got != 6 {
+		t.Errorf("linked pairs on the 12-device copy = %d, want 6", got)
+	}
+	if &bigCopy.links[0] != &big.links[0] {
+		t.Error("the 12-device copy does not share the original's link list")
+	}
+}

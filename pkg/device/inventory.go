@@ -188,6 +188,18 @@ func NewInventory(node string, heartbeat time.Time, specs []DeviceSpec) *Invento
 	return inv
 }
 
+// CopyTo makes dst a copy of inv. The copy shares the device list and the
+// other large parts, which are never changed, but holds the words that
+// Filter reads for every node (heartbeat, masks and, for up to 8 devices,
+// the link masks) itself, so that a holder that embeds the copy finds them
+// in its own cache lines.
+func (inv *Inventory) CopyTo(dst *Inventory) {
+	*dst = *inv
+	if len(inv.links) <= len(inv.linkBuf) {
+		dst.links = dst.linkBuf[:len(inv.links)]
+	}
+}
+
 // Len is the number of usable devices.
 func (inv *Inventory) Len() int { return len(inv.Devices) }
 
