@@ -46,7 +46,7 @@ type Device struct {
 
 // Inventory is the immutable device inventory of one node.
 //
-// The fields that Filter and Score read for every node come first, next
+// The fields that Filter reads for every node come first, next
 // to each other, so that a scheduling cycle over thousands of nodes pays
 // one or two cache misses per inventory rather than one per field.
 type Inventory struct {

@@ -45,7 +45,8 @@ type nodeState struct {
 
 // nodeRecord is the mutable bookkeeping behind a node's state; it is
 // guarded by cache.mu, except for state and fit, which Filter and Score
-// read without it. Those two come first, in the record's first cache line.
+// read without it. Those two come first, so that Filter and Score touch the
+// record's first one or two cache lines only.
 type nodeRecord struct {
 	state atomic.Pointer[nodeState]
 	// fit is what Filter found here in the latest scheduling cycle, for
@@ -199,8 +200,8 @@ func (c *gpuCache) dropRecordLocked(r *nodeRecord) {
 		return
 	}
 	old := *c.nodes.Load()
-	if _, ok := old[r.name]; !ok {
-		return
+	if old[r.name] != r {
+		return // already dropped, or replaced by a newer record
 	}
 	c.names.drop(r.name)
 	compact := c.names.wasteful()
@@ -229,8 +230,9 @@ func (c *gpuCache) dropRecordLocked(r *nodeRecord) {
 //
 // Bytes once written to a block are never changed, which is what makes the
 // strings made from them valid. Names of removed nodes stay in their block
-// until dropRecordLocked finds more dead bytes than live ones and copies
-// the live keys into a fresh arena; the old blocks are then garbage.
+// until dropRecordLocked finds more dead bytes than live ones, and at least
+// a block's worth, and copies the live keys into a fresh arena; the old
+// blocks are then garbage once no published map refers to them.
 type nameArena struct {
 	block      []byte
 	live, dead int

@@ -211,13 +211,13 @@ func (pl *TesseraGPU) fitAgain(s *cycleState, node string) (fitted, *fwk.Status)
 // node's state, the devices the pod may use and should avoid there, the
 // strategy's placement and, under binpack and spread, its score.
 type fitted struct {
-	st            *nodeState
-	usable, avoid uint64
-	p             device.Placement
+	st *nodeState
 	// score is Score's answer under binpack and spread. Working it out
 	// while Filter has the node's state and inventory in cache lets Score
 	// answer from the node's record alone.
-	score int64
+	score         int64
+	usable, avoid uint64
+	p             device.Placement
 }
 
 // fit is Filter's verdict plus what Score and Reserve need. It does not
@@ -315,7 +315,9 @@ func (pl *TesseraGPU) refreshPressure() {
 	pl.pressure.Store(&modelPressure{w: w, gen: gen, mp: w.Pressure(capacity, pressureThreshold), largest: largest})
 }
 
-// Score rates the placement the strategy would choose on the node.
+// Score rates the placement the strategy would choose on the node. Under
+// binpack and spread Filter has already rated it in this cycle, and Score
+// returns that score unless the node has changed since.
 func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.NodeInfo) (int64, *fwk.Status) {
 	s, err := readState(cs)
 	if err != nil {
