@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,6 +58,7 @@ type options struct {
 	quiet      bool
 	serverLogs bool
 	keep       bool
+	cpuProfile string
 }
 
 func parseFlags() (*options, error) {
@@ -73,6 +75,7 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress lines")
 	flag.BoolVar(&o.keep, "keep", false, "keep the runs already saved under -out for the strategies and seeds not replayed now, so that a long campaign can be split over several invocations")
 	flag.BoolVar(&o.serverLogs, "server-logs", false, "show the apiserver's and the plugins' logs")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replays (not the control plane's start) to this file")
 	flag.Parse()
 	if !o.serverLogs {
 		// The control plane is only the inventories' store; its logs would
@@ -226,6 +229,17 @@ func run() error {
 		return err
 	}
 	logf("%d GPU nodes, %d GPUs published", len(cl.nodes), cl.capacity/1000)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	var failures []string
 	for _, path := range o.traces {
