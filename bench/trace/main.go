@@ -59,6 +59,7 @@ type options struct {
 	serverLogs bool
 	keep       bool
 	cpuProfile string
+	summarize  bool
 }
 
 func parseFlags() (*options, error) {
@@ -75,6 +76,7 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.quiet, "quiet", false, "no progress lines")
 	flag.BoolVar(&o.keep, "keep", false, "keep the runs already saved under -out for the strategies and seeds not replayed now, so that a long campaign can be split over several invocations")
 	flag.BoolVar(&o.serverLogs, "server-logs", false, "show the apiserver's and the plugins' logs")
+	flag.BoolVar(&o.summarize, "summarize", false, "only rewrite <out>/summary.md from the results saved there (after replays run in parallel or stopped part way)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replays (not the control plane's start) to this file")
 	flag.Parse()
 	if !o.serverLogs {
@@ -189,6 +191,12 @@ func run() error {
 	o, err := parseFlags()
 	if err != nil {
 		return err
+	}
+	if o.summarize {
+		if o.out == "" {
+			return errors.New("-summarize needs -out")
+		}
+		return writeSummary(o.out)
 	}
 	// The framework records into the scheduler's metrics, as in the
 	// scheduler binary.
