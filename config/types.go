@@ -100,6 +100,11 @@ type FragmentationArgs struct {
 	SeedPods int32
 	// Seed is the workload assumed before any pod is seen.
 	Seed []WorkloadClass
+	// CPUStarvation is the weight, in percent of a fragment's, of the free
+	// GPU capacity that a node's free CPU could not feed at the workload's
+	// CPU per GPU. 0 leaves it out: fragmentation is then the published
+	// measure, which asks only whether one pod of each shape fits.
+	CPUStarvation int32
 }
 
 // WorkloadClass is one pod shape of a seed workload.

@@ -118,7 +118,7 @@ func TestOracleClasses(t *testing.T) {
 
 func TestStrategyByNameListsValid(t *testing.T) {
 	_, err := strategyByName("firstfit")
-	if err == nil || !strings.Contains(err.Error(), "random, binpack, spread, bestfit, dotprod, fragmentation, fragmentation-oracle") {
+	if err == nil || !strings.Contains(err.Error(), "random, binpack, spread, bestfit, dotprod, fragmentation, fragmentation-fgd, fragmentation-oracle") {
 		t.Errorf("error %v", err)
 	}
 }

@@ -33,6 +33,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/config"
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"
+	configv1 "github.com/tessera-gpu/tessera/config/v1"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/schedulerapp"
 )
@@ -62,12 +63,34 @@ func tesseraArgs(t config.ScoringStrategyType) *config.TesseraGPUArgs {
 // it: no seed, the workload learnt from the pods as they arrive.
 func onlineFragmentation([]tracePod) *config.TesseraGPUArgs {
 	a := tesseraArgs(config.ScoringStrategyFragmentation)
-	a.ScoringStrategy.Fragmentation = &config.FragmentationArgs{WindowPods: 5000, Coverage: 95, SeedPods: 100}
+	a.ScoringStrategy.Fragmentation = shippedFragmentation()
+	return a
+}
+
+// shippedFragmentation is the fragmentation strategy's settings as the
+// scheduler defaults them.
+func shippedFragmentation() *config.FragmentationArgs {
+	v := &configv1.TesseraGPUArgs{ScoringStrategy: &configv1.ScoringStrategy{Type: configv1.ScoringStrategyFragmentation}}
+	configv1.SetDefaults_TesseraGPUArgs(v)
+	var a config.TesseraGPUArgs
+	// The conversion has no error paths.
+	_ = configv1.Convert_v1_TesseraGPUArgs_To_config_TesseraGPUArgs(v, &a, nil)
+	return a.ScoringStrategy.Fragmentation
+}
+
+// onlineFGD is the shipped strategy without CPU starvation: the published
+// fragmentation measure with the workload learnt online.
+func onlineFGD([]tracePod) *config.TesseraGPUArgs {
+	a := tesseraArgs(config.ScoringStrategyFragmentation)
+	a.ScoringStrategy.Fragmentation = shippedFragmentation()
+	a.ScoringStrategy.Fragmentation.CPUStarvation = 0
 	return a
 }
 
 // oracleFragmentation gives the strategy the published experiments'
-// advance knowledge: the shapes of the whole pod list, fixed.
+// advance knowledge: the shapes of the whole pod list, fixed. It scores
+// fragmentation as published (no CPU starvation), to check the replay
+// against the paper's FGD.
 func oracleFragmentation(pods []tracePod) *config.TesseraGPUArgs {
 	a := tesseraArgs(config.ScoringStrategyFragmentation)
 	f := &config.FragmentationArgs{WindowPods: 0, Coverage: 100}
@@ -99,8 +122,10 @@ var strategies = []strategy{
 		about: "smallest dot product of the node's free and the pod's requested CPU and GPU (the paper's DotProd); GPUs by tightest fit"},
 	{name: "fragmentation", scorer: config.TesseraGPUName, args: onlineFragmentation,
 		about: "TesseraGPU, scoringStrategy fragmentation, workload estimated online (the shipped defaults)"},
+	{name: "fragmentation-fgd", scorer: config.TesseraGPUName, args: onlineFGD,
+		about: "TesseraGPU, scoringStrategy fragmentation with cpuStarvation 0 (the published measure), workload estimated online"},
 	{name: "fragmentation-oracle", scorer: config.TesseraGPUName, args: oracleFragmentation,
-		about: "TesseraGPU, scoringStrategy fragmentation, fixed seed = the trace's own pod shapes (the paper's setting)"},
+		about: "TesseraGPU, scoringStrategy fragmentation with cpuStarvation 0, fixed seed = the trace's own pod shapes (the paper's setting)"},
 }
 
 func strategyByName(name string) (strategy, error) {

@@ -38,7 +38,7 @@ var paperMean = map[string]map[string][2]float64{
 // Tessera's binpack is not the paper's Packing scorer, only the nearest.
 var paperPolicy = map[string]string{
 	"random": "Random", "dotprod": "DotProd", "bestfit": "BestFit", "binpack": "Packing",
-	"fragmentation": "FGD", "fragmentation-oracle": "FGD",
+	"fragmentation": "FGD", "fragmentation-fgd": "FGD", "fragmentation-oracle": "FGD",
 }
 
 type stat struct {
@@ -203,7 +203,7 @@ func (r *report) write(dir string, args []string, kept bool) error {
 		md.WriteString("\n")
 	}
 	fmt.Fprintf(&md, "\nCurves: [%s.csv](%s.csv); plot: ![unallocated GPU against arrived load](%s.svg)\n", r.trace, r.trace, r.trace)
-	if err := os.WriteFile(filepath.Join(dir, r.trace+".md"), []byte(md.String()), 0o644); err != nil {
+	if err := replaceFile(filepath.Join(dir, r.trace+".md"), md.String()); err != nil {
 		return err
 	}
 
@@ -220,13 +220,13 @@ func (r *report) write(dir string, args []string, kept bool) error {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, r.trace+".csv"), []byte(csv.String()), 0o644); err != nil {
+	if err := replaceFile(filepath.Join(dir, r.trace+".csv"), csv.String()); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, r.trace+"-runs.csv"), []byte(writeRuns(all)), 0o644); err != nil {
+	if err := replaceFile(filepath.Join(dir, r.trace+"-runs.csv"), writeRuns(all)); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, r.trace+".svg"), []byte(r.svg()), 0o644)
+	return replaceFile(filepath.Join(dir, r.trace+".svg"), r.svg())
 }
 
 // svg plots the mean unallocated GPU % against the arrived load from 75% to

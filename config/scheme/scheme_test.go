@@ -49,7 +49,7 @@ func TestDecodeTesseraGPUArgs(t *testing.T) {
 	spread.ScoringStrategy.Type = config.ScoringStrategySpread
 	frag := defaultGPU()
 	frag.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: &config.FragmentationArgs{
-		WindowPods: 5000, Coverage: 95, SeedPods: 100,
+		WindowPods: 5000, Coverage: 95, SeedPods: 100, CPUStarvation: 100,
 		Seed: []config.WorkloadClass{{CPUMilli: 11300, GPUs: 1, GPUPercent: 100, Weight: 5}, {CPUMilli: 3152, GPUs: 1, GPUPercent: 81, Models: []string{"T4"}, Weight: 2}},
 	}}
 

@@ -33,6 +33,8 @@ func Convert_v1_TesseraGPUArgs_To_config_TesseraGPUArgs(in *TesseraGPUArgs, out 
 				WindowPods: ptr.Deref(f.WindowPods, 0),
 				Coverage:   ptr.Deref(f.Coverage, 0),
 				SeedPods:   ptr.Deref(f.SeedPods, 0),
+
+				CPUStarvation: ptr.Deref(f.CPUStarvation, 0),
 			}
 			for _, c := range f.Seed {
 				out.ScoringStrategy.Fragmentation.Seed = append(out.ScoringStrategy.Fragmentation.Seed, config.WorkloadClass{
@@ -71,7 +73,8 @@ func Convert_config_TesseraGPUArgs_To_v1_TesseraGPUArgs(in *config.TesseraGPUArg
 		},
 	}
 	if f := in.ScoringStrategy.Fragmentation; f != nil {
-		v := &FragmentationArgs{WindowPods: ptr.To(f.WindowPods), Coverage: ptr.To(f.Coverage), SeedPods: ptr.To(f.SeedPods)}
+		v := &FragmentationArgs{WindowPods: ptr.To(f.WindowPods), Coverage: ptr.To(f.Coverage), SeedPods: ptr.To(f.SeedPods),
+			CPUStarvation: ptr.To(f.CPUStarvation)}
 		for _, c := range f.Seed {
 			v.Seed = append(v.Seed, WorkloadClass{
 				CPU: *resource.NewMilliQuantity(c.CPUMilli, resource.DecimalSI), GPUs: c.GPUs,

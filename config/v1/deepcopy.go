@@ -48,6 +48,8 @@ func (in *ScoringStrategy) DeepCopyInto(out *ScoringStrategy) {
 			WindowPods: clonePtr(f.WindowPods),
 			Coverage:   clonePtr(f.Coverage),
 			SeedPods:   clonePtr(f.SeedPods),
+
+			CPUStarvation: clonePtr(f.CPUStarvation),
 		}
 		if f.Seed != nil {
 			c.Seed = make([]WorkloadClass, len(f.Seed))

@@ -62,6 +62,11 @@ type FragmentationArgs struct {
 	SeedPods *int32 `json:"seedPods,omitempty"`
 	// Seed is the workload assumed before pods are seen. Optional.
 	Seed []WorkloadClass `json:"seed,omitempty"`
+	// CPUStarvation weighs, in percent of a fragment (0-1000), the free GPU
+	// capacity of a node that its free CPU could not feed at the
+	// workload's CPU per GPU; such GPUs stay idle whatever arrives. 0
+	// scores fragmentation as published. Defaults to 100.
+	CPUStarvation *int32 `json:"cpuStarvation,omitempty"`
 }
 
 // WorkloadClass is one pod shape of a seed workload.

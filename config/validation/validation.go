@@ -75,6 +75,9 @@ const (
 	// MaxFragmentationWindowPods bounds windowPods: beyond a million pods
 	// the estimate would no longer follow any drift a cluster sees.
 	MaxFragmentationWindowPods int32 = 1000000
+	// MaxCPUStarvation bounds cpuStarvation: ten times a fragment's weight
+	// already lets CPU decide every placement it has a say in.
+	MaxCPUStarvation int32 = 1000
 	// MaxSeedClasses bounds the seed: fragmentation scoring costs time per
 	// class, and no real workload needs more shapes to be described.
 	MaxSeedClasses = 1024
@@ -94,6 +97,10 @@ func validateFragmentation(path *field.Path, f *config.FragmentationArgs) field.
 	}
 	if f.Coverage < 1 || f.Coverage > 100 {
 		errs = append(errs, field.Invalid(path.Child("coverage"), f.Coverage, "must be a percentage between 1 and 100"))
+	}
+	if f.CPUStarvation < 0 || f.CPUStarvation > MaxCPUStarvation {
+		errs = append(errs, field.Invalid(path.Child("cpuStarvation"), f.CPUStarvation,
+			fmt.Sprintf("must be a percentage between 0 and %d", MaxCPUStarvation)))
 	}
 	if f.SeedPods < 0 {
 		errs = append(errs, field.Invalid(path.Child("seedPods"), f.SeedPods, "must not be negative"))

@@ -117,12 +117,13 @@ func TestValidateTesseraGPUArgs(t *testing.T) {
 			name: "bad fragmentation settings",
 			modify: func(a *config.TesseraGPUArgs) {
 				a.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation, Fragmentation: &config.FragmentationArgs{
-					WindowPods: 0, Coverage: 0, SeedPods: -1,
+					WindowPods: 0, Coverage: 0, SeedPods: -1, CPUStarvation: 1001,
 				}}
 			},
 			want: []wantErr{
 				{field.ErrorTypeRequired, "scoringStrategy.fragmentation.seed", "must not be empty"},
 				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.coverage", "between 1 and 100"},
+				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.cpuStarvation", "between 0 and 1000"},
 				{field.ErrorTypeInvalid, "scoringStrategy.fragmentation.seedPods", "must not be negative"},
 			},
 		},
@@ -315,5 +316,5 @@ func TestValidateNilArgs(t *testing.T) {
 }
 
 func validFragmentation() *config.FragmentationArgs {
-	return &config.FragmentationArgs{WindowPods: 5000, Coverage: 95, SeedPods: 100}
+	return &config.FragmentationArgs{WindowPods: 5000, Coverage: 95, SeedPods: 100, CPUStarvation: 100}
 }

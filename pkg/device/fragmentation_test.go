@@ -41,7 +41,7 @@ func TestFragmentation(t *testing.T) {
 		{"weights mix the classes", []WorkloadClass{half, cpuOnly}, []string{"frag-A", "frag-A"}, []int{60, 0}, 8000, 0.5*40 + 0.5*140},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := NewWorkload(tc.classes)
+			w := NewWorkload(tc.classes, 0)
 			got := w.Fragmentation(fragInventory(tc.models...), tc.used, tc.cpu)
 			if math.Abs(got-tc.want) > 1e-9 {
 				t.Errorf("fragmentation = %v, want %v", got, tc.want)
@@ -54,13 +54,45 @@ func TestFragmentation(t *testing.T) {
 	}
 }
 
+func TestCPUStarvation(t *testing.T) {
+	// 10 cores per whole device: 100 millicores per unit.
+	whole := WorkloadClass{CPUMilli: 10000, Count: 1, Units: FullUnits, Weight: 1}
+	cpuOnly := WorkloadClass{CPUMilli: 50000, Weight: 1}
+	four := []string{"frag-A", "frag-A", "frag-A", "frag-A"}
+	for _, tc := range []struct {
+		name       string
+		classes    []WorkloadClass
+		starvation float64
+		used       []int
+		cpu        int64
+		want       float64
+	}{
+		{"off: the published measure", []WorkloadClass{whole}, 0, []int{0, 0, 0, 0}, 20000, 0},
+		{"cpu for two of four free devices", []WorkloadClass{whole}, 1, []int{0, 0, 0, 0}, 20000, 200},
+		{"weighted", []WorkloadClass{whole}, 0.5, []int{0, 0, 0, 0}, 20000, 100},
+		{"cpu for all free devices", []WorkloadClass{whole}, 1, []int{100, 0, 0, 0}, 30000, 0},
+		{"used devices need no cpu", []WorkloadClass{whole}, 1, []int{100, 100, 0, 0}, 20000, 0},
+		{"adds to the class fragments", []WorkloadClass{whole}, 1, []int{0, 0, 0, 0}, 5000, 400 + 350},
+		// The rate is the device pods' own: counting the pods without
+		// devices would make it 600 per unit and starve 383 units.
+		{"pods without devices leave the rate alone", []WorkloadClass{whole, cpuOnly}, 1, []int{0, 0, 0, 0}, 10000, 0.5*400 + 300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := NewWorkload(tc.classes, tc.starvation)
+			if got := w.Fragmentation(fragInventory(four...), tc.used, tc.cpu); math.Abs(got-tc.want) > 1e-9 {
+				t.Errorf("fragmentation = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestFragmentationSkipsUnusableDevices(t *testing.T) {
 	inv := NewInventory("n", time.Time{}, []DeviceSpec{
 		{ID: "a", Model: "frag-A", Healthy: true},
 		{ID: "b", Model: "frag-A", Healthy: false},
 		{ID: "c", Model: "frag-A", Healthy: true, Taints: []Taint{{Key: "k", Effect: corev1.TaintEffectNoSchedule}}},
 	})
-	w := NewWorkload([]WorkloadClass{{Count: 1, Units: 50, Weight: 1}})
+	w := NewWorkload([]WorkloadClass{{Count: 1, Units: 50, Weight: 1}}, 0)
 	// Only device a counts; 30 free units are below the share.
 	if got := w.Fragmentation(inv, []int{70, 0, 0}, 1000); got != 30 {
 		t.Errorf("fragmentation = %v, want 30", got)
@@ -68,7 +100,7 @@ func TestFragmentationSkipsUnusableDevices(t *testing.T) {
 }
 
 func TestWorkloadPlan(t *testing.T) {
-	w := NewWorkload([]WorkloadClass{{CPUMilli: 1000, Count: 1, Units: 50, Weight: 1}})
+	w := NewWorkload([]WorkloadClass{{CPUMilli: 1000, Count: 1, Units: 50, Weight: 1}}, 0)
 	inv := fragInventory("frag-A", "frag-A", "frag-A")
 	for _, tc := range []struct {
 		name      string
@@ -101,9 +133,56 @@ func TestWorkloadPlan(t *testing.T) {
 			if !ok {
 				t.Fatal("Plan found no placement")
 			}
-			got, delta := w.Plan(inv, tc.used, r, p, usable, tc.avoid, 8000, 1000)
+			got, delta := w.Plan(inv, tc.used, r, p, usable, tc.avoid, 8000, 1000, false)
 			if got.Share[0] != tc.wantDev || math.Abs(delta-tc.wantDelta) > 1e-9 {
 				t.Errorf("device %d, delta %v; want device %d, delta %v", got.Share[0], delta, tc.wantDev, tc.wantDelta)
+			}
+		})
+	}
+}
+
+func TestWorkloadPlanCPUStarvation(t *testing.T) {
+	// 10 cores per whole device: 100 millicores per unit.
+	w := NewWorkload([]WorkloadClass{{CPUMilli: 10000, Count: 1, Units: FullUnits, Weight: 1}}, 1)
+	inv := fragInventory("frag-A", "frag-A", "frag-A", "frag-A")
+	used := []int{0, 0, 0, 0}
+	hungry, err := NewRequest([]ContainerDemand{{Name: "c", Count: 1}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := Plan(inv, used, hungry, 15, 0, Binpack)
+	if !ok {
+		t.Fatal("Plan found no placement")
+	}
+	for _, tc := range []struct {
+		name      string
+		r         *Request
+		cpuFree   int64
+		cpuReq    int64
+		claimed   bool
+		wantDelta float64
+	}{
+		// 30 cores for one device strand two more on a node with 40 cores
+		// (enough for all four before, for one after).
+		{"hungry pod on a tight node", hungry, 40000, 30000, false, -200},
+		{"hungry pod on a roomy node", hungry, 100000, 30000, false, 0},
+		// On a claimed node the pod pays what it asks beyond the rate:
+		// 30 cores against 10 for its one device.
+		{"hungry pod on a claimed roomy node", hungry, 100000, 30000, true, -200},
+		{"modest pod on a claimed node", hungry, 100000, 10000, true, 0},
+		// Pods without devices take no claimed device; the node's own CPU
+		// counts for them.
+		{"pod without devices on a claimed node", nil, 100000, 30000, true, 0},
+		{"pod without devices on a tight node", nil, 40000, 30000, false, -300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pl := p
+			if tc.r == nil {
+				pl = Placement{}
+			}
+			_, delta := w.Plan(inv, used, tc.r, pl, 15, 0, tc.cpuFree, tc.cpuReq, tc.claimed)
+			if math.Abs(delta-tc.wantDelta) > 1e-9 {
+				t.Errorf("delta = %v, want %v", delta, tc.wantDelta)
 			}
 		})
 	}
@@ -114,7 +193,7 @@ func TestWorkloadPlanDoesNotAllocate(t *testing.T) {
 		{CPUMilli: 1000, Count: 1, Units: 50, Weight: 3},
 		{CPUMilli: 4000, Count: 2, Units: FullUnits, Weight: 1},
 		{CPUMilli: 2000, Weight: 1},
-	})
+	}, 1)
 	inv := fragInventory("frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A", "frag-A")
 	used := []int{60, 30, 100, 0, 0, 10, 0, 0}
 	r, err := NewRequest([]ContainerDemand{{Name: "c", Units: 30}}, nil, nil)
@@ -122,8 +201,8 @@ func TestWorkloadPlanDoesNotAllocate(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, _ := Plan(inv, used, r, 255, 0, Binpack)
-	w.Plan(inv, used, r, p, 255, 0, 64000, 4000) // fill the memo
-	if n := testing.AllocsPerRun(100, func() { w.Plan(inv, used, r, p, 255, 0, 64000, 4000) }); n != 0 {
+	w.Plan(inv, used, r, p, 255, 0, 64000, 4000, false) // fill the memo
+	if n := testing.AllocsPerRun(100, func() { w.Plan(inv, used, r, p, 255, 0, 64000, 4000, false) }); n != 0 {
 		t.Errorf("Plan allocates %v times per run with a warm memo", n)
 	}
 }
@@ -164,7 +243,7 @@ func benchWorkload() *Workload {
 		}
 		classes = append(classes, c)
 	}
-	return NewWorkload(classes)
+	return NewWorkload(classes, 0)
 }
 
 // BenchmarkWorkloadPlan measures the fragmentation strategy's per-node cost
@@ -181,10 +260,10 @@ func BenchmarkWorkloadPlan(b *testing.B) {
 	p, _ := Plan(inv, used, r, 255, 0, Binpack)
 	b.Run("memo=warm", func(b *testing.B) {
 		w := benchWorkload()
-		w.Plan(inv, used, r, p, 255, 0, 64000, 4000)
+		w.Plan(inv, used, r, p, 255, 0, 64000, 4000, false)
 		b.ReportAllocs()
 		for b.Loop() {
-			w.Plan(inv, used, r, p, 255, 0, 64000, 4000)
+			w.Plan(inv, used, r, p, 255, 0, 64000, 4000, false)
 		}
 	})
 	b.Run("memo=cold", func(b *testing.B) {
@@ -194,7 +273,7 @@ func BenchmarkWorkloadPlan(b *testing.B) {
 		for b.Loop() {
 			// A new CPU figure makes every state new to the memo.
 			cpu++
-			w.Plan(inv, used, r, p, 255, 0, cpu, 4000)
+			w.Plan(inv, used, r, p, 255, 0, cpu, 4000, false)
 		}
 	})
 }

@@ -30,7 +30,7 @@ func TestModelPressure(t *testing.T) {
 		{"absent model", []WorkloadClass{anyGPU, {Count: 1, Units: FullUnits, Models: []string{"A100"}, Weight: 20}}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			mp := NewWorkload(tt.classes).Pressure(capacity, 0.3)
+			mp := NewWorkload(tt.classes, 0).Pressure(capacity, 0.3)
 			for _, m := range []string{"T4", "P100", "G2"} {
 				want := false
 				for _, c := range tt.claimed {
@@ -51,7 +51,7 @@ func TestModelPressure(t *testing.T) {
 		t.Error("nil pressure claims T4")
 	}
 	mixed := NewInventory("n", time.Now(), []DeviceSpec{{ID: "a", Model: "G2", Healthy: true}, {ID: "b", Model: "T4", Healthy: true}})
-	mp := NewWorkload([]WorkloadClass{anyGPU, {Count: 1, Units: FullUnits, Models: []string{"T4"}, Weight: 20}}).Pressure(capacity, 0.3)
+	mp := NewWorkload([]WorkloadClass{anyGPU, {Count: 1, Units: FullUnits, Models: []string{"T4"}, Weight: 20}}, 0).Pressure(capacity, 0.3)
 	if !mp.Claimed(mixed) {
 		t.Error("a node with one T4 among G2s is not claimed")
 	}

@@ -122,6 +122,47 @@ func TestFragmentationScoresCPUOnlyPods(t *testing.T) {
 	}
 }
 
+func TestFragmentationCPUStarvation(t *testing.T) {
+	// Pods take 8 cores per GPU. A pod asking 24 cores for one GPU leaves
+	// the tight node (8 cores per GPU) 8 cores for its 3 idle GPUs, which
+	// strands 2 of them; the roomy node has CPU for all.
+	anyModel := config.WorkloadClass{CPUMilli: 8000, GPUs: 1, GPUPercent: 100, Weight: 20}
+	onlyT4 := func(w int32) config.WorkloadClass {
+		return config.WorkloadClass{CPUMilli: 8000, GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: w}
+	}
+	hungry := makePod("hungry", whole("1"), cpuRequest("24"))
+	nodes := []fwk.NodeInfo{cpuNodeInfo("tight", "32"), cpuNodeInfo("roomy", "128")}
+	for _, tc := range []struct {
+		name       string
+		seed       []config.WorkloadClass
+		starvation int32
+		roomyModel string
+		want       string
+	}{
+		{"starvation sends the hungry pod where CPU is plentiful", []config.WorkloadClass{anyModel}, 100, "H100", "roomy"},
+		// One T4-only pod in 21 puts no pressure on the T4s. For those
+		// pods the tight node's H100s are fragments, so the published
+		// measure (starvation off) would rather use one of them; the
+		// two GPUs the hungry pod strands there outweigh that.
+		{"off, the published measure", []config.WorkloadClass{anyModel, onlyT4(1)}, 0, "T4", "tight"},
+		{"a model without pressure still offers its CPU", []config.WorkloadClass{anyModel, onlyT4(1)}, 100, "T4", "roomy"},
+		// One in three does: the roomy node's T4s are what those pods
+		// need, so the hungry pod is charged its extra CPU there instead.
+		{"a node under model pressure offers no CPU relief", []config.WorkloadClass{anyModel, onlyT4(10)}, 100, "T4", "tight"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := configscheme.DefaultTesseraGPUArgs()
+			args.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation,
+				Fragmentation: &config.FragmentationArgs{WindowPods: 0, Coverage: 100, SeedPods: 100, Seed: tc.seed, CPUStarvation: tc.starvation}}
+			pl := testPluginArgs(t, args, gpuNode("tight", 4, "H100"), gpuNode("roomy", 4, tc.roomyModel))
+			scores := bestNode(t, pl, hungry, nodes...)
+			if tc.want == "tight" && scores[0].Score <= scores[1].Score || tc.want == "roomy" && scores[1].Score <= scores[0].Score {
+				t.Errorf("scores %v; want %s on top", scores, tc.want)
+			}
+		})
+	}
+}
+
 func TestWorkloadEstimator(t *testing.T) {
 	shape := func(units int) device.WorkloadClass {
 		return device.WorkloadClass{CPUMilli: 1000, Count: 1, Units: units}

@@ -26,6 +26,8 @@ type workloadEstimator struct {
 	coverage float64
 	// refreshEvery is how many new pods trigger a new snapshot.
 	refreshEvery int
+	// cpuStarvation is the weight of GPUs stranded for want of CPU.
+	cpuStarvation float64
 
 	mu     sync.Mutex
 	shapes map[shapeKey]*shapeWeight
@@ -66,6 +68,8 @@ func newWorkloadEstimator(args *config.FragmentationArgs) *workloadEstimator {
 		shapes:   map[shapeKey]*shapeWeight{},
 		scale:    1,
 		seen:     map[types.UID]struct{}{},
+
+		cpuStarvation: float64(args.CPUStarvation) / 100,
 	}
 	if e.window > 0 {
 		e.growth = math.Exp(1 / e.window)
@@ -184,7 +188,7 @@ func (e *workloadEstimator) rebuildLocked() {
 		kept = append(kept, c)
 		covered += s.w
 	}
-	e.current.Store(device.NewWorkload(kept))
+	e.current.Store(device.NewWorkload(kept, e.cpuStarvation))
 	e.classes.Store(int64(len(kept)))
 	workloadClasses.Set(float64(len(kept)))
 }
