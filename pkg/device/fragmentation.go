@@ -42,7 +42,8 @@ type Workload struct {
 	classes []fragClass
 	// cpuPerUnit is the CPU the workload's device pods ask per device unit
 	// (millicores), and starvation the weight of the units a node's free
-	// CPU cannot feed at that rate (see compute).
+	// CPU cannot feed at that rate (see starved). Both are 0 when the term
+	// is off.
 	cpuPerUnit, starvation float64
 	memo                   [memoSlots]atomic.Pointer[memoEntry]
 }
@@ -86,7 +87,9 @@ func NewWorkload(classes []WorkloadClass, cpuStarvation float64) *Workload {
 	}
 	// Pods without devices are left out of the rate: the CPU they take is
 	// already counted as taken once they land, and a node that attracts
-	// them is not one whose devices need more CPU each.
+	// them is not one whose devices need more CPU each. A workload whose
+	// device pods ask no CPU has no rate, and the term stays off rather
+	// than divide by it.
 	var cpu, units float64
 	for _, c := range w.classes {
 		if c.count > 0 {
@@ -94,7 +97,7 @@ func NewWorkload(classes []WorkloadClass, cpuStarvation float64) *Workload {
 			units += c.p * float64(c.count*c.units)
 		}
 	}
-	if units > 0 && cpuStarvation > 0 {
+	if units > 0 && cpu > 0 && cpuStarvation > 0 {
 		w.cpuPerUnit, w.starvation = cpu/units, cpuStarvation
 	}
 	return w
@@ -292,7 +295,10 @@ func (w *Workload) Plan(inv *Inventory, used []int, r *Request, p Placement, usa
 	var v fragVec
 	starve := w.starvation > 0
 	// charge stands for the change in CPU starvation where the node's own
-	// is not to count (see claimed).
+	// is not to count (see claimed). It measures the pod by all the units
+	// it takes, where its workload class (ClassOf) keeps only its largest
+	// share: the charge is for the CPU the pod asks beyond what its own
+	// devices would be given at the workload's rate.
 	var charge float64
 	if starve && claimed && !r.Empty() {
 		starve = false

@@ -76,6 +76,10 @@ func TestCPUStarvation(t *testing.T) {
 		// The rate is the device pods' own: counting the pods without
 		// devices would make it 600 per unit and starve 383 units.
 		{"pods without devices leave the rate alone", []WorkloadClass{whole, cpuOnly}, 1, []int{0, 0, 0, 0}, 10000, 0.5*400 + 300},
+		// Device pods that ask no CPU give no rate to divide by: the term
+		// stays off instead of counting every free unit as infinitely
+		// starved.
+		{"device pods asking no cpu", []WorkloadClass{{Count: 1, Units: FullUnits, Weight: 1}}, 1, []int{0, 0, 0, 0}, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := NewWorkload(tc.classes, tc.starvation)
@@ -185,6 +189,14 @@ func TestWorkloadPlanCPUStarvation(t *testing.T) {
 				t.Errorf("delta = %v, want %v", delta, tc.wantDelta)
 			}
 		})
+	}
+
+	// A workload of device pods that ask no CPU has no rate: a claimed
+	// node charges nothing, where dividing by the rate would charge
+	// infinity and rank every claimed node last.
+	free := NewWorkload([]WorkloadClass{{Count: 1, Units: FullUnits, Weight: 1}}, 1)
+	if _, delta := free.Plan(inv, used, hungry, p, 15, 0, 100000, 30000, true); delta != 0 {
+		t.Errorf("zero-cpu workload on a claimed node: delta = %v, want 0", delta)
 	}
 }
 

@@ -373,22 +373,6 @@ func neutralFragmentationScore(w device.Weights) int64 {
 	return p.FragmentationScore(nil, nil, 0, 0, w, math.MaxUint32)
 }
 
-// tieOrder is a node's place in the order that breaks ties between equal
-// fragmentation scores (larger goes first). Nodes with fewer GPUs come
-// first, so that small nodes fill up before large ones are broken into;
-// among nodes of one size, a hash of the name gives an arbitrary but stable
-// order. Because the order changes only with the cluster's shape and the
-// workload, not from cycle to cycle or with a restart, pods of equal merit
-// pile onto the same nodes instead of spreading over all of them. On the
-// openb default trace (bench/trace), ordering ties this way leaves 4.8% of
-// GPUs unallocated; breaking them at random leaves 10%, and largest nodes
-// first 12.7%.
-//
-// A node with a device model under pressure (device.ModelPressure) ranks
-// as one of the largest nodes instead of by its size: filling it first
-// would hand the devices that model-restricted pods need to pods that
-// could run anywhere. On the openb gpuspec20 trace this takes unallocated
-// GPUs from 9.7% to 5.4% (seed 42).
 // pressured reports whether the node has devices of a model under
 // pressure from model-restricted pods (see tieOrder).
 func (pl *TesseraGPU) pressured(inv *device.Inventory) bool {
@@ -396,9 +380,25 @@ func (pl *TesseraGPU) pressured(inv *device.Inventory) bool {
 	return p != nil && p.mp.Claimed(inv)
 }
 
+// tieOrder is a node's place in the order that breaks ties between equal
+// fragmentation scores (larger goes first). Nodes with fewer GPUs come
+// first, so that small nodes fill up before large ones are broken into;
+// among nodes of one size, a hash of the name gives an arbitrary but stable
+// order. Because the order changes only with the cluster's shape and the
+// workload, not from cycle to cycle or with a restart, pods of equal merit
+// pile onto the same nodes instead of spreading over all of them. On the
+// openb default trace (bench/trace, measured with cpuStarvation 0),
+// ordering ties this way leaves 4.8% of GPUs unallocated; breaking them at
+// random leaves 10%, and largest nodes first 12.7%.
+//
+// A node with a device model under pressure (device.ModelPressure) ranks
+// as one of the largest nodes instead of by its size: filling it first
+// would hand the devices that model-restricted pods need to pods that
+// could run anywhere. On the openb gpuspec20 trace this takes unallocated
+// GPUs from 9.7% to 5.4% (seed 42, cpuStarvation 0).
 func (pl *TesseraGPU) tieOrder(inv *device.Inventory) uint32 {
 	size := inv.Len()
-	if p := pl.pressure.Load(); pl.pressured(inv) {
+	if p := pl.pressure.Load(); p != nil && p.mp.Claimed(inv) {
 		size = max(size, p.largest)
 	}
 	h := fnv.New32a()
