@@ -196,9 +196,9 @@ func (w *Workload) starved(v *fragVec) float64 {
 	// workload's CPU per unit, the units beyond what the free CPU can feed
 	// are stranded whatever mix arrives. On the openb traces, CPU is the
 	// co-bottleneck (12 vCPU per GPU on the common 8-GPU nodes against
-	// about 14 per GPU of demand), and this term is what moves the
-	// CPU-hungry pods and the pods without GPUs to the nodes with CPU to
-	// spare (bench/results/trace/README.md).
+	// about 14 per GPU of demand, counting the pods without GPUs), and
+	// this term is what moves the CPU-hungry pods and the pods without
+	// GPUs to the nodes with CPU to spare (bench/results/trace/README.md).
 	if w.starvation == 0 {
 		return 0
 	}
