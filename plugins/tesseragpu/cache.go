@@ -137,6 +137,9 @@ type gpuCache struct {
 	largest atomic.Int64
 	// names holds the keys of nodes; see nameArena. Guarded by mu.
 	names nameArena
+	// byInfo finds records from the snapshot's NodeInfo objects; see
+	// infoIndex.
+	byInfo atomic.Pointer[infoIndex]
 	// modelDevices counts devices by model over every inventory, for the
 	// fragmentation strategy's model pressure; modelsGen counts changes.
 	modelDevices map[string]int

@@ -133,7 +133,7 @@ func readState(cs fwk.CycleState) (*cycleState, error) {
 
 // PreFilter parses and validates the pod's GPU request. Pods that ask for
 // no GPU skip the rest of the plugin.
-func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	req, err := gpu.ParsePod(pod)
 	if err != nil {
 		rejections.WithLabelValues("invalid gpu request").Inc()
@@ -149,6 +149,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		if pl.workload != nil {
 			// A pod without GPUs still takes CPU that GPU pods need; the
 			// fragmentation strategy scores where it does the least harm.
+			pl.cache.indexInfos(nodes)
 			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 		}
 		return nil, fwk.NewStatus(fwk.Skip)
@@ -166,6 +167,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
+	pl.cache.indexInfos(nodes)
 	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 	return nil, nil
 }
@@ -180,7 +182,7 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	r := pl.cache.record(ni.Node().Name)
+	r := pl.cache.recordOf(ni)
 	f, status := pl.fit(s, r)
 	if status != nil {
 		rejections.WithLabelValues(status.Message()).Inc()
@@ -195,10 +197,9 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 // plugin so that a cycle number never means two cycles in one process.
 var cycles atomic.Uint64
 
-// fitAgain is fit for Score and Reserve: what Filter found on the node in
-// this cycle, unless the node's state has changed since.
-func (pl *TesseraGPU) fitAgain(s *cycleState, node string) (fitted, *fwk.Status) {
-	r := pl.cache.record(node)
+// fitAgain is fit for Score and Reserve: what Filter found on the node of
+// record r in this cycle, unless the node's state has changed since.
+func (pl *TesseraGPU) fitAgain(s *cycleState, r *nodeRecord) (fitted, *fwk.Status) {
 	if r != nil && r.fit.cycle.Load() == s.cycle {
 		if f := r.fit.f; f.st == r.state.Load() {
 			return f, nil
@@ -326,7 +327,7 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	if pl.workload != nil {
 		return pl.fragmentationScore(s, ni), nil
 	}
-	f, status := pl.fitAgain(s, ni.Node().Name)
+	f, status := pl.fitAgain(s, pl.cache.recordOf(ni))
 	if status != nil {
 		// The node changed since Filter; rank it last rather than fail the
 		// cycle, and let Reserve have the final word.
@@ -340,7 +341,10 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 	w := pl.workload.workload()
 	if s.req.Empty() {
-		st := pl.cache.state(ni.Node().Name)
+		var st *nodeState
+		if r := pl.cache.recordOf(ni); r != nil {
+			st = r.state.Load()
+		}
 		if w == nil || st == nil || st.inv == nil {
 			// No GPUs here (or nothing known of the workload): the pod
 			// strands nothing.
@@ -350,7 +354,7 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu, false)
 		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights, pl.tieOrder(st.inv))
 	}
-	f, status := pl.fitAgain(s, ni.Node().Name)
+	f, status := pl.fitAgain(s, pl.cache.recordOf(ni))
 	if status != nil {
 		return 0
 	}
@@ -484,7 +488,7 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
-	f, status := pl.fitAgain(s, node)
+	f, status := pl.fitAgain(s, pl.cache.record(node))
 	if status != nil {
 		return status
 	}

@@ -1,0 +1,184 @@
+package tesseragpu
+
+import (
+	"context"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+	internalcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/config"
+)
+
+// TestRecordOfFollowsTheSchedulerSnapshot drives the index through the
+// changes the real scheduler cache and snapshot go through, and checks at
+// each step that every NodeInfo the framework would hand Filter finds the
+// record its name would, and that Filter gives the verdict it would by name.
+func TestRecordOfFollowsTheSchedulerSnapshot(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logger := klog.Background()
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 4, "H100"), gpuNode("b", 4, "H100"), gpuNode("c", 4, "H100"))
+	sched := internalcache.New(ctx, nil, false, false)
+	snap := internalcache.NewEmptySnapshot()
+	node := func(name, label string) *v1.Node {
+		return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"l": label}}}
+	}
+	for _, n := range []string{"a", "b", "c", "cpu-only"} {
+		sched.AddNode(logger, node(n, "1"))
+	}
+	pod := makePod("p", whole("1"))
+
+	// cycle brings the snapshot up to date, unless a mutation session
+	// holds it, runs PreFilter on its list, as the framework does, and
+	// checks every node of it.
+	mutating := false
+	cycle := func(step string) *infoIndex {
+		t.Helper()
+		if !mutating {
+			if err := sched.UpdateSnapshot(logger, snap); err != nil {
+				t.Fatal(err)
+			}
+		}
+		list, err := snap.NodeInfos().List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := framework.NewCycleState()
+		if _, st := pl.PreFilter(ctx, cs, pod, list); !st.IsSuccess() {
+			t.Fatalf("%s: PreFilter: %v", step, st)
+		}
+		check(t, step, pl, cs, pod, list)
+		return pl.cache.byInfo.Load()
+	}
+
+	first := cycle("first cycle")
+	if first == nil || len(first.records) != 4 {
+		t.Fatalf("first cycle: index %+v, want one of 4 nodes", first)
+	}
+
+	// A pod bound and a node updated: the snapshot updates the NodeInfo
+	// objects in place and keeps its list, and the index stays.
+	if err := sched.AddPod(logger, makePod("q", onNode("b"))); err != nil {
+		t.Fatal(err)
+	}
+	sched.UpdateNode(logger, node("a", "1"), node("a", "2"))
+	if got := cycle("node updated"); got != first {
+		t.Errorf("node updated: index rebuilt, want it kept")
+	}
+
+	// A node replaced by another: a new list, a new index.
+	if err := sched.RemoveNode(logger, node("c", "1")); err != nil {
+		t.Fatal(err)
+	}
+	sched.AddNode(logger, node("d", "1"))
+	pl.cache.setGPUNode(gpuNode("d", 2, "A100"))
+	second := cycle("node replaced")
+	if second == first {
+		t.Fatalf("node replaced: index kept, want it rebuilt")
+	}
+
+	// The cache's node map changes between cycles: a GPUNode deleted and
+	// created again gives node a a new record, which the index built
+	// before does not hold; lookups must not use it until it is rebuilt.
+	old := pl.cache.record("a")
+	pl.cache.deleteGPUNode("a")
+	pl.cache.setGPUNode(gpuNode("a", 8, "H100"))
+	if pl.cache.record("a") == old {
+		t.Fatal("setup: node a kept its record")
+	}
+	list, _ := snap.NodeInfos().List()
+	for _, ni := range list {
+		if ni.Node().Name == "a" {
+			if r := pl.cache.recordOf(ni); r != pl.cache.record("a") {
+				t.Errorf("after the node map changed, recordOf(a) is the dropped record")
+			}
+		}
+	}
+	if got := cycle("node map changed"); got == second {
+		t.Errorf("node map changed: index kept, want it rebuilt")
+	}
+
+	// A pod group cycle clones every NodeInfo (StartMutations), and its
+	// end restores the originals.
+	before := pl.cache.byInfo.Load()
+	if err := snap.StartMutations(); err != nil {
+		t.Fatal(err)
+	}
+	mutating = true
+	during := cycle("mutation session")
+	if during == before {
+		t.Errorf("mutation session: index kept, want it rebuilt for the clones")
+	}
+	if err := snap.EndMutations(); err != nil {
+		t.Fatal(err)
+	}
+	mutating = false
+	if got := cycle("mutation session ended"); got == during {
+		t.Errorf("mutation session ended: index kept, want it rebuilt for the originals")
+	}
+}
+
+// TestRecordOfFallsBackToTheName covers NodeInfo objects the index never
+// holds: clones with nominated pods, and objects of tests and tools.
+func TestRecordOfFallsBackToTheName(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 4, "H100"))
+	ni := nodeInfo("a")
+	list := []fwk.NodeInfo{ni, nodeInfo("cpu-only")}
+	pl.cache.indexInfos(list)
+	for _, other := range []fwk.NodeInfo{ni.Snapshot(), nodeInfo("a")} {
+		if r := pl.cache.recordOf(other); r != pl.cache.record("a") {
+			t.Errorf("recordOf(a copy of a) = %p, want %p", r, pl.cache.record("a"))
+		}
+	}
+	if r := pl.cache.recordOf(list[1]); r != nil {
+		t.Errorf("recordOf(cpu-only) = %p, want nil", r)
+	}
+	if r := pl.cache.recordOf(framework.NewNodeInfo()); r != nil {
+		t.Errorf("recordOf(a NodeInfo without a node) = %p, want nil", r)
+	}
+	// A list with a NodeInfo without a node is indexed without it.
+	pl.cache.indexInfos([]fwk.NodeInfo{framework.NewNodeInfo(), ni})
+	if r := pl.cache.recordOf(ni); r != pl.cache.record("a") {
+		t.Errorf("recordOf(a) = %p, want %p", r, pl.cache.record("a"))
+	}
+}
+
+// check compares, for every NodeInfo of list, recordOf with the lookup by
+// name, and Filter with Filter on a NodeInfo the index does not hold.
+func check(t *testing.T, step string, pl *TesseraGPU, cs fwk.CycleState, pod *v1.Pod, list []fwk.NodeInfo) {
+	t.Helper()
+	for _, ni := range list {
+		name := ni.Node().Name
+		if got, want := pl.cache.recordOf(ni), pl.cache.record(name); got != want {
+			t.Errorf("%s: recordOf(%s) = %p, want %p", step, name, got, want)
+		}
+		got := pl.Filter(context.Background(), cs, pod, ni)
+		want := pl.Filter(context.Background(), cs, pod, nodeInfo(name))
+		if got.Code() != want.Code() || got.Message() != want.Message() {
+			t.Errorf("%s: Filter(%s) = %v, want %v", step, name, got, want)
+		}
+	}
+}
+
+// TestFilterDoesNotAllocateThroughTheIndex is TestFilterDoesNotAllocate
+// for a NodeInfo that the index holds, the common case in the scheduler.
+func TestFilterDoesNotAllocateThroughTheIndex(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 8, "H100"))
+	ni := nodeInfo("a")
+	pod := makePod("w", whole("2"))
+	cs := framework.NewCycleState()
+	if _, st := pl.PreFilter(context.Background(), cs, pod, []fwk.NodeInfo{ni}); !st.IsSuccess() {
+		t.Fatalf("PreFilter: %v", st)
+	}
+	if pl.cache.byInfo.Load() == nil {
+		t.Fatal("PreFilter built no index")
+	}
+	if n := testing.AllocsPerRun(100, func() { pl.Filter(context.Background(), cs, pod, ni) }); n != 0 {
+		t.Errorf("Filter allocates %v times", n)
+	}
+}
