@@ -44,14 +44,14 @@ type nodeState struct {
 }
 
 // nodeRecord is the mutable bookkeeping behind a node's state; it is
-// guarded by cache.mu, except for state and fit, which Filter and Score
-// read without it. Those two come first, so that Filter and Score touch the
-// record's first one or two cache lines only.
+// guarded by cache.mu, except for slot, which Filter and Score read
+// without it.
 type nodeRecord struct {
-	state atomic.Pointer[nodeState]
-	// fit is what Filter found here in the latest scheduling cycle, for
-	// Score and Reserve in the same cycle; it is not guarded by cache.mu.
-	fit fitMemo
+	// slot holds the node's current state and Filter's memo. It is
+	// replaced only under cache.mu, when an index of the snapshot's nodes
+	// moves it into its own dense array (see infoIndex), and the state is
+	// carried over.
+	slot atomic.Pointer[nodeSlot]
 
 	name string
 	rv   string
@@ -80,6 +80,17 @@ type fitMemo struct {
 	cycle atomic.Uint64
 	f     fitted
 }
+
+// nodeSlot is what Filter and Score read and write of a node in every
+// cycle: its current state, which writers swap under cache.mu, and Filter's
+// memo for Score and Reserve, which is not guarded by cache.mu.
+type nodeSlot struct {
+	state atomic.Pointer[nodeState]
+	fit   fitMemo
+}
+
+// current returns the node's state.
+func (r *nodeRecord) current() *nodeState { return r.slot.Load().state.Load() }
 
 // record returns the node's record, or nil when nothing is known.
 func (c *gpuCache) record(node string) *nodeRecord {
@@ -176,7 +187,7 @@ func (c *gpuCache) state(node string) *nodeState {
 	if r == nil {
 		return nil
 	}
-	return r.state.Load()
+	return r.current()
 }
 
 // largestNode returns the most devices any node reports.
@@ -188,7 +199,9 @@ func (c *gpuCache) recordLocked(name string) *nodeRecord {
 		return r
 	}
 	r := &nodeRecord{name: name, pods: map[types.UID]*podRecord{}}
-	r.state.Store(&nodeState{})
+	sl := &nodeSlot{}
+	sl.state.Store(&nodeState{})
+	r.slot.Store(sl)
 	m := make(map[string]*nodeRecord, len(old)+1)
 	for k, v := range old {
 		m[k] = v
@@ -614,7 +627,7 @@ func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) err
 	if r == nil || r.inv == nil {
 		return fmt.Errorf("node %s has no gpu inventory", node)
 	}
-	st := r.state.Load()
+	st := r.current()
 	if st.unknown > 0 {
 		return fmt.Errorf("node %s has gpu pods of unknown assignment", node)
 	}
@@ -699,7 +712,7 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 			}
 		}
 	}
-	r.state.Store(st)
+	r.slot.Load().state.Store(st)
 }
 
 func sameUse(a, b map[string]int) bool {

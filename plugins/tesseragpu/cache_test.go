@@ -30,7 +30,7 @@ func TestNodeMapSurvivesChurn(t *testing.T) {
 			if r == nil {
 				t.Fatalf("%s: node %s not found", step, n)
 			}
-			if r.name != n || r.state.Load().inv == nil || r.state.Load().inv.Node != n {
+			if r.name != n || r.current().inv == nil || r.current().inv.Node != n {
 				t.Fatalf("%s: lookup of %s gave the record of %s", step, n, r.name)
 			}
 		}

@@ -154,7 +154,7 @@ func (c *gpuCache) summary() inventorySummary {
 	// Reserve and the informers for the whole walk, once per scrape (every
 	// second under scheduler_perf), which on 5,000 nodes is milliseconds.
 	for _, r := range *c.nodes.Load() {
-		st := r.state.Load()
+		st := r.current()
 		if st == nil || st.inv == nil {
 			continue
 		}

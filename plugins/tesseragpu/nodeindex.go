@@ -1,31 +1,35 @@
 package tesseragpu
 
 import (
+	"math/bits"
 	"unsafe"
 
 	fwk "k8s.io/kube-scheduler/framework"
 )
 
-// infoIndex maps the NodeInfo objects of the scheduler's snapshot to node
-// records, so that Filter and Score find a node's record from the NodeInfo
-// the framework hands them, without reading the node's name.
+// infoIndex finds the slot of a node (its state and Filter's memo) from
+// the NodeInfo object of the scheduler's snapshot that the framework hands
+// Filter and Score, without reading the node's name, and keeps the slots of
+// the snapshot's nodes side by side.
 //
-// Why: at 5,000 nodes, finding the record by name cost a third of the
-// plugin's CPU in the scheduler_perf profile, almost all of it cache
-// misses: the name's bytes live in the scheduler's Node object, which no
-// in-tree plugin touches in Filter, so hashing them loads a cold line per
-// node (bench/README.md). The NodeInfo's address is in a register already,
-// and an index of 5,000 addresses stays in the CPU's cache.
+// Why: at 5,000 nodes, finding a node by name cost a third of the plugin's
+// CPU in the scheduler_perf profile, and almost all the rest was cache
+// misses on the way from the name to the state: the name's bytes (which
+// live in the scheduler's Node object, which no in-tree plugin touches in
+// Filter), the map's key, the node's record, its state, and the memo
+// written back (bench/README.md). The NodeInfo's address is in a register
+// already, the index's table of addresses is small enough to stay in the
+// CPU's cache, and a slot is one dense array element away.
 //
 // It relies on how the snapshot keeps its NodeInfo objects: one object per
 // node name, updated in place, for as long as the node is in the snapshot,
-// and a new node list (a new slice) whenever a node is added or removed
-// or a pod group cycle clones the snapshot. So an index built from one
-// list is right for every NodeInfo of that list while the list is the
-// snapshot's, and while the cache's node map is the one it was built from.
-// Filter and Score are handed other NodeInfo objects too (clones with
-// nominated pods added, preemption's what-if copies); those are not in the
-// index, and recordOf falls back to the name.
+// and a new node list (a new slice) whenever a node is added or removed or
+// a pod group cycle clones the snapshot. So an index built from one list is
+// right for every NodeInfo of that list while the list is the snapshot's,
+// and while the cache's node map is the one it was built from. Filter and
+// Score are handed other NodeInfo objects too (clones with nominated pods
+// added, preemption's what-if copies); those are not in the index, and
+// slotOf falls back to the name.
 type infoIndex struct {
 	// names is the cache's node map the index was built from.
 	names *map[string]*nodeRecord
@@ -34,10 +38,22 @@ type infoIndex struct {
 	// address.
 	first *fwk.NodeInfo
 	n     int
-	// records maps a NodeInfo's address to its node's record, or to nil
-	// for a node without one. The keys keep those NodeInfo objects alive,
+	// table is an open-addressing hash table of NodeInfo addresses, a
+	// power of two at least twice the list's length; shift makes a hash of
+	// log2(len(table)) bits. The keys keep those NodeInfo objects alive,
 	// so no other object can take an address while the index holds it.
-	records map[unsafe.Pointer]*nodeRecord
+	table []infoEntry
+	shift uint
+	// slots are the slots of the list's nodes that have a record, which
+	// the records point to while this index is the latest.
+	slots []nodeSlot
+}
+
+// infoEntry maps a NodeInfo's address to its node's slot, or to nil for a
+// node without a record.
+type infoEntry struct {
+	key  unsafe.Pointer
+	slot *nodeSlot
 }
 
 // infoKey is the address of the object behind ni: the data word of the
@@ -48,40 +64,102 @@ func infoKey(ni fwk.NodeInfo) unsafe.Pointer {
 	return (*[2]unsafe.Pointer)(unsafe.Pointer(&ni))[1]
 }
 
-// indexInfos makes recordOf answer from an index for the NodeInfo objects of
+// home is the table position where the search for key starts (Fibonacci
+// hashing of the address).
+func (x *infoIndex) home(key unsafe.Pointer) uint64 {
+	return uint64(uintptr(key)) * 0x9e3779b97f4a7c15 >> x.shift
+}
+
+// lookup returns key's entry, and whether the table holds it.
+func (x *infoIndex) lookup(key unsafe.Pointer) (*nodeSlot, bool) {
+	mask := uint64(len(x.table) - 1)
+	for i := x.home(key); ; i = (i + 1) & mask {
+		e := &x.table[i]
+		if e.key == key {
+			return e.slot, true
+		}
+		if e.key == nil {
+			return nil, false
+		}
+	}
+}
+
+// indexInfos makes slotOf answer from an index for the NodeInfo objects of
 // list, the snapshot's node list as PreFilter is given it. It rebuilds the
 // index only when the list or the cache's node map has changed since the
 // last build, which costs one name lookup per node, about what one cycle's
-// Filter calls cost without it.
+// Filter calls cost without it. The build holds cache.mu, so that no
+// state is published into a slot it is moving.
 func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 	if len(list) == 0 {
 		return
 	}
-	names := c.nodes.Load()
-	if x := c.byInfo.Load(); x != nil && x.names == names && x.first == &list[0] && x.n == len(list) {
+	if x := c.byInfo.Load(); x != nil && x.names == c.nodes.Load() && x.first == &list[0] && x.n == len(list) {
 		return
 	}
-	records := make(map[unsafe.Pointer]*nodeRecord, len(list))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := c.nodes.Load()
+	size := 1 << bits.Len(uint(2*len(list)-1))
+	x := &infoIndex{names: names, first: &list[0], n: len(list), table: make([]infoEntry, size),
+		shift: uint(64 - bits.TrailingZeros(uint(size))), slots: make([]nodeSlot, 0, len(list))}
+	moved := make(map[*nodeRecord]*nodeSlot, len(list))
+	mask := uint64(size - 1)
 	for _, ni := range list {
 		if ni == nil || ni.Node() == nil {
 			continue
 		}
-		records[infoKey(ni)] = (*names)[ni.Node().Name]
+		key := infoKey(ni)
+		i := x.home(key)
+		for x.table[i].key != nil && x.table[i].key != key {
+			i = (i + 1) & mask
+		}
+		if x.table[i].key == key {
+			continue
+		}
+		e := &x.table[i]
+		e.key = key
+		r := (*names)[ni.Node().Name]
+		if r == nil {
+			continue
+		}
+		// Two NodeInfo objects of one name (not in a real snapshot) share
+		// the record's one slot: a second copy would stop receiving the
+		// node's states.
+		if sl := moved[r]; sl != nil {
+			e.slot = sl
+			continue
+		}
+		x.slots = append(x.slots, nodeSlot{})
+		sl := &x.slots[len(x.slots)-1]
+		sl.state.Store(r.current())
+		r.slot.Store(sl)
+		moved[r] = sl
+		e.slot = sl
 	}
-	c.byInfo.Store(&infoIndex{names: names, first: &list[0], n: len(list), records: records})
+	c.byInfo.Store(x)
 }
 
-// recordOf returns the record of the node that ni describes, or nil when
-// nothing is known of it, like record.
-func (c *gpuCache) recordOf(ni fwk.NodeInfo) *nodeRecord {
+// slotOf returns the slot of the node that ni describes, or nil when
+// nothing is known of it.
+func (c *gpuCache) slotOf(ni fwk.NodeInfo) *nodeSlot {
 	if x := c.byInfo.Load(); x != nil && x.names == c.nodes.Load() {
-		if r, ok := x.records[infoKey(ni)]; ok {
-			return r
+		if sl, ok := x.lookup(infoKey(ni)); ok {
+			return sl
 		}
 	}
 	n := ni.Node()
 	if n == nil {
 		return nil
 	}
-	return c.record(n.Name)
+	return c.slot(n.Name)
+}
+
+// slot returns the slot of the named node, or nil when nothing is known
+// of it.
+func (c *gpuCache) slot(node string) *nodeSlot {
+	if r := c.record(node); r != nil {
+		return r.slot.Load()
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -12,13 +13,14 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/config"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
 
-// TestRecordOfFollowsTheSchedulerSnapshot drives the index through the
+// TestSlotOfFollowsTheSchedulerSnapshot drives the index through the
 // changes the real scheduler cache and snapshot go through, and checks at
 // each step that every NodeInfo the framework would hand Filter finds the
 // record its name would, and that Filter gives the verdict it would by name.
-func TestRecordOfFollowsTheSchedulerSnapshot(t *testing.T) {
+func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := klog.Background()
@@ -57,8 +59,13 @@ func TestRecordOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	}
 
 	first := cycle("first cycle")
-	if first == nil || len(first.records) != 4 {
-		t.Fatalf("first cycle: index %+v, want one of 4 nodes", first)
+	if first == nil || len(first.slots) != 3 {
+		t.Fatalf("first cycle: index %+v, want one with the slots of a, b and c", first)
+	}
+	for _, name := range []string{"a", "b", "c", "cpu-only"} {
+		if _, ok := first.lookup(infoKey(mustGet(t, snap, name))); !ok {
+			t.Errorf("first cycle: index does not hold %s", name)
+		}
 	}
 
 	// A pod bound and a node updated: the snapshot updates the NodeInfo
@@ -69,6 +76,26 @@ func TestRecordOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	sched.UpdateNode(logger, node("a", "1"), node("a", "2"))
 	if got := cycle("node updated"); got != first {
 		t.Errorf("node updated: index rebuilt, want it kept")
+	}
+
+	// States published after the index was built reach its slots: with
+	// all of b's GPUs taken, Filter must reject b through the index.
+	for i := 0; i < 4; i++ {
+		pl.cache.upsertPod(makePod(fmt.Sprintf("b-%d", i), onNode("b"), whole("1"),
+			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("b", i)))))
+	}
+	if got := cycle("b full"); got != first {
+		t.Errorf("b full: index rebuilt, want it kept")
+	}
+	list, _ := snap.NodeInfos().List()
+	for _, ni := range list {
+		if ni.Node().Name != "b" {
+			continue
+		}
+		cs, _ := preFilter(t, pl, pod)
+		if st := pl.Filter(ctx, cs, pod, ni); st.Code() != fwk.Unschedulable {
+			t.Errorf("Filter(b) after b filled up = %v, want Unschedulable", st)
+		}
 	}
 
 	// A node replaced by another: a new list, a new index.
@@ -91,11 +118,11 @@ func TestRecordOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	if pl.cache.record("a") == old {
 		t.Fatal("setup: node a kept its record")
 	}
-	list, _ := snap.NodeInfos().List()
+	list, _ = snap.NodeInfos().List()
 	for _, ni := range list {
 		if ni.Node().Name == "a" {
-			if r := pl.cache.recordOf(ni); r != pl.cache.record("a") {
-				t.Errorf("after the node map changed, recordOf(a) is the dropped record")
+			if r := pl.cache.slotOf(ni); r != pl.cache.slot("a") {
+				t.Errorf("after the node map changed, slotOf(a) is the dropped record's")
 			}
 		}
 	}
@@ -123,28 +150,28 @@ func TestRecordOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	}
 }
 
-// TestRecordOfFallsBackToTheName covers NodeInfo objects the index never
+// TestSlotOfFallsBackToTheName covers NodeInfo objects the index never
 // holds: clones with nominated pods, and objects of tests and tools.
-func TestRecordOfFallsBackToTheName(t *testing.T) {
+func TestSlotOfFallsBackToTheName(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 4, "H100"))
 	ni := nodeInfo("a")
 	list := []fwk.NodeInfo{ni, nodeInfo("cpu-only")}
 	pl.cache.indexInfos(list)
 	for _, other := range []fwk.NodeInfo{ni.Snapshot(), nodeInfo("a")} {
-		if r := pl.cache.recordOf(other); r != pl.cache.record("a") {
-			t.Errorf("recordOf(a copy of a) = %p, want %p", r, pl.cache.record("a"))
+		if r := pl.cache.slotOf(other); r != pl.cache.slot("a") {
+			t.Errorf("slotOf(a copy of a) = %p, want %p", r, pl.cache.slot("a"))
 		}
 	}
-	if r := pl.cache.recordOf(list[1]); r != nil {
-		t.Errorf("recordOf(cpu-only) = %p, want nil", r)
+	if r := pl.cache.slotOf(list[1]); r != nil {
+		t.Errorf("slotOf(cpu-only) = %p, want nil", r)
 	}
-	if r := pl.cache.recordOf(framework.NewNodeInfo()); r != nil {
-		t.Errorf("recordOf(a NodeInfo without a node) = %p, want nil", r)
+	if r := pl.cache.slotOf(framework.NewNodeInfo()); r != nil {
+		t.Errorf("slotOf(a NodeInfo without a node) = %p, want nil", r)
 	}
 	// A list with a NodeInfo without a node is indexed without it.
 	pl.cache.indexInfos([]fwk.NodeInfo{framework.NewNodeInfo(), ni})
-	if r := pl.cache.recordOf(ni); r != pl.cache.record("a") {
-		t.Errorf("recordOf(a) = %p, want %p", r, pl.cache.record("a"))
+	if r := pl.cache.slotOf(ni); r != pl.cache.slot("a") {
+		t.Errorf("slotOf(a) = %p, want %p", r, pl.cache.slot("a"))
 	}
 }
 
@@ -154,8 +181,8 @@ func check(t *testing.T, step string, pl *TesseraGPU, cs fwk.CycleState, pod *v1
 	t.Helper()
 	for _, ni := range list {
 		name := ni.Node().Name
-		if got, want := pl.cache.recordOf(ni), pl.cache.record(name); got != want {
-			t.Errorf("%s: recordOf(%s) = %p, want %p", step, name, got, want)
+		if got, want := pl.cache.slotOf(ni), pl.cache.slot(name); got != want {
+			t.Errorf("%s: slotOf(%s) = %p, want %p", step, name, got, want)
 		}
 		got := pl.Filter(context.Background(), cs, pod, ni)
 		want := pl.Filter(context.Background(), cs, pod, nodeInfo(name))
@@ -181,4 +208,13 @@ func TestFilterDoesNotAllocateThroughTheIndex(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { pl.Filter(context.Background(), cs, pod, ni) }); n != 0 {
 		t.Errorf("Filter allocates %v times", n)
 	}
+}
+
+func mustGet(t *testing.T, snap *internalcache.Snapshot, name string) fwk.NodeInfo {
+	t.Helper()
+	ni, err := snap.NodeInfos().Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ni
 }

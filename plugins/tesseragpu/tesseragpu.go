@@ -182,14 +182,14 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	r := pl.cache.recordOf(ni)
-	f, status := pl.fit(s, r)
+	sl := pl.cache.slotOf(ni)
+	f, status := pl.fit(s, sl)
 	if status != nil {
 		rejections.WithLabelValues(status.Message()).Inc()
 		return status
 	}
-	r.fit.f = f
-	r.fit.cycle.Store(s.cycle)
+	sl.fit.f = f
+	sl.fit.cycle.Store(s.cycle)
 	return nil
 }
 
@@ -198,14 +198,14 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 var cycles atomic.Uint64
 
 // fitAgain is fit for Score and Reserve: what Filter found on the node of
-// record r in this cycle, unless the node's state has changed since.
-func (pl *TesseraGPU) fitAgain(s *cycleState, r *nodeRecord) (fitted, *fwk.Status) {
-	if r != nil && r.fit.cycle.Load() == s.cycle {
-		if f := r.fit.f; f.st == r.state.Load() {
+// slot sl in this cycle, unless the node's state has changed since.
+func (pl *TesseraGPU) fitAgain(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status) {
+	if sl != nil && sl.fit.cycle.Load() == s.cycle {
+		if f := sl.fit.f; f.st == sl.state.Load() {
 			return f, nil
 		}
 	}
-	return pl.fit(s, r)
+	return pl.fit(s, sl)
 }
 
 // fitted is what fit works out for a node that can hold the pod: the
@@ -223,10 +223,10 @@ type fitted struct {
 
 // fit is Filter's verdict plus what Score and Reserve need. It does not
 // allocate on the path that admits a node.
-func (pl *TesseraGPU) fit(s *cycleState, r *nodeRecord) (fitted, *fwk.Status) {
+func (pl *TesseraGPU) fit(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status) {
 	var st *nodeState
-	if r != nil {
-		st = r.state.Load()
+	if sl != nil {
+		st = sl.state.Load()
 	}
 	if st == nil || st.inv == nil {
 		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
@@ -327,7 +327,7 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	if pl.workload != nil {
 		return pl.fragmentationScore(s, ni), nil
 	}
-	f, status := pl.fitAgain(s, pl.cache.recordOf(ni))
+	f, status := pl.fitAgain(s, pl.cache.slotOf(ni))
 	if status != nil {
 		// The node changed since Filter; rank it last rather than fail the
 		// cycle, and let Reserve have the final word.
@@ -342,8 +342,8 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 	w := pl.workload.workload()
 	if s.req.Empty() {
 		var st *nodeState
-		if r := pl.cache.recordOf(ni); r != nil {
-			st = r.state.Load()
+		if sl := pl.cache.slotOf(ni); sl != nil {
+			st = sl.state.Load()
 		}
 		if w == nil || st == nil || st.inv == nil {
 			// No GPUs here (or nothing known of the workload): the pod
@@ -354,7 +354,7 @@ func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu, false)
 		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights, pl.tieOrder(st.inv))
 	}
-	f, status := pl.fitAgain(s, pl.cache.recordOf(ni))
+	f, status := pl.fitAgain(s, pl.cache.slotOf(ni))
 	if status != nil {
 		return 0
 	}
@@ -488,7 +488,7 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
-	f, status := pl.fitAgain(s, pl.cache.record(node))
+	f, status := pl.fitAgain(s, pl.cache.slot(node))
 	if status != nil {
 		return status
 	}

@@ -325,7 +325,7 @@ func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
 				t.Fatal(st)
 			}
 			filtered, _ := readState(cs)
-			memo := pl.cache.record("a").fit.f.p.Whole
+			memo := pl.cache.slot("a").fit.f.p.Whole
 			pl.cache.upsertPod(makePod("y", onNode("a"), whole("1"),
 				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", bits.TrailingZeros64(memo))))))
 			if st := pl.Reserve(ctx, cs, one, "a"); !st.IsSuccess() {
