@@ -106,7 +106,7 @@ type cycleState struct {
 	// cpu is the pod's CPU request in millicores, for fragmentation.
 	cpu int64
 	now time.Time
-	// cycle tells this scheduling cycle's fit memos (nodeRecord.fit) from
+	// cycle tells this scheduling cycle's fit memos (nodeSlot.fit) from
 	// older ones.
 	cycle uint64
 	// chosen is set by Reserve.
@@ -215,7 +215,7 @@ type fitted struct {
 	st *nodeState
 	// score is Score's answer under binpack and spread. Working it out
 	// while Filter has the node's state and inventory in cache lets Score
-	// answer from the node's record alone.
+	// answer from the node's slot alone.
 	score         int64
 	usable, avoid uint64
 	p             device.Placement

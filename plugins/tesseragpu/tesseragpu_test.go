@@ -277,7 +277,7 @@ func TestScore(t *testing.T) {
 }
 
 // TestScoreTakesFilterResultOnlyWhenCurrent checks the hand-over from
-// Filter to Score (nodeRecord.fit): Score must rate the node as it is, not
+// Filter to Score (nodeSlot.fit): Score must rate the node as it is, not
 // as Filter saw it, and never with another cycle's request.
 func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
 	ctx := context.Background()
