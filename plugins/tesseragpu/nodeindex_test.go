@@ -12,6 +12,7 @@ import (
 	internalcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
@@ -217,4 +218,59 @@ func mustGet(t *testing.T, snap *internalcache.Snapshot, name string) fwk.NodeIn
 		t.Fatal(err)
 	}
 	return ni
+}
+
+// TestIndexRebuildsWhileStatesChange rebuilds the index over and over
+// while the informer side publishes states, as happens when nodes come and
+// go while pods bind, and checks that no published state is lost: at the
+// end every slot the index hands out holds its node's current state. Run
+// it with -race as well.
+func TestIndexRebuildsWhileStatesChange(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	var gns []*v1alpha1.GPUNode
+	var infos []fwk.NodeInfo
+	for _, n := range names {
+		gns = append(gns, gpuNode(n, 4, "H100"))
+		infos = append(infos, nodeInfo(n))
+	}
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gns...)
+	// Two lists of the same nodes: switching between them forces a
+	// rebuild, which moves every record's slot.
+	lists := [][]fwk.NodeInfo{infos, append([]fwk.NodeInfo(nil), infos...)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 400; i++ {
+			n := names[i%len(names)]
+			pod := makePod(fmt.Sprintf("p%d", i%8), onNode(n), whole("1"),
+				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(n, i%4))))
+			if i%3 == 2 {
+				pl.cache.removePod(pod.UID)
+				continue
+			}
+			pl.cache.upsertPod(pod)
+		}
+	}()
+	pod := makePod("w", whole("1"))
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			pl.cache.indexInfos(lists[i%2])
+			for _, ni := range infos {
+				name := ni.Node().Name
+				if got, want := pl.cache.slotOf(ni).state.Load(), pl.cache.record(name).current(); got != want {
+					t.Errorf("slot of %s holds a state that is not the node's current one", name)
+				}
+			}
+			return
+		default:
+		}
+		cs := framework.NewCycleState()
+		if _, st := pl.PreFilter(context.Background(), cs, pod, lists[i%2]); !st.IsSuccess() {
+			t.Fatalf("PreFilter: %v", st)
+		}
+		for _, ni := range infos {
+			pl.Filter(context.Background(), cs, pod, ni)
+		}
+	}
 }
