@@ -138,6 +138,7 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 		e.slot = sl
 	}
 	c.byInfo.Store(x)
+	c.logger.V(5).Info("Indexed the scheduler's nodes", "nodes", len(list), "gpuNodes", len(x.slots))
 }
 
 // slotOf returns the slot of the node that ni describes, or nil when
