@@ -11,6 +11,7 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 	internalcache "k8s.io/kubernetes/pkg/scheduler/backend/cache"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
+	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
@@ -22,6 +23,9 @@ import (
 // each step that every NodeInfo the framework would hand Filter finds the
 // record its name would, and that Filter gives the verdict it would by name.
 func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
+	// The scheduler cache's background loop reports its size at once, into
+	// the scheduler's metrics, which must exist first.
+	schedmetrics.Register()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := klog.Background()
