@@ -89,8 +89,16 @@ type nodeSlot struct {
 	fit   fitMemo
 }
 
+// current returns the node's state, or nil for no slot.
+func (sl *nodeSlot) current() *nodeState {
+	if sl == nil {
+		return nil
+	}
+	return sl.state.Load()
+}
+
 // current returns the node's state.
-func (r *nodeRecord) current() *nodeState { return r.slot.Load().state.Load() }
+func (r *nodeRecord) current() *nodeState { return r.slot.Load().current() }
 
 // record returns the node's record, or nil when nothing is known.
 func (c *gpuCache) record(node string) *nodeRecord {

@@ -70,18 +70,21 @@ func (x *infoIndex) home(key unsafe.Pointer) uint64 {
 	return uint64(uintptr(key)) * 0x9e3779b97f4a7c15 >> x.shift
 }
 
-// lookup returns key's entry, and whether the table holds it.
-func (x *infoIndex) lookup(key unsafe.Pointer) (*nodeSlot, bool) {
+// find returns the entry that holds key, or the empty entry where key
+// belongs (linear probing from home).
+func (x *infoIndex) find(key unsafe.Pointer) *infoEntry {
 	mask := uint64(len(x.table) - 1)
 	for i := x.home(key); ; i = (i + 1) & mask {
-		e := &x.table[i]
-		if e.key == key {
-			return e.slot, true
-		}
-		if e.key == nil {
-			return nil, false
+		if e := &x.table[i]; e.key == key || e.key == nil {
+			return e
 		}
 	}
+}
+
+// lookup returns key's slot, and whether the table holds key.
+func (x *infoIndex) lookup(key unsafe.Pointer) (*nodeSlot, bool) {
+	e := x.find(key)
+	return e.slot, e.key != nil
 }
 
 // indexInfos makes slotOf answer from an index for the NodeInfo objects of
@@ -104,20 +107,15 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 	x := &infoIndex{names: names, first: &list[0], n: len(list), table: make([]infoEntry, size),
 		shift: uint(64 - bits.TrailingZeros(uint(size))), slots: make([]nodeSlot, 0, len(list))}
 	moved := make(map[*nodeRecord]*nodeSlot, len(list))
-	mask := uint64(size - 1)
 	for _, ni := range list {
 		if ni == nil || ni.Node() == nil {
 			continue
 		}
 		key := infoKey(ni)
-		i := x.home(key)
-		for x.table[i].key != nil && x.table[i].key != key {
-			i = (i + 1) & mask
-		}
-		if x.table[i].key == key {
+		e := x.find(key)
+		if e.key != nil {
 			continue
 		}
-		e := &x.table[i]
 		e.key = key
 		r := (*names)[ni.Node().Name]
 		if r == nil {

@@ -21,7 +21,7 @@ import (
 // TestSlotOfFollowsTheSchedulerSnapshot drives the index through the
 // changes the real scheduler cache and snapshot go through, and checks at
 // each step that every NodeInfo the framework would hand Filter finds the
-// record its name would, and that Filter gives the verdict it would by name.
+// slot its name would, and that Filter gives the verdict it would by name.
 func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	// The scheduler cache's background loop reports its size at once, into
 	// the scheduler's metrics, which must exist first.
@@ -180,7 +180,7 @@ func TestSlotOfFallsBackToTheName(t *testing.T) {
 	}
 }
 
-// check compares, for every NodeInfo of list, recordOf with the lookup by
+// check compares, for every NodeInfo of list, slotOf with the lookup by
 // name, and Filter with Filter on a NodeInfo the index does not hold.
 func check(t *testing.T, step string, pl *TesseraGPU, cs fwk.CycleState, pod *v1.Pod, list []fwk.NodeInfo) {
 	t.Helper()

@@ -224,10 +224,7 @@ type fitted struct {
 // fit is Filter's verdict plus what Score and Reserve need. It does not
 // allocate on the path that admits a node.
 func (pl *TesseraGPU) fit(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status) {
-	var st *nodeState
-	if sl != nil {
-		st = sl.state.Load()
-	}
+	st := sl.current()
 	if st == nil || st.inv == nil {
 		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
@@ -341,10 +338,7 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
 	w := pl.workload.workload()
 	if s.req.Empty() {
-		var st *nodeState
-		if sl := pl.cache.slotOf(ni); sl != nil {
-			st = sl.state.Load()
-		}
+		st := pl.cache.slotOf(ni).current()
 		if w == nil || st == nil || st.inv == nil {
 			// No GPUs here (or nothing known of the workload): the pod
 			// strands nothing.
