@@ -60,7 +60,7 @@ type nodeRecord struct {
 	inv  *device.Inventory
 	pods map[types.UID]*podRecord
 	// stale is whether the inventory was last announced stale. It is
-	// written under cache.mu and read without it by the metrics collector.
+	// written under cache.mu (setStaleLocked), and read without it.
 	stale atomic.Bool
 	// staleTimer fires when a fresh inventory would go stale.
 	staleTimer *time.Timer
@@ -163,12 +163,16 @@ type gpuCache struct {
 	// fragmentation strategy's model pressure; modelsGen counts changes.
 	modelDevices map[string]int
 	modelsGen    atomic.Uint64
+	// tally is what the metrics report: every published state counted
+	// once, under the stale flag it was last counted with. Guarded by mu.
+	tally inventorySummary
 }
 
 func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
 	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {},
 		warn: func(runtime.Object, string, string) {}, normal: func(runtime.Object, string, string) {},
-		pods: map[types.UID]*podRecord{}, modelDevices: map[string]int{}}
+		pods: map[types.UID]*podRecord{}, modelDevices: map[string]int{},
+		tally: inventorySummary{models: map[string]*modelSummary{}}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
 }
@@ -421,7 +425,7 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		if r.staleTimer != nil {
 			r.staleTimer.Stop()
 		}
-		r.stale.Store(false)
+		c.setStaleLocked(r, false)
 		return
 	}
 	gn := r.gn
@@ -443,7 +447,7 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		c.logger.Info("GPU inventory is fresh again", "gpuNode", gn.Name)
 		c.normal(gpuNodeRef(gn), reasonInventoryFresh, fmt.Sprintf("heartbeat is current again; node %s takes GPU pods again", gn.Name))
 	}
-	r.stale.Store(stale)
+	c.setStaleLocked(r, stale)
 	if stale {
 		// Only a GPUNode update can end this; setGPUNode looks then.
 		if r.staleTimer != nil {
@@ -458,6 +462,17 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		r.staleTimer = time.AfterFunc(d, func() { c.checkStale(name) })
 	} else {
 		r.staleTimer.Reset(d)
+	}
+}
+
+// setStaleLocked sets the node's stale flag and moves the node between
+// fresh and stale in the tally.
+func (c *gpuCache) setStaleLocked(r *nodeRecord, stale bool) {
+	if was := r.stale.Load(); was != stale {
+		st := r.current()
+		c.tally.count(st, was, -1)
+		c.tally.count(st, stale, 1)
+		r.stale.Store(stale)
 	}
 }
 
@@ -720,7 +735,10 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 			}
 		}
 	}
-	r.slot.Load().state.Store(st)
+	sl := r.slot.Load()
+	c.tally.count(sl.state.Load(), r.stale.Load(), -1)
+	c.tally.count(st, r.stale.Load(), 1)
+	sl.state.Store(st)
 }
 
 func sameUse(a, b map[string]int) bool {

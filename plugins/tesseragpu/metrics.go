@@ -53,8 +53,8 @@ func registerMetrics() {
 	})
 }
 
-// The GPU inventory is exported in aggregate, by model, and computed at
-// scrape time from the cache. Series per node or per GPU would be 60,000 at
+// The GPU inventory is exported in aggregate, by model, from counts the
+// cache keeps as it changes (gpuCache.summary). Series per node or per GPU would be 60,000 at
 // 5,000 nodes of 8 GPUs: each scrape would sort them all (scheduler_perf,
 // which gathers every second, lost a fifth of its CPU to that), and every
 // cache change would pay label lookups. Per-GPU detail is one command
@@ -140,56 +140,77 @@ type modelSummary struct {
 	units int
 }
 
+// inventorySummary counts a cache's GPUs by model and state, and its GPU
+// nodes by trust.
 type inventorySummary struct {
 	models             map[string]*modelSummary
 	fresh, stale, held int
 }
 
-// summary counts the cache's GPUs by model and state. A node whose pods
-// hold GPUs the cache cannot pin counts as all in use, as Filter treats it.
-func (c *gpuCache) summary() inventorySummary {
-	sum := inventorySummary{models: map[string]*modelSummary{}}
-	// No lock: the node map and each node's state are replaced, never
-	// changed, and stale is atomic. Holding the cache's lock here stalled
-	// Reserve and the informers for the whole walk, once per scrape (every
-	// second under scheduler_perf), which on 5,000 nodes is milliseconds.
-	for _, r := range *c.nodes.Load() {
-		st := r.current()
-		if st == nil || st.inv == nil {
-			continue
+// count adds (sign 1) or takes away (sign -1) what one node's state
+// contributes: its node under held, stale or fresh, and each device under
+// its model and state. A node whose pods hold GPUs the cache cannot pin
+// counts as all in use, as Filter treats it. A model left with no devices
+// is dropped, so that it stops being reported.
+func (sum *inventorySummary) count(st *nodeState, stale bool, sign int) {
+	if st == nil || st.inv == nil {
+		return
+	}
+	switch {
+	case st.unknown > 0:
+		sum.held += sign
+	case stale:
+		sum.stale += sign
+	default:
+		sum.fresh += sign
+	}
+	for i := range st.inv.Devices {
+		d := &st.inv.Devices[i]
+		ms := sum.models[d.Model]
+		if ms == nil {
+			ms = &modelSummary{}
+			sum.models[d.Model] = ms
 		}
+		used := st.used[i]
+		if st.unknown > 0 {
+			used = device.FullUnits
+		}
+		used = min(used, device.FullUnits)
+		ms.units += sign * used
 		switch {
-		case st.unknown > 0:
-			sum.held++
-		case r.stale.Load():
-			sum.stale++
+		case !d.Healthy:
+			ms.gpus[gpuUnhealthy] += sign
+		case used == 0:
+			ms.gpus[gpuFree] += sign
+		case used == device.FullUnits:
+			ms.gpus[gpuFull] += sign
 		default:
-			sum.fresh++
+			ms.gpus[gpuPartial] += sign
 		}
-		for i := range st.inv.Devices {
-			d := &st.inv.Devices[i]
-			ms := sum.models[d.Model]
-			if ms == nil {
-				ms = &modelSummary{}
-				sum.models[d.Model] = ms
-			}
-			used := st.used[i]
-			if st.unknown > 0 {
-				used = device.FullUnits
-			}
-			used = min(used, device.FullUnits)
-			ms.units += used
-			switch {
-			case !d.Healthy:
-				ms.gpus[gpuUnhealthy]++
-			case used == 0:
-				ms.gpus[gpuFree]++
-			case used == device.FullUnits:
-				ms.gpus[gpuFull]++
-			default:
-				ms.gpus[gpuPartial]++
-			}
+		if ms.gpus == [len(gpuStates)]int{} {
+			delete(sum.models, d.Model)
 		}
 	}
-	return sum
+}
+
+// clone returns a copy that shares nothing with sum.
+func (sum *inventorySummary) clone() inventorySummary {
+	out := *sum
+	out.models = make(map[string]*modelSummary, len(sum.models))
+	for m, ms := range sum.models {
+		c := *ms
+		out.models[m] = &c
+	}
+	return out
+}
+
+// summary returns the cache's GPUs by model and state. The cache keeps the
+// counts up to date as it publishes node states (publishLocked,
+// setStaleLocked), so a scrape costs a copy of a few models' counters
+// rather than a walk over every node: on 5,000 nodes that walk took 1.7 %
+// of the scheduler's CPU under scheduler_perf, which gathers every second.
+func (c *gpuCache) summary() inventorySummary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tally.clone()
 }

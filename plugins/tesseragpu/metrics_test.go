@@ -1,0 +1,150 @@
+package tesseragpu
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tessera-gpu/tessera/config"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
+)
+
+// recount is the inventory summary worked out from scratch, by walking
+// every node's current state: what the cache's running tally must equal.
+func recount(c *gpuCache) inventorySummary {
+	sum := inventorySummary{models: map[string]*modelSummary{}}
+	for _, r := range *c.nodes.Load() {
+		sum.count(r.current(), r.stale.Load(), 1)
+	}
+	return sum
+}
+
+// TestTallyFollowsEveryChange drives the cache through every kind of change
+// that republishes a node (inventories added, changed, gone stale, deleted
+// and back; pods bound, assumed, forgotten, rewritten, finished, and of
+// unknown assignment) and checks after each that the tally the metrics
+// report equals a recount over all nodes.
+func TestTallyFollowsEveryChange(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack)
+	c := pl.cache
+	clock := now
+	c.now = func() time.Time { return clock }
+	check := func(step string) {
+		t.Helper()
+		got, want := c.summary(), recount(c)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: tally %s, recount %s", step, show(got), show(want))
+		}
+	}
+	bound := func(name, node string, gpu int, pct int) {
+		pod := makePod(name, onNode(node), percent(fmt.Sprint(pct)),
+			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, uuid(node, gpu), pct)))
+		if pct == 100 {
+			pod = makePod(name, onNode(node), whole("1"),
+				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(node, gpu))))
+		}
+		c.upsertPod(pod)
+	}
+
+	check("empty")
+	c.setGPUNode(gpuNode("a", 4, "H100"))
+	c.setGPUNode(gpuNode("b", 2, "A100"))
+	check("two inventories")
+	bound("p1", "a", 0, 100)
+	bound("p2", "a", 1, 40)
+	bound("p3", "b", 0, 30)
+	check("pods bound")
+	bound("p2", "a", 2, 40) // rewritten: GPU 1 stays held for the grace
+	check("assignment rewritten")
+	clock = clock.Add(time.Minute)
+	c.release("uid-p2")
+	check("grace over")
+	c.upsertPod(makePod("odd", onNode("b"), whole("1"), annotate(assignment.Annotation, "{not json")))
+	check("pod of unknown assignment")
+	c.removePod("uid-odd")
+	check("unknown pod gone")
+
+	pod := makePod("r", whole("1"))
+	if err := c.assume(pod, "b", assignment.Assignment{"main": {{UUID: uuid("b", 1), Percent: 100}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("assumed")
+	c.forget(pod.UID)
+	check("forgotten")
+
+	sick := gpuNode("a", 4, "H100")
+	sick.ResourceVersion = "2"
+	sick.Status.GPUs[3].Health.Healthy = false
+	c.setGPUNode(sick)
+	check("device unhealthy")
+	mixed := gpuNode("b", 2, "A100")
+	mixed.ResourceVersion = "2"
+	mixed.Status.GPUs[1].Model = "L4"
+	c.setGPUNode(mixed)
+	check("model changed")
+
+	// The heartbeat of a goes stale (the timer's check) and comes back.
+	clock = clock.Add(time.Hour)
+	c.checkStale("a")
+	if got := c.summary(); got.stale != 1 {
+		t.Fatalf("stale nodes %d, want 1", got.stale)
+	}
+	check("stale")
+	fresh := gpuNode("a", 4, "H100")
+	fresh.ResourceVersion = "3"
+	hb := metav1.NewTime(clock)
+	fresh.Status.HeartbeatTime = &hb
+	c.setGPUNode(fresh)
+	check("fresh again")
+
+	c.deleteGPUNode("a") // p1 and p2 keep the record
+	check("inventory deleted under pods")
+	fresh.ResourceVersion = "4"
+	c.setGPUNode(fresh)
+	check("inventory back")
+	c.upsertPod(makePod("p1", onNode("a"), whole("1")))
+	c.removePod("uid-p2")
+	c.removePod("uid-p3")
+	check("pods gone")
+	c.deleteGPUNode("a")
+	c.deleteGPUNode("b")
+	check("all deleted")
+	if got := c.summary(); len(got.models) != 0 || got.fresh+got.stale+got.held != 0 {
+		t.Errorf("empty cache reports %s", show(got))
+	}
+}
+
+func show(s inventorySummary) string {
+	out := fmt.Sprintf("nodes fresh %d stale %d held %d;", s.fresh, s.stale, s.held)
+	for m, ms := range s.models {
+		out += fmt.Sprintf(" %s %v %d units;", m, ms.gpus, ms.units)
+	}
+	return out
+}
+
+// BenchmarkInventoryScrape compares what one scrape of the inventory
+// metrics costs on 5,000 nodes of 8 GPUs: a copy of the running tally
+// (what the collector does) against the walk over every node that the
+// collector made before (recount).
+func BenchmarkInventoryScrape(b *testing.B) {
+	pl := testPlugin(b, config.ScoringStrategyBinpack)
+	for i := range 5000 {
+		name := fmt.Sprintf("n%d", i)
+		pl.cache.setGPUNode(gpuNode(name, 8, []string{"H100", "A100"}[i%2]))
+		pl.cache.upsertPod(makePod(name+"-p", onNode(name), whole("1"),
+			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(name, i%8)))))
+	}
+	b.Run("tally", func(b *testing.B) {
+		for b.Loop() {
+			_ = pl.cache.summary()
+		}
+	})
+	b.Run("recount", func(b *testing.B) {
+		for b.Loop() {
+			_ = recount(pl.cache)
+		}
+	})
+}
