@@ -10,7 +10,7 @@ import (
 // infoIndex finds the slot of a node (its state and Filter's memo) from
 // the NodeInfo object of the scheduler's snapshot that the framework hands
 // Filter and Score, without reading the node's name, and keeps the slots of
-// the snapshot's nodes side by side.
+// the snapshot's nodes side by side, in the list's order.
 //
 // Why: at 5,000 nodes, finding a node by name cost a third of the plugin's
 // CPU in the scheduler_perf profile, and almost all the rest was cache
@@ -18,43 +18,47 @@ import (
 // live in the scheduler's Node object, which no in-tree plugin touches in
 // Filter), the map's key, the node's record, its state, and the memo
 // written back (bench/README.md). The NodeInfo's address is in a register
-// already, the index's table of addresses is small enough to stay in the
-// CPU's cache, and a slot is one dense array element away.
+// already, and the index answers with the node's position in the list:
+// the framework filters a cycle's nodes in list order (each of its
+// workers a run of consecutive positions), so the slots it reaches are
+// neighbours in memory, and the list entry that confirms the match is the
+// one the framework has just read.
 //
 // It relies on how the snapshot keeps its NodeInfo objects: one object per
 // node name, updated in place, for as long as the node is in the snapshot,
-// and a new node list (a new slice) whenever a node is added or removed or
-// a pod group cycle clones the snapshot. So an index built from one list is
-// right for every NodeInfo of that list while the list is the snapshot's,
-// and while the cache's node map is the one it was built from. Filter and
-// Score are handed other NodeInfo objects too (clones with nominated pods
-// added, preemption's what-if copies); those are not in the index, and
-// slotOf falls back to the name.
+// and a new node list (a new slice, never one changed in place) whenever a
+// node is added or removed or a pod group cycle clones the snapshot. So an
+// index built from one list is right for every NodeInfo of that list while
+// the list is the snapshot's, and while the cache's node map is the one it
+// was built from. Filter and Score are handed other NodeInfo objects too
+// (clones with nominated pods added, preemption's what-if copies); those
+// are not in the index, and slotOf falls back to the name.
 type infoIndex struct {
 	// names is the cache's node map the index was built from.
 	names *map[string]*nodeRecord
-	// first and n identify the node list it was built from. first also
-	// keeps that list's array alive, so that no later list can have its
-	// address.
-	first *fwk.NodeInfo
-	n     int
-	// table is an open-addressing hash table of NodeInfo addresses, a
-	// power of two at least twice the list's length; shift makes a hash of
-	// log2(len(table)) bits. The keys keep those NodeInfo objects alive,
-	// so no other object can take an address while the index holds it.
-	table []infoEntry
+	// list is the node list it was built from. Holding it keeps its
+	// NodeInfo objects alive, so no other object can take the address of
+	// one while the index holds it, and no later list can have its array.
+	list []fwk.NodeInfo
+	// table is an open-addressing hash table of the list's NodeInfo
+	// addresses, a power of two at least twice the list's length; shift
+	// makes a hash of log2(len(table)) bits. An entry is 0 when empty, or
+	// a fingerprint of the address (the hash's low 32 bits, which the
+	// home position does not use) above the node's position plus one, and
+	// infoHasRecord for a node with a record. At 8 bytes an entry the
+	// table of 5,000 nodes is 64 KiB.
+	table []uint64
 	shift uint
-	// slots are the slots of the list's nodes that have a record, which
-	// the records point to while this index is the latest.
+	// slots holds, at each list position of a node with a record, the
+	// slot the record points to while this index is the latest.
 	slots []nodeSlot
+	// gpuNodes counts the positions with a record.
+	gpuNodes int
 }
 
-// infoEntry maps a NodeInfo's address to its node's slot, or to nil for a
-// node without a record.
-type infoEntry struct {
-	key  unsafe.Pointer
-	slot *nodeSlot
-}
+// infoHasRecord marks a table entry of a node that has a record (and so a
+// slot); the position takes the bits below it.
+const infoHasRecord = 1 << 31
 
 // infoKey is the address of the object behind ni: the data word of the
 // interface value. The snapshot's NodeInfo objects are pointers, so this
@@ -64,27 +68,42 @@ func infoKey(ni fwk.NodeInfo) unsafe.Pointer {
 	return (*[2]unsafe.Pointer)(unsafe.Pointer(&ni))[1]
 }
 
-// home is the table position where the search for key starts (Fibonacci
-// hashing of the address).
-func (x *infoIndex) home(key unsafe.Pointer) uint64 {
-	return uint64(uintptr(key)) * 0x9e3779b97f4a7c15 >> x.shift
+// infoHash spreads an address (Fibonacci hashing): its top bits pick the
+// home position in the table, its low 32 bits are the entry's fingerprint.
+func infoHash(key unsafe.Pointer) uint64 {
+	return uint64(uintptr(key)) * 0x9e3779b97f4a7c15
 }
 
-// find returns the entry that holds key, or the empty entry where key
-// belongs (linear probing from home).
-func (x *infoIndex) find(key unsafe.Pointer) *infoEntry {
+// find returns the table position that holds key, and true; or the empty
+// position where key belongs, and false. It reads the list only where a
+// fingerprint matches, to confirm the match.
+func (x *infoIndex) find(key unsafe.Pointer) (int, bool) {
+	h := infoHash(key)
+	fp := h & 0xffffffff
 	mask := uint64(len(x.table) - 1)
-	for i := x.home(key); ; i = (i + 1) & mask {
-		if e := &x.table[i]; e.key == key || e.key == nil {
-			return e
+	for i := h >> x.shift; ; i = (i + 1) & mask {
+		e := x.table[i]
+		if e == 0 {
+			return int(i), false
+		}
+		if e>>32 == fp && infoKey(x.list[int(e&(infoHasRecord-1))-1]) == key {
+			return int(i), true
 		}
 	}
 }
 
-// lookup returns key's slot, and whether the table holds key.
+// lookup returns key's slot (nil for a node without a record), and
+// whether the table holds key.
 func (x *infoIndex) lookup(key unsafe.Pointer) (*nodeSlot, bool) {
-	e := x.find(key)
-	return e.slot, e.key != nil
+	i, ok := x.find(key)
+	if !ok {
+		return nil, false
+	}
+	e := x.table[i]
+	if e&infoHasRecord == 0 {
+		return nil, true
+	}
+	return &x.slots[int(e&(infoHasRecord-1))-1], true
 }
 
 // indexInfos makes slotOf answer from an index for the NodeInfo objects of
@@ -94,49 +113,48 @@ func (x *infoIndex) lookup(key unsafe.Pointer) (*nodeSlot, bool) {
 // Filter calls cost without it. The build holds cache.mu, so that no
 // state is published into a slot it is moving.
 func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
-	if len(list) == 0 {
+	if len(list) == 0 || len(list) >= infoHasRecord {
 		return
 	}
-	if x := c.byInfo.Load(); x != nil && x.names == c.nodes.Load() && x.first == &list[0] && x.n == len(list) {
+	if x := c.byInfo.Load(); x != nil && x.names == c.nodes.Load() && &x.list[0] == &list[0] && len(x.list) == len(list) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	names := c.nodes.Load()
 	size := 1 << bits.Len(uint(2*len(list)-1))
-	x := &infoIndex{names: names, first: &list[0], n: len(list), table: make([]infoEntry, size),
-		shift: uint(64 - bits.TrailingZeros(uint(size))), slots: make([]nodeSlot, 0, len(list))}
-	moved := make(map[*nodeRecord]*nodeSlot, len(list))
-	for _, ni := range list {
+	x := &infoIndex{names: names, list: list, table: make([]uint64, size),
+		shift: uint(64 - bits.TrailingZeros(uint(size))), slots: make([]nodeSlot, len(list))}
+	moved := make(map[*nodeRecord]bool, len(list))
+	for pos, ni := range list {
 		if ni == nil || ni.Node() == nil {
 			continue
 		}
 		key := infoKey(ni)
-		e := x.find(key)
-		if e.key != nil {
+		i, found := x.find(key)
+		if found {
 			continue
 		}
-		e.key = key
+		e := infoHash(key)<<32 | uint64(pos+1)
 		r := (*names)[ni.Node().Name]
-		if r == nil {
+		// Two NodeInfo objects of one name (not in a real snapshot) would
+		// need two slots, and the second would stop receiving the node's
+		// states; the second is left out, so that slotOf finds it by name.
+		if r != nil && moved[r] {
 			continue
 		}
-		// Two NodeInfo objects of one name (not in a real snapshot) share
-		// the record's one slot: a second copy would stop receiving the
-		// node's states.
-		if sl := moved[r]; sl != nil {
-			e.slot = sl
-			continue
+		if r != nil {
+			sl := &x.slots[pos]
+			sl.state.Store(r.current())
+			r.slot.Store(sl)
+			moved[r] = true
+			x.gpuNodes++
+			e |= infoHasRecord
 		}
-		x.slots = append(x.slots, nodeSlot{})
-		sl := &x.slots[len(x.slots)-1]
-		sl.state.Store(r.current())
-		r.slot.Store(sl)
-		moved[r] = sl
-		e.slot = sl
+		x.table[i] = e
 	}
 	c.byInfo.Store(x)
-	c.logger.V(5).Info("Indexed the scheduler's nodes", "nodes", len(list), "gpuNodes", len(x.slots))
+	c.logger.V(5).Info("Indexed the scheduler's nodes", "nodes", len(list), "gpuNodes", x.gpuNodes)
 }
 
 // slotOf returns the slot of the node that ni describes, or nil when

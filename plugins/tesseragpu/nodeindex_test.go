@@ -64,7 +64,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	}
 
 	first := cycle("first cycle")
-	if first == nil || len(first.slots) != 3 {
+	if first == nil || first.gpuNodes != 3 {
 		t.Fatalf("first cycle: index %+v, want one with the slots of a, b and c", first)
 	}
 	for _, name := range []string{"a", "b", "c", "cpu-only"} {
@@ -276,5 +276,66 @@ func TestIndexRebuildsWhileStatesChange(t *testing.T) {
 		for _, ni := range infos {
 			pl.Filter(context.Background(), cs, pod, ni)
 		}
+	}
+}
+
+// TestIndexAtScale builds the index over 5,000 nodes, half of them with a
+// GPU inventory, and checks that every member finds its own slot (or none,
+// for the nodes without one), that objects outside the list are never
+// taken for members, and that a list naming one node twice leaves the
+// second object to the lookup by name.
+func TestIndexAtScale(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack)
+	var list, strangers []fwk.NodeInfo
+	for i := range 5000 {
+		name := fmt.Sprintf("n%d", i)
+		if i%2 == 0 {
+			pl.cache.setGPUNode(gpuNode(name, 1, "H100"))
+		}
+		list = append(list, nodeInfo(name))
+		strangers = append(strangers, nodeInfo(name))
+	}
+	twin := nodeInfo("n0")
+	list = append(list, twin)
+	pl.cache.indexInfos(list)
+	x := pl.cache.byInfo.Load()
+	if x == nil || x.gpuNodes != 2500 {
+		t.Fatalf("index of %d GPU nodes, want 2500", x.gpuNodes)
+	}
+	for i, ni := range list[:5000] {
+		sl, ok := x.lookup(infoKey(ni))
+		if !ok {
+			t.Fatalf("n%d is not in the index", i)
+		}
+		if want := pl.cache.slot(ni.Node().Name); sl != want {
+			t.Fatalf("n%d: slot %p, want %p", i, sl, want)
+		}
+		if i%2 == 0 && sl != &x.slots[i] {
+			t.Fatalf("n%d: slot is not at its list position", i)
+		}
+	}
+	for i, ni := range strangers {
+		if _, ok := x.lookup(infoKey(ni)); ok {
+			t.Fatalf("a copy of n%d is taken for the indexed object", i)
+		}
+	}
+	if _, ok := x.lookup(infoKey(twin)); ok {
+		t.Error("the second object of n0 is in the index")
+	}
+	if got, want := pl.cache.slotOf(twin), pl.cache.slot("n0"); got != want {
+		t.Errorf("slotOf(second n0) = %p, want n0's slot %p", got, want)
+	}
+}
+
+// TestIndexConfirmsFingerprints plants an entry whose fingerprint is a
+// stranger's at the stranger's home position: the lookup must confirm the
+// match against the list and miss, not hand out the member's slot.
+func TestIndexConfirmsFingerprints(t *testing.T) {
+	member, stranger := nodeInfo("a"), nodeInfo("b")
+	x := &infoIndex{list: []fwk.NodeInfo{member}, table: make([]uint64, 8), shift: 61, slots: make([]nodeSlot, 1)}
+	h := infoHash(infoKey(stranger))
+	x.table[h>>x.shift] = h<<32 | 1 | infoHasRecord
+	if sl, ok := x.lookup(infoKey(stranger)); ok {
+		t.Errorf("stranger found, slot %p", sl)
 	}
 }
