@@ -54,11 +54,11 @@ func registerMetrics() {
 }
 
 // The GPU inventory is exported in aggregate, by model, from counts the
-// cache keeps as it changes (gpuCache.summary). Series per node or per GPU would be 60,000 at
-// 5,000 nodes of 8 GPUs: each scrape would sort them all (scheduler_perf,
-// which gathers every second, lost a fifth of its CPU to that), and every
-// cache change would pay label lookups. Per-GPU detail is one command
-// away: kubectl tessera nodes.
+// cache keeps as it changes (gpuCache.summary). Series per node or per GPU
+// would be 60,000 at 5,000 nodes of 8 GPUs: each scrape would sort them all
+// (scheduler_perf, which gathers every second, lost a fifth of its CPU to
+// that), and every cache change would pay label lookups. Per-GPU detail is
+// one command away: kubectl tessera nodes.
 var (
 	gpusDesc = metrics.NewDesc(metricsSubsystem+"_gpus",
 		"GPUs by model and state: free (nothing held), partial (shares held), full, unhealthy.",
