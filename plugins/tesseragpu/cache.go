@@ -60,7 +60,8 @@ type nodeRecord struct {
 	inv  *device.Inventory
 	pods map[types.UID]*podRecord
 	// stale is whether the inventory was last announced stale. It is
-	// written under cache.mu (setStaleLocked), and read without it.
+	// written under cache.mu (setStaleLocked); the tally relies on reads
+	// under cache.mu too.
 	stale atomic.Bool
 	// staleTimer fires when a fresh inventory would go stale.
 	staleTimer *time.Timer
@@ -470,8 +471,8 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 func (c *gpuCache) setStaleLocked(r *nodeRecord, stale bool) {
 	if was := r.stale.Load(); was != stale {
 		st := r.current()
-		c.tally.count(st, was, -1)
 		c.tally.count(st, stale, 1)
+		c.tally.count(st, was, -1)
 		r.stale.Store(stale)
 	}
 }
@@ -735,9 +736,11 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 			}
 		}
 	}
+	// The new state is counted in before the old one is counted out, so
+	// that a model on this node alone keeps its tally entry.
 	sl := r.slot.Load()
-	c.tally.count(sl.state.Load(), r.stale.Load(), -1)
 	c.tally.count(st, r.stale.Load(), 1)
+	c.tally.count(sl.state.Load(), r.stale.Load(), -1)
 	sl.state.Store(st)
 }
 

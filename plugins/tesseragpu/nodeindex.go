@@ -42,11 +42,12 @@ type infoIndex struct {
 	list []fwk.NodeInfo
 	// table is an open-addressing hash table of the list's NodeInfo
 	// addresses, a power of two at least twice the list's length; shift
-	// makes a hash of log2(len(table)) bits. An entry is 0 when empty, or
-	// a fingerprint of the address (the hash's low 32 bits, which the
-	// home position does not use) above the node's position plus one, and
-	// infoHasRecord for a node with a record. At 8 bytes an entry the
-	// table of 5,000 nodes is 64 KiB.
+	// makes a hash of log2(len(table)) bits. An entry is 0 when empty;
+	// otherwise its high 32 bits are a fingerprint of the address (the
+	// hash's low 32 bits, which the home position does not use), bit 31 is
+	// infoHasRecord for a node with a record, and the low 31 bits are the
+	// node's position plus one. At 8 bytes an entry the table of 5,000
+	// nodes is 64 KiB.
 	table []uint64
 	shift uint
 	// slots holds, at each list position of a node with a record, the
@@ -58,7 +59,7 @@ type infoIndex struct {
 
 // infoHasRecord marks a table entry of a node that has a record (and so a
 // slot); the position takes the bits below it.
-const infoHasRecord = 1 << 31
+const infoHasRecord uint64 = 1 << 31
 
 // infoKey is the address of the object behind ni: the data word of the
 // interface value. The snapshot's NodeInfo objects are pointers, so this
@@ -113,7 +114,7 @@ func (x *infoIndex) lookup(key unsafe.Pointer) (*nodeSlot, bool) {
 // Filter calls cost without it. The build holds cache.mu, so that no
 // state is published into a slot it is moving.
 func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
-	if len(list) == 0 || len(list) >= infoHasRecord {
+	if len(list) == 0 || uint64(len(list)) >= infoHasRecord {
 		return
 	}
 	if x := c.byInfo.Load(); x != nil && x.names == c.nodes.Load() && &x.list[0] == &list[0] && len(x.list) == len(list) {
@@ -139,7 +140,10 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 		r := (*names)[ni.Node().Name]
 		// Two NodeInfo objects of one name (not in a real snapshot) would
 		// need two slots, and the second would stop receiving the node's
-		// states; the second is left out, so that slotOf finds it by name.
+		// states; the second is left out, so that slotOf finds it by name
+		// and both share the record's slot. Their memo is then written
+		// without a lock by whichever Filter runs last, which is safe only
+		// because a snapshot never holds two objects of one name.
 		if r != nil && moved[r] {
 			continue
 		}
