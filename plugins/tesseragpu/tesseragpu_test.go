@@ -496,6 +496,43 @@ func TestCacheIgnoresOlderGPUNode(t *testing.T) {
 	}
 }
 
+// TestCacheRewriteKeepsDeletedVersion checks that a pod whose assignment is
+// rewritten on a node whose GPUNode was deleted keeps the node's record, and
+// with it the deleted version: a late event for an older GPUNode must not
+// bring the inventory back.
+func TestCacheRewriteKeepsDeletedVersion(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack)
+	c := pl.cache
+	gn := gpuNode("a", 2, "H100")
+	gn.ResourceVersion = "20"
+	c.setGPUNode(gn)
+	ann := func(gpu int) podOpt {
+		return annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", gpu)))
+	}
+	c.upsertPod(makePod("p", onNode("a"), whole("1"), ann(0)))
+	c.deleteGPUNode("a")
+	before := (*c.nodes.Load())["a"]
+	c.upsertPod(makePod("p", onNode("a"), whole("1"), ann(1)))
+	if r := (*c.nodes.Load())["a"]; r != before {
+		t.Fatal("rewriting the only pod's assignment replaced the node record")
+	}
+	late := gpuNode("a", 2, "H100")
+	late.ResourceVersion = "10"
+	c.setGPUNode(late)
+	if st := c.state("a"); st.inv != nil {
+		t.Errorf("a late event for an older GPUNode brought the inventory back (%d gpus)", st.inv.Len())
+	}
+	if p := c.pods["uid-p"]; p == nil || len(p.use) != 1 || p.use[uuid("a", 1)] != 100 {
+		t.Errorf("rewritten pod record %+v", p)
+	}
+	newer := gpuNode("a", 2, "H100")
+	newer.ResourceVersion = "30"
+	c.setGPUNode(newer)
+	if st := c.state("a"); st.inv == nil || st.used[1] != 100 {
+		t.Errorf("newer GPUNode not applied with the pod's use: %+v", st)
+	}
+}
+
 func TestQueueingHints(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 1, "H100"))
 	logger := klog.Background()
