@@ -582,29 +582,17 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 		uid := pod.UID
 		time.AfterFunc(rewriteGrace, func() { c.release(uid) })
 	}
-	c.replaceLocked(old, rec)
+	// A pod that stays on its node is overwritten in place by addLocked:
+	// removing it first would drop a node record that only this pod keeps
+	// (its GPUNode deleted), and with the record the deleted
+	// resourceVersion that keeps a late GPUNode event from bringing the
+	// inventory back.
+	if old != nil && old.node != rec.node {
+		c.removeLocked(old)
+	}
+	c.addLocked(rec)
 	// A corrected assignment may free devices (once the grace ends).
 	c.unlock(old != nil)
-}
-
-// replaceLocked puts p in the place of old, which may be nil. A pod that
-// stays on its node is swapped in place: removing it first would drop a
-// node record that only this pod keeps (its GPUNode deleted), and with the
-// record the deleted resourceVersion that keeps a late GPUNode event from
-// bringing the inventory back.
-func (c *gpuCache) replaceLocked(old, p *podRecord) {
-	if old != nil && old.node != p.node {
-		c.removeLocked(old)
-		old = nil
-	}
-	if old == nil {
-		c.addLocked(p)
-		return
-	}
-	c.pods[p.uid] = p
-	r := c.recordLocked(p.node)
-	r.pods[p.uid] = p
-	c.publishLocked(r)
 }
 
 // rewriteGrace is how long a rewritten assignment keeps its old devices
