@@ -61,7 +61,7 @@ func readCSV(path string, required []string, row func(get func(string) string) e
 	r.FieldsPerRecord = -1
 	header, err := r.Read()
 	if err != nil {
-		return &csvError{path, 1, fmt.Errorf("reading the header: %w", err)}
+		return parseError(path, 1, "reading the header: ", err)
 	}
 	col := map[string]int{}
 	for i, h := range header {
@@ -77,10 +77,12 @@ func readCSV(path string, required []string, row func(get func(string) string) e
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
-			return &csvError{path, line, err}
+			// The reader knows no field positions for a record it could
+			// not parse, so the line comes from its error.
+			return parseError(path, 0, "", err)
 		}
+		line, _ := r.FieldPos(0)
 		if len(rec) < len(header) {
 			return &csvError{path, line, fmt.Errorf("%d fields, the header has %d", len(rec), len(header))}
 		}
@@ -96,6 +98,21 @@ func readCSV(path string, required []string, row func(get func(string) string) e
 			return &csvError{path, line, err}
 		}
 	}
+}
+
+// parseError turns an error of the CSV reader into a csvError at the line
+// where the unreadable record starts, keeping the reader's reason and where
+// it gave up; line is used for errors that name no line (I/O errors).
+func parseError(path string, line int, what string, err error) error {
+	var pe *csv.ParseError
+	if !errors.As(err, &pe) {
+		return &csvError{path, line, fmt.Errorf("%s%w", what, err)}
+	}
+	if pe.Line != pe.StartLine {
+		// A quoted field ran on: say where the reader stopped too.
+		return &csvError{path, pe.StartLine, fmt.Errorf("%sline %d, column %d: %w", what, pe.Line, pe.Column, pe.Err)}
+	}
+	return &csvError{path, pe.StartLine, fmt.Errorf("%scolumn %d: %w", what, pe.Column, pe.Err)}
 }
 
 // nonNegative parses a non-negative integer field.

@@ -29,6 +29,10 @@ func TestReadPodsRejectsBadRows(t *testing.T) {
 		{"gpu milli without gpus", "bad,1,1,0,500,,,,,,\n", "both or neither must be zero"},
 		{"more than a gpu", "bad,1,1,1,1500,,,,,,\n", "more than one GPU"},
 		{"no rows", "", "no pods"},
+		// The reader cannot parse these rows at all; they once crashed the
+		// tool, which asked for field positions of a record it never read.
+		{"stray quote", "ok,1,1,1,500,,,,,,\n\"bad,1,1,0,0,,,,,,\n", "pods.csv:3: column 20: extraneous or missing \" in quoted-field"},
+		{"quote in a field", "ok,1,1,1,500,,,,,,\nb\"ad,1,1,0,0,,,,,,\n", `pods.csv:3: column 2: bare " in non-quoted-field`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := readPods(writeFile(t, podHeader+tc.rows))
@@ -37,7 +41,11 @@ func TestReadPodsRejectsBadRows(t *testing.T) {
 			}
 		})
 	}
-	_, err := readPods(writeFile(t, "name,cpu_milli\nx,1\n"))
+	_, err := readPods(writeFile(t, "name,\"cpu_milli\nx,1\n"))
+	if err == nil || !strings.Contains(err.Error(), "pods.csv:1: reading the header: line 2, column 5: extraneous") {
+		t.Errorf("unparsable header: %v", err)
+	}
+	_, err = readPods(writeFile(t, "name,cpu_milli\nx,1\n"))
 	if err == nil || !strings.Contains(err.Error(), `pods.csv:1: the header lacks column "memory_mib"`) {
 		t.Errorf("missing header column: %v", err)
 	}
