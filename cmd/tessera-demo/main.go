@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/config"
+	configv1 "github.com/tessera-gpu/tessera/config/v1"
 	"github.com/tessera-gpu/tessera/deviceplugin/agent"
 	"github.com/tessera-gpu/tessera/deviceplugin/health"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
@@ -39,11 +42,17 @@ import (
 func main() {
 	dir := flag.String("dir", filepath.Join(os.TempDir(), "tessera-demo"), "directory for etcd data, certificates and the kubeconfig; emptied at start")
 	hold := flag.Duration("hold", 2*time.Minute, "how long to keep the cluster up after the report, for kubectl; 0 exits at once")
-	strategy := flag.String("strategy", "binpack", "TesseraGPU scoring strategy: binpack or spread")
+	strategy := flag.String("strategy", string(configv1.DefaultScoringStrategy), "TesseraGPU scoring strategy: "+strategyNames())
 	verbose := flag.Bool("verbose", false, "show control-plane and scheduler logs")
 	flag.Parse()
 	if !*verbose {
 		klog.SetLogger(logr.Discard())
+	}
+	// Refuse a strategy the scheduler would refuse, before a control plane
+	// is started for nothing.
+	if !config.ScoringStrategyType(*strategy).IsSupported() {
+		fmt.Fprintf(os.Stderr, "tessera-demo: unknown -strategy %q: want one of %s\n", *strategy, strategyNames())
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -51,6 +60,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tessera-demo:", err)
 		os.Exit(1)
 	}
+}
+
+// strategyNames lists the scoring strategies this build implements.
+func strategyNames() string {
+	var names []string
+	for _, t := range config.SupportedScoringStrategies() {
+		names = append(names, string(t))
+	}
+	return strings.Join(names, ", ")
 }
 
 func run(ctx context.Context, dir string, hold time.Duration, strategy string, verbose bool) error {

@@ -597,6 +597,63 @@ func TestChartOverrides(t *testing.T) {
 	}
 }
 
+// TestChartFragmentationStrategy renders the chart with the fragmentation
+// strategy and its settings given as values, as the chart's README shows,
+// and checks that the scheduler loads them: the values reach the plugin's
+// args, and the defaults fill what the values leave out.
+func TestChartFragmentationStrategy(t *testing.T) {
+	helmBinary(t)
+	const prefix = "scheduler.pluginArgs.TesseraGPU.scoringStrategy."
+	out, err := helmTemplate(t, "tessera", "kube-system",
+		prefix+"type=fragmentation",
+		prefix+"fragmentation.windowPods=2000",
+		prefix+"fragmentation.cpuStarvation=50",
+		prefix+"fragmentation.seed[0].cpu=4",
+		prefix+"fragmentation.seed[0].gpus=1",
+		prefix+"fragmentation.seed[0].weight=3",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := loadSchedulerConfig(t, parseObjects(t, out), "tessera-scheduler-config")
+	s := gpuArgs(t, cfg).ScoringStrategy
+	if s.Type != config.ScoringStrategyFragmentation || s.Fragmentation == nil {
+		t.Fatalf("scoring strategy = %+v, want fragmentation with its settings", s)
+	}
+	f := s.Fragmentation
+	if f.WindowPods != 2000 || f.CPUStarvation != 50 || f.Coverage != 95 || f.SeedPods != 100 {
+		t.Errorf("fragmentation args = %+v, want windowPods 2000 and cpuStarvation 50 from the values, coverage 95 and seedPods 100 by default", f)
+	}
+	if len(f.Seed) != 1 || f.Seed[0].CPUMilli != 4000 || f.Seed[0].GPUs != 1 || f.Seed[0].GPUPercent != 100 || f.Seed[0].Weight != 3 {
+		t.Errorf("seed = %+v, want one class of 4 CPUs and one whole GPU, weight 3", f.Seed)
+	}
+
+	// The chart passes a bad setting through; the scheduler refuses it when
+	// it builds the plugin's args, naming the field.
+	out, err = helmTemplate(t, "tessera", "kube-system", prefix+"type=fragmentation", prefix+"fragmentation.coverage=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm v1.ConfigMap
+	toTyped(t, findObject(t, parseObjects(t, out), "ConfigMap", "tessera-scheduler-config"), &cm)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := options.LoadConfigFromFile(klog.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pc := range bad.Profiles[0].PluginConfig {
+		if pc.Name != config.TesseraGPUName {
+			continue
+		}
+		if _, err := scheme.DecodeTesseraGPUArgs(pc.Args); err == nil || !strings.Contains(err.Error(), "coverage") {
+			t.Errorf("coverage 0: err = %v, want an error naming coverage", err)
+		}
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
