@@ -50,6 +50,17 @@ func SupportedScoringStrategies() []ScoringStrategyType {
 	return slices.Clone(supportedScoringStrategies[:])
 }
 
+// SupportedScoringStrategyNames returns the names of the scoring strategies
+// this build implements, in the same order as SupportedScoringStrategies, for
+// help texts and error messages.
+func SupportedScoringStrategyNames() []string {
+	names := make([]string, len(supportedScoringStrategies))
+	for i, t := range supportedScoringStrategies {
+		names[i] = string(t)
+	}
+	return names
+}
+
 // IsSupported reports whether t is a strategy this build implements.
 func (t ScoringStrategyType) IsSupported() bool {
 	return slices.Contains(supportedScoringStrategies[:], t)

@@ -70,3 +70,20 @@ func TestDeepCopyIsIndependent(t *testing.T) {
 		t.Error("deep copy of a nil *TesseraGPUArgs is not nil")
 	}
 }
+
+func TestSupportedScoringStrategyNamesMatchTypes(t *testing.T) {
+	types := SupportedScoringStrategies()
+	names := SupportedScoringStrategyNames()
+	if len(names) != len(types) {
+		t.Fatalf("SupportedScoringStrategyNames() = %v, want one name per strategy in %v", names, types)
+	}
+	for i := range types {
+		if names[i] != string(types[i]) {
+			t.Errorf("name %d = %q, want %q", i, names[i], types[i])
+		}
+	}
+	names[0] = "mutated"
+	if SupportedScoringStrategyNames()[0] != string(ScoringStrategyBinpack) {
+		t.Fatal("changing the returned names changed the next call's result")
+	}
+}

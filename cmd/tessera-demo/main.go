@@ -64,11 +64,7 @@ func main() {
 
 // strategyNames lists the scoring strategies this build implements.
 func strategyNames() string {
-	var names []string
-	for _, t := range config.SupportedScoringStrategies() {
-		names = append(names, string(t))
-	}
-	return strings.Join(names, ", ")
+	return strings.Join(config.SupportedScoringStrategyNames(), ", ")
 }
 
 func run(ctx context.Context, dir string, hold time.Duration, strategy string, verbose bool) error {

@@ -9,6 +9,7 @@ package validation
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,12 +63,7 @@ func validateScoringStrategy(path *field.Path, s config.ScoringStrategy) field.E
 		}
 		return nil
 	default:
-		supported := config.SupportedScoringStrategies()
-		names := make([]string, len(supported))
-		for i, t := range supported {
-			names[i] = string(t)
-		}
-		return field.ErrorList{field.NotSupported(typePath, s.Type, names)}
+		return field.ErrorList{field.NotSupported(typePath, s.Type, config.SupportedScoringStrategyNames())}
 	}
 }
 
@@ -138,12 +134,11 @@ func validateFragmentation(path *field.Path, f *config.FragmentationArgs) field.
 }
 
 func supportedStrategiesText() string {
-	supported := config.SupportedScoringStrategies()
-	quoted := make([]string, len(supported))
-	for i, t := range supported {
-		quoted[i] = fmt.Sprintf("%q", t)
+	names := config.SupportedScoringStrategyNames()
+	for i, n := range names {
+		names[i] = strconv.Quote(n)
 	}
-	return strings.Join(quoted, ", ")
+	return strings.Join(names, ", ")
 }
 
 func validateInventoryStaleness(path *field.Path, d time.Duration) field.ErrorList {
