@@ -103,8 +103,10 @@ type FragmentationArgs struct {
 	// the seed alone is the workload.
 	WindowPods int32
 	// Coverage is the percentage of the estimated workload's weight that
-	// the most common shapes must cover; rarer shapes are left out, which
-	// keeps scoring cheap and ignores one-off pods.
+	// the most common shapes must cover; rarer shapes are left out of the
+	// fragmentation score, which keeps scoring cheap and ignores one-off
+	// pods. Model pressure still counts every shape: restricted pods are
+	// spread over many rare shapes.
 	Coverage int32
 	// SeedPods is how many observed pods the seed is worth: the seed rules
 	// until about that many pods have been seen, then fades like them.

@@ -55,7 +55,8 @@ type FragmentationArgs struct {
 	// 1000000. Defaults to 5000.
 	WindowPods *int32 `json:"windowPods,omitempty"`
 	// Coverage is the percentage (1-100) of the workload's weight that the
-	// most common pod shapes must cover; rarer shapes are ignored.
+	// most common pod shapes must cover; rarer shapes are left out of the
+	// fragmentation score, though model pressure still counts them.
 	// Defaults to 95.
 	Coverage *int32 `json:"coverage,omitempty"`
 	// SeedPods is how many observed pods the seed is worth. Defaults to 100.

@@ -24,9 +24,15 @@ import (
 // workload of seed classes.
 func fragPlugin(t *testing.T, seed []config.WorkloadClass, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
 	t.Helper()
+	return fragPluginCoverage(t, 100, seed, nodes...)
+}
+
+// fragPluginCoverage is fragPlugin with the given coverage of the seed.
+func fragPluginCoverage(t *testing.T, coverage int32, seed []config.WorkloadClass, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
+	t.Helper()
 	args := configscheme.DefaultTesseraGPUArgs()
 	args.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation,
-		Fragmentation: &config.FragmentationArgs{WindowPods: 0, Coverage: 100, SeedPods: 100, Seed: seed}}
+		Fragmentation: &config.FragmentationArgs{WindowPods: 0, Coverage: coverage, SeedPods: 100, Seed: seed}}
 	return testPluginArgs(t, args, nodes...)
 }
 
@@ -195,6 +201,41 @@ func TestWorkloadEstimator(t *testing.T) {
 	}
 }
 
+// TestEstimatePressureSeesRareShapes checks that coverage prunes only the
+// shapes Score rates against: model pressure still sees every shape.
+func TestEstimatePressureSeesRareShapes(t *testing.T) {
+	e := newWorkloadEstimator(&config.FragmentationArgs{WindowPods: 1000, Coverage: 70, SeedPods: 10})
+	for i := range 400 {
+		c := device.WorkloadClass{CPUMilli: 1000, Count: 1, Units: device.FullUnits}
+		if i%4 == 3 {
+			// Ten T4-only shapes, one per CPU size, 2.5% of the pods each.
+			c.CPUMilli, c.Models = int64(2000+100*(i/4%10)), []string{"T4"}
+		}
+		e.observe(types.UID(fmt.Sprint("p", i)), c)
+	}
+	est := e.snapshot()
+	if est.scored.Len() != 1 || e.classes.Load() != 1 {
+		t.Fatalf("scored shapes: %d (metric %d), want only the common one", est.scored.Len(), e.classes.Load())
+	}
+	if est.all.Len() != 11 {
+		t.Fatalf("shapes for pressure: %d, want all 11", est.all.Len())
+	}
+	capacity := map[string]int{"T4": 2, "G2": 8}
+	t4 := device.NewInventory("t4", now, []device.DeviceSpec{{ID: "g", Model: "T4", Healthy: true}})
+	if est.scored.Pressure(capacity, pressureThreshold).Claimed(t4) {
+		t.Error("the scored shapes alone put T4 under pressure; the test no longer covers pruning")
+	}
+	if !est.all.Pressure(capacity, pressureThreshold).Claimed(t4) {
+		t.Error("a quarter of the pods need T4, yet T4 is not under pressure")
+	}
+
+	full := newWorkloadEstimator(&config.FragmentationArgs{WindowPods: 0, Coverage: 100,
+		Seed: []config.WorkloadClass{{CPUMilli: 500, GPUs: 1, GPUPercent: 100, Weight: 1}}})
+	if est := full.snapshot(); est.all != est.scored {
+		t.Error("with every shape kept, pressure should reuse the scored workload")
+	}
+}
+
 func TestFixedSeedIgnoresPods(t *testing.T) {
 	e := newWorkloadEstimator(&config.FragmentationArgs{WindowPods: 0, Coverage: 100,
 		Seed: []config.WorkloadClass{{CPUMilli: 500, GPUs: 1, GPUPercent: 50, Weight: 1}}})
@@ -252,16 +293,24 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 			t.Fatal(st)
 		}
 	}
+	// T4-only pods of ten CPU sizes: together a quarter of the workload,
+	// each shape too rare for a coverage of 75% to keep it for scoring.
+	rareT4 := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 30}}
+	for i := range 10 {
+		rareT4 = append(rareT4, config.WorkloadClass{CPUMilli: int64(2000 + 100*i), GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: 1})
+	}
 	for _, tt := range []struct {
-		name   string
-		seed   []config.WorkloadClass
-		wantT4 int
+		name     string
+		seed     []config.WorkloadClass
+		coverage int32
+		wantT4   int
 	}{
-		{"no restricted pods", []config.WorkloadClass{anyGPU}, 2},
-		{"T4-only pods", []config.WorkloadClass{anyGPU, t4Only}, 8},
+		{"no restricted pods", []config.WorkloadClass{anyGPU}, 100, 2},
+		{"T4-only pods", []config.WorkloadClass{anyGPU, t4Only}, 100, 8},
+		{"T4-only pods in shapes too rare to score", rareT4, 75, 8},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			pl := fragPlugin(t, tt.seed, gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2"))
+			pl := fragPluginCoverage(t, tt.coverage, tt.seed, gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2"))
 			cycle(t, pl)
 			// No T4 yet: the T4-only pods can run nowhere and claim nothing.
 			pl.cache.setGPUNode(gpuNode("t4", 2, "T4"))

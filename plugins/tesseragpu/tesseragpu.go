@@ -283,7 +283,7 @@ func (pl *TesseraGPU) PreScore(_ context.Context, cs fwk.CycleState, _ *v1.Pod, 
 // modelPressure is the model pressure of one workload estimate on one set
 // of inventories.
 type modelPressure struct {
-	w   *device.Workload
+	est *estimate
 	gen uint64
 	mp  *device.ModelPressure
 	// largest is the size a node of a pressured model ranks as: the
@@ -303,14 +303,18 @@ const pressureThreshold = 0.3
 // estimate or the cluster's models have changed since. It runs once per
 // cycle, before any Score of the cycle reads the result.
 func (pl *TesseraGPU) refreshPressure() {
-	w := pl.workload.workload()
+	est := pl.workload.snapshot()
 	largest := pl.cache.largestNode()
 	cur := pl.pressure.Load()
-	if cur != nil && cur.w == w && cur.gen == pl.cache.modelsGen.Load() && cur.largest == largest {
+	if cur != nil && cur.est == est && cur.gen == pl.cache.modelsGen.Load() && cur.largest == largest {
 		return
 	}
+	var all *device.Workload
+	if est != nil {
+		all = est.all
+	}
 	capacity, gen := pl.cache.modelCapacity()
-	pl.pressure.Store(&modelPressure{w: w, gen: gen, mp: w.Pressure(capacity, pressureThreshold), largest: largest})
+	pl.pressure.Store(&modelPressure{est: est, gen: gen, mp: all.Pressure(capacity, pressureThreshold), largest: largest})
 }
 
 // Score rates the placement the strategy would choose on the node. Under

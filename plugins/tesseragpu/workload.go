@@ -41,7 +41,7 @@ type workloadEstimator struct {
 	observed int
 	pending  int
 
-	current atomic.Pointer[device.Workload]
+	current atomic.Pointer[estimate]
 	// classes is the number of shapes in the current snapshot, for metrics.
 	classes atomic.Int64
 }
@@ -98,8 +98,32 @@ func newWorkloadEstimator(args *config.FragmentationArgs) *workloadEstimator {
 	return e
 }
 
-// workload returns the current estimate; nil before any pod or seed.
-func (e *workloadEstimator) workload() *device.Workload { return e.current.Load() }
+// estimate is one published snapshot of the workload estimate.
+type estimate struct {
+	// scored holds the most common shapes, covering the configured share
+	// of the weight: the workload that Score rates fragmentation against.
+	scored *device.Workload
+	// all holds every shape still weighed, however rare, for model
+	// pressure. Pods restricted to some models spread over many rare
+	// shapes (one per CPU size and model list), so coverage drops a
+	// large part of their demand, and by a different amount at each
+	// rebuild; pressure worked out from the scored shapes alone would be
+	// too low and flip on and off near its threshold. It is scored when
+	// coverage kept every shape.
+	all *device.Workload
+}
+
+// workload returns the current estimate's scored shapes; nil before any
+// pod or seed.
+func (e *workloadEstimator) workload() *device.Workload {
+	if est := e.current.Load(); est != nil {
+		return est.scored
+	}
+	return nil
+}
+
+// snapshot returns the current estimate; nil before the first rebuild.
+func (e *workloadEstimator) snapshot() *estimate { return e.current.Load() }
 
 // observe counts a pod's shape once per pod.
 func (e *workloadEstimator) observe(uid types.UID, class device.WorkloadClass) {
@@ -146,8 +170,8 @@ func (e *workloadEstimator) addLocked(c device.WorkloadClass, w float64) {
 }
 
 // rebuildLocked publishes the most common shapes covering the configured
-// share of the weight, and forgets shapes whose weight has decayed to
-// nothing.
+// share of the weight for Score, and every shape for model pressure; it
+// forgets shapes whose weight has decayed to nothing.
 func (e *workloadEstimator) rebuildLocked() {
 	e.pending = 0
 	all := make([]*shapeWeight, 0, len(e.shapes))
@@ -177,18 +201,23 @@ func (e *workloadEstimator) rebuildLocked() {
 		}
 		return strings.Compare(strings.Join(b.class.Models, ","), strings.Join(a.class.Models, ","))
 	})
-	var kept []device.WorkloadClass
+	classes := make([]device.WorkloadClass, len(all))
+	kept := 0
 	var covered float64
-	for _, s := range all {
-		if covered >= e.coverage*total {
-			break
+	for i, s := range all {
+		classes[i] = s.class
+		classes[i].Weight = s.w
+		if covered < e.coverage*total {
+			kept = i + 1
+			covered += s.w
 		}
-		c := s.class
-		c.Weight = s.w
-		kept = append(kept, c)
-		covered += s.w
 	}
-	e.current.Store(device.NewWorkload(kept, e.cpuStarvation))
-	e.classes.Store(int64(len(kept)))
-	workloadClasses.Set(float64(len(kept)))
+	est := &estimate{scored: device.NewWorkload(classes[:kept], e.cpuStarvation)}
+	est.all = est.scored
+	if kept < len(classes) {
+		est.all = device.NewWorkload(classes, e.cpuStarvation)
+	}
+	e.current.Store(est)
+	e.classes.Store(int64(kept))
+	workloadClasses.Set(float64(kept))
 }
