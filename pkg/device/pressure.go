@@ -1,5 +1,7 @@
 package device
 
+import "slices"
+
 // Model pressure: how hard the pods that may only use some device models
 // lean on each model. Fragmentation alone cannot see it. Taking a device of
 // a model that restricted pods need leaves those pods no worse placed on
@@ -17,44 +19,44 @@ type ModelPressure struct {
 	any     bool
 }
 
-// Pressure works out which models are under pressure in a cluster with the
-// given number of devices per model. A restricted class's demand is spread
-// over the models it accepts in proportion to their device counts; a model
-// is under pressure when the demand so assigned to it, per device, is at
-// least threshold times the workload's total GPU demand (shares included)
-// per device of the cluster (so 0.3 means: if the cluster were exactly
-// full, restricted pods would want 30% of the model's devices). Classes
-// that accept no model in the cluster cannot run and are left out. Every
-// device counts, healthy or not: pressure is about which models pods need,
-// not about which devices are up. A nil workload, or one without
-// restricted classes, puts no model under pressure.
-func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPressure {
+// Pressure works out which models are under pressure from the workload
+// classes in a cluster with the given number of devices per model. A
+// restricted class's demand is spread over the models it accepts in
+// proportion to their device counts; a model is under pressure when the
+// demand so assigned to it, per device, is at least threshold times the
+// workload's total GPU demand (shares included) per device of the cluster
+// (so 0.3 means: if the cluster were exactly full, restricted pods would
+// want 30% of the model's devices). Classes that accept no model in the
+// cluster cannot run and are left out. Every device counts, healthy or
+// not: pressure is about which models pods need, not about which devices
+// are up. No classes, or none restricted, put no model under pressure.
+//
+// It reads model names, not the interned IDs a Workload holds, so that the
+// many rare shapes it is given (every pod shape seen, not only those
+// scored) cannot use up the ID table with names no node has; only the
+// cluster's own models are interned.
+func Pressure(classes []WorkloadClass, capacity map[string]int, threshold float64) *ModelPressure {
 	mp := &ModelPressure{}
-	if w == nil {
-		return mp
-	}
-	ids := make(map[string]uint16, len(capacity))
 	var devices float64
-	for m, n := range capacity {
+	for _, n := range capacity {
 		if n > 0 {
-			ids[m] = modelID(m)
 			devices += float64(n)
 		}
 	}
-	claim := make(map[string]float64, len(ids))
+	claim := make(map[string]float64, len(capacity))
 	var demand float64
-	for _, c := range w.classes {
-		if c.count == 0 {
+	for _, c := range classes {
+		if c.Weight <= 0 || c.Count == 0 || !validClass(c) {
 			continue
 		}
-		gpus := c.p * float64(c.count) * float64(c.units) / FullUnits
-		if c.anyModel {
+		gpus := c.Weight * float64(c.Count) * float64(c.Units) / FullUnits
+		if len(c.Models) == 0 {
 			demand += gpus
 			continue
 		}
 		var accepted float64
-		for m, id := range ids {
-			if c.models.has(id) {
+		for i, m := range c.Models {
+			if capacity[m] > 0 && !slices.Contains(c.Models[:i], m) {
 				accepted += float64(capacity[m])
 			}
 		}
@@ -62,8 +64,8 @@ func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPr
 			continue
 		}
 		demand += gpus
-		for m, id := range ids {
-			if c.models.has(id) {
+		for i, m := range c.Models {
+			if capacity[m] > 0 && !slices.Contains(c.Models[:i], m) {
 				claim[m] += gpus * float64(capacity[m]) / accepted
 			}
 		}
@@ -71,9 +73,9 @@ func (w *Workload) Pressure(capacity map[string]int, threshold float64) *ModelPr
 	if demand == 0 {
 		return mp
 	}
-	for m, id := range ids {
-		if claim[m]/float64(capacity[m]) >= threshold*demand/devices {
-			mp.claimed.add(id)
+	for m, gpus := range claim {
+		if gpus/float64(capacity[m]) >= threshold*demand/devices {
+			mp.claimed.add(modelID(m))
 			mp.any = true
 		}
 	}

@@ -217,22 +217,16 @@ func TestEstimatePressureSeesRareShapes(t *testing.T) {
 	if est.scored.Len() != 1 || e.classes.Load() != 1 {
 		t.Fatalf("scored shapes: %d (metric %d), want only the common one", est.scored.Len(), e.classes.Load())
 	}
-	if est.all.Len() != 11 {
-		t.Fatalf("shapes for pressure: %d, want all 11", est.all.Len())
+	if len(est.all) != 11 {
+		t.Fatalf("shapes for pressure: %d, want all 11", len(est.all))
 	}
 	capacity := map[string]int{"T4": 2, "G2": 8}
 	t4 := device.NewInventory("t4", now, []device.DeviceSpec{{ID: "g", Model: "T4", Healthy: true}})
-	if est.scored.Pressure(capacity, pressureThreshold).Claimed(t4) {
-		t.Error("the scored shapes alone put T4 under pressure; the test no longer covers pruning")
+	if device.Pressure(est.all[:1], capacity, pressureThreshold).Claimed(t4) {
+		t.Error("the scored shape alone puts T4 under pressure; the test no longer covers pruning")
 	}
-	if !est.all.Pressure(capacity, pressureThreshold).Claimed(t4) {
+	if !device.Pressure(est.all, capacity, pressureThreshold).Claimed(t4) {
 		t.Error("a quarter of the pods need T4, yet T4 is not under pressure")
-	}
-
-	full := newWorkloadEstimator(&config.FragmentationArgs{WindowPods: 0, Coverage: 100,
-		Seed: []config.WorkloadClass{{CPUMilli: 500, GPUs: 1, GPUPercent: 100, Weight: 1}}})
-	if est := full.snapshot(); est.all != est.scored {
-		t.Error("with every shape kept, pressure should reuse the scored workload")
 	}
 }
 
@@ -295,7 +289,7 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 	}
 	// T4-only pods of ten CPU sizes: together a quarter of the workload,
 	// each shape too rare for a coverage of 75% to keep it for scoring.
-	rareT4 := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 30}}
+	rareT4 := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 31}}
 	for i := range 10 {
 		rareT4 = append(rareT4, config.WorkloadClass{CPUMilli: int64(2000 + 100*i), GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: 1})
 	}
@@ -311,6 +305,9 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			pl := fragPluginCoverage(t, tt.coverage, tt.seed, gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2"))
+			if tt.coverage < 100 && pl.workload.workload().Len() != 1 {
+				t.Fatalf("coverage %d%% scores %d shapes, want only the common one", tt.coverage, pl.workload.workload().Len())
+			}
 			cycle(t, pl)
 			// No T4 yet: the T4-only pods can run nowhere and claim nothing.
 			pl.cache.setGPUNode(gpuNode("t4", 2, "T4"))

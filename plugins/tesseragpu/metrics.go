@@ -39,7 +39,7 @@ var (
 	workloadClasses = metrics.NewGauge(&metrics.GaugeOpts{
 		Subsystem:      metricsSubsystem,
 		Name:           "workload_classes",
-		Help:           "Pod shapes in the fragmentation strategy's current workload estimate.",
+		Help:           "Pod shapes the fragmentation strategy scores against: the most common ones in its workload estimate, within coverage.",
 		StabilityLevel: metrics.ALPHA,
 	})
 

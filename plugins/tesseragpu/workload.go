@@ -42,7 +42,8 @@ type workloadEstimator struct {
 	pending  int
 
 	current atomic.Pointer[estimate]
-	// classes is the number of shapes in the current snapshot, for metrics.
+	// classes is the number of shapes the current snapshot scores against
+	// (those within coverage), for metrics.
 	classes atomic.Int64
 }
 
@@ -103,26 +104,21 @@ type estimate struct {
 	// scored holds the most common shapes, covering the configured share
 	// of the weight: the workload that Score rates fragmentation against.
 	scored *device.Workload
-	// all holds every shape still weighed, however rare, for model
-	// pressure. Pods restricted to some models spread over many rare
-	// shapes (one per CPU size and model list), so coverage drops a
-	// large part of their demand, and by a different amount at each
-	// rebuild; pressure worked out from the scored shapes alone would be
-	// too low and flip on and off near its threshold. It is scored when
-	// coverage kept every shape.
-	all *device.Workload
+	// all holds every shape still weighed, however rare, most common
+	// first, for model pressure. Pods restricted to some models spread
+	// over many rare shapes (one per CPU size and model list), so coverage
+	// drops a large part of their demand, and by a different amount at
+	// each rebuild; pressure worked out from the scored shapes alone would
+	// be too low and flip on and off near its threshold.
+	all []device.WorkloadClass
 }
 
 // workload returns the current estimate's scored shapes; nil before any
 // pod or seed.
-func (e *workloadEstimator) workload() *device.Workload {
-	if est := e.current.Load(); est != nil {
-		return est.scored
-	}
-	return nil
-}
+func (e *workloadEstimator) workload() *device.Workload { return e.snapshot().scored }
 
-// snapshot returns the current estimate; nil before the first rebuild.
+// snapshot returns the current estimate. It is never nil: the estimator
+// publishes one, perhaps empty, before newWorkloadEstimator returns.
 func (e *workloadEstimator) snapshot() *estimate { return e.current.Load() }
 
 // observe counts a pod's shape once per pod.
@@ -212,12 +208,7 @@ func (e *workloadEstimator) rebuildLocked() {
 			covered += s.w
 		}
 	}
-	est := &estimate{scored: device.NewWorkload(classes[:kept], e.cpuStarvation)}
-	est.all = est.scored
-	if kept < len(classes) {
-		est.all = device.NewWorkload(classes, e.cpuStarvation)
-	}
-	e.current.Store(est)
+	e.current.Store(&estimate{scored: device.NewWorkload(classes[:kept], e.cpuStarvation), all: classes})
 	e.classes.Store(int64(kept))
 	workloadClasses.Set(float64(kept))
 }
