@@ -22,11 +22,15 @@ type ModelPressure struct {
 // Pressure works out which models are under pressure from the workload
 // classes in a cluster with the given number of devices per model. A
 // restricted class's demand is spread over the models it accepts in
-// proportion to their device counts; a model is under pressure when the
-// demand so assigned to it, per device, is at least threshold times the
+// proportion to their device counts; a model comes under pressure when
+// the demand so assigned to it, per device, is at least enter times the
 // workload's total GPU demand (shares included) per device of the cluster
 // (so 0.3 means: if the cluster were exactly full, restricted pods would
-// want 30% of the model's devices). Classes that accept no model in the
+// want 30% of the model's devices). A model already under pressure in
+// held, the previous answer, stays under it until its share falls below
+// leave. The estimate behind classes is noisy, and a model whose share
+// sits near one threshold would otherwise flip in and out of pressure,
+// letting unrestricted pods drain its nodes in the gaps. Classes that accept no model in the
 // cluster cannot run and are left out. Every device counts, healthy or
 // not: pressure is about which models pods need, not about which devices
 // are up. No classes, or none restricted, put no model under pressure.
@@ -35,7 +39,7 @@ type ModelPressure struct {
 // many rare shapes it is given (every pod shape seen, not only those
 // scored) cannot use up the ID table with names no node has; only the
 // cluster's own models are interned.
-func Pressure(classes []WorkloadClass, capacity map[string]int, threshold float64) *ModelPressure {
+func Pressure(classes []WorkloadClass, capacity map[string]int, enter, leave float64, held *ModelPressure) *ModelPressure {
 	mp := &ModelPressure{}
 	var devices float64
 	for _, n := range capacity {
@@ -74,8 +78,13 @@ func Pressure(classes []WorkloadClass, capacity map[string]int, threshold float6
 		return mp
 	}
 	for m, gpus := range claim {
+		id := modelID(m)
+		threshold := enter
+		if held != nil && held.claimed.has(id) {
+			threshold = leave
+		}
 		if gpus/float64(capacity[m]) >= threshold*demand/devices {
-			mp.claimed.add(modelID(m))
+			mp.claimed.add(id)
 			mp.any = true
 		}
 	}

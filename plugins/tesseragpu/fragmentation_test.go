@@ -222,10 +222,10 @@ func TestEstimatePressureSeesRareShapes(t *testing.T) {
 	}
 	capacity := map[string]int{"T4": 2, "G2": 8}
 	t4 := device.NewInventory("t4", now, []device.DeviceSpec{{ID: "g", Model: "T4", Healthy: true}})
-	if device.Pressure(est.all[:1], capacity, pressureThreshold).Claimed(t4) {
+	if device.Pressure(est.all[:1], capacity, pressureEnter, pressureLeave, nil).Claimed(t4) {
 		t.Error("the scored shape alone puts T4 under pressure; the test no longer covers pruning")
 	}
-	if !device.Pressure(est.all, capacity, pressureThreshold).Claimed(t4) {
+	if !device.Pressure(est.all, capacity, pressureEnter, pressureLeave, nil).Claimed(t4) {
 		t.Error("a quarter of the pods need T4, yet T4 is not under pressure")
 	}
 }
