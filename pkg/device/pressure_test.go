@@ -91,14 +91,16 @@ func TestModelPressureHolds(t *testing.T) {
 		held    *ModelPressure
 		claimed bool
 	}{
-		// 3.5 T4-only in 83.5 is 0.28 of the average demand per device.
+		// 3.5/800 per T4 against 83.5/5400 per device: a share of 0.28.
 		{"between the thresholds, not held", 3.5, nil, false},
 		{"between the thresholds, held", 3.5, heldT4, true},
 		{"between the thresholds, another model held", 3.5, heldP100, false},
-		// 2.5 in 82.5 is 0.20: below leave, so held pressure ends.
+		// 2.5/800 against 82.5/5400 is 0.20: below leave, so held
+		// pressure ends.
 		{"below leave, held", 2.5, heldT4, false},
-		// 4 in 84 is 0.32: above enter either way.
+		// 4/800 against 84/5400 is 0.32: above enter either way.
 		{"above enter, not held", 4, nil, true},
+		{"above enter, held", 4, heldT4, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := Pressure(onT4(tt.weight), capacity, 0.3, 0.24, tt.held).Claimed(t4); got != tt.claimed {

@@ -201,6 +201,67 @@ func TestWorkloadEstimator(t *testing.T) {
 	}
 }
 
+// TestPressureHeldAcrossCycles checks that the plugin hands each cycle's
+// pressure to the next: a model that came under pressure keeps it while
+// its share stays above pressureLeave, where a plugin that never saw it
+// above pressureEnter leaves it in its small-node place.
+func TestPressureHeldAcrossCycles(t *testing.T) {
+	anyGPU := device.WorkloadClass{CPUMilli: 1000, Count: 1, Units: device.FullUnits}
+	t4Only := device.WorkloadClass{CPUMilli: 1000, Count: 1, Units: device.FullUnits, Models: []string{"T4"}}
+	nodes := []*v1alpha1.GPUNode{gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2"), gpuNode("t4", 2, "T4")}
+	newPl := func() *TesseraGPU {
+		args := configscheme.DefaultTesseraGPUArgs()
+		// A window far longer than the test's pods: every pod weighs the same.
+		args.ScoringStrategy = config.ScoringStrategy{Type: config.ScoringStrategyFragmentation,
+			Fragmentation: &config.FragmentationArgs{WindowPods: 1000000, Coverage: 100, SeedPods: 100}}
+		return testPluginArgs(t, args, nodes...)
+	}
+	// observe adds pods of a shape and publishes the estimate at once,
+	// rather than at the estimator's own cadence.
+	observe := func(pl *TesseraGPU, prefix string, n int, c device.WorkloadClass) {
+		for i := range n {
+			pl.workload.observe(types.UID(fmt.Sprint(prefix, i)), c)
+		}
+		pl.workload.mu.Lock()
+		pl.workload.rebuildLocked()
+		pl.workload.mu.Unlock()
+	}
+	t4Size := func(t *testing.T, pl *TesseraGPU) int {
+		t.Helper()
+		pod := makePod("cycle", whole("1"))
+		cs, _ := preFilter(t, pl, pod)
+		if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
+			t.Fatal(st)
+		}
+		return device.MaxDevicesPerNode - int(pl.tieOrder(pl.cache.state("t4").inv)>>24)
+	}
+	// With 12 GPUs in all and 2 of them T4s, T4-only pods that are a share
+	// f of the GPU demand claim 6f of the average: 12 in 128 pods is 0.56.
+	pl := newPl()
+	observe(pl, "t4-", 12, t4Only)
+	observe(pl, "any-", 116, anyGPU)
+	if got := t4Size(t, pl); got != 8 {
+		t.Fatalf("with T4-only pods at 0.56, t4 ranks as a node of %d gpus, want 8", got)
+	}
+	// 12 in 257 pods (the cycle's own pod counts too) is 0.28: between
+	// pressureLeave and pressureEnter.
+	observe(pl, "more-", 128, anyGPU)
+	if got := t4Size(t, pl); got != 8 {
+		t.Errorf("at 0.28 after 0.56, t4 ranks as a node of %d gpus, want 8 (pressure held)", got)
+	}
+	fresh := newPl()
+	observe(fresh, "t4-", 12, t4Only)
+	observe(fresh, "any-", 244, anyGPU)
+	if got := t4Size(t, fresh); got != 2 {
+		t.Errorf("at 0.28 from the start, t4 ranks as a node of %d gpus, want 2", got)
+	}
+	// 12 in 385 pods is 0.19: below pressureLeave, so the pressure ends.
+	observe(pl, "most-", 128, anyGPU)
+	if got := t4Size(t, pl); got != 2 {
+		t.Errorf("at 0.19, t4 ranks as a node of %d gpus, want 2", got)
+	}
+}
+
 // TestEstimatePressureSeesRareShapes checks that coverage prunes only the
 // shapes Score rates against: model pressure still sees every shape.
 func TestEstimatePressureSeesRareShapes(t *testing.T) {

@@ -307,8 +307,11 @@ const (
 )
 
 // refreshPressure works the model pressure out again when the workload
-// estimate or the cluster's models have changed since. It runs once per
-// cycle, before any Score of the cycle reads the result.
+// estimate or the cluster's models have changed since, starting from the
+// previous answer so that a model keeps it between pressureLeave and
+// pressureEnter. It runs once per cycle, before any Score of the cycle
+// reads the result; the scheduler runs one cycle's PreScore at a time, so
+// the load and store below have a single writer.
 func (pl *TesseraGPU) refreshPressure() {
 	est := pl.workload.snapshot()
 	largest := pl.cache.largestNode()
@@ -394,8 +397,10 @@ func (pl *TesseraGPU) pressured(inv *device.Inventory) bool {
 // first, so that small nodes fill up before large ones are broken into;
 // among nodes of one size, a hash of the name gives an arbitrary but stable
 // order. Because the order changes only with the cluster's shape and the
-// workload, not from cycle to cycle or with a restart, pods of equal merit
-// pile onto the same nodes instead of spreading over all of them. On the
+// workload, not from cycle to cycle, pods of equal merit pile onto the same
+// nodes instead of spreading over all of them. (A restart forgets which
+// models were under pressure, so a model whose share lies between
+// pressureLeave and pressureEnter may rank differently after one.) On the
 // openb default trace (bench/trace, measured with cpuStarvation 0),
 // ordering ties this way leaves 4.8% of GPUs unallocated; breaking them at
 // random leaves 10%, and largest nodes first 12.7%.
