@@ -236,29 +236,25 @@ func TestPressureHeldAcrossCycles(t *testing.T) {
 		return device.MaxDevicesPerNode - int(pl.tieOrder(pl.cache.state("t4").inv)>>24)
 	}
 	// With 12 GPUs in all and 2 of them T4s, T4-only pods that are a share
-	// f of the GPU demand claim 6f of the average: 12 in 128 pods is 0.56.
-	pl := newPl()
-	observe(pl, "t4-", 12, t4Only)
-	observe(pl, "any-", 116, anyGPU)
-	if got := t4Size(t, pl); got != 8 {
-		t.Fatalf("with T4-only pods at 0.56, t4 ranks as a node of %d gpus, want 8", got)
-	}
-	// 12 in 257 pods (the cycle's own pod counts too) is 0.28: between
-	// pressureLeave and pressureEnter.
-	observe(pl, "more-", 128, anyGPU)
-	if got := t4Size(t, pl); got != 8 {
-		t.Errorf("at 0.28 after 0.56, t4 ranks as a node of %d gpus, want 8 (pressure held)", got)
-	}
-	fresh := newPl()
-	observe(fresh, "t4-", 12, t4Only)
-	observe(fresh, "any-", 244, anyGPU)
-	if got := t4Size(t, fresh); got != 2 {
-		t.Errorf("at 0.28 from the start, t4 ranks as a node of %d gpus, want 2", got)
-	}
-	// 12 in 385 pods is 0.19: below pressureLeave, so the pressure ends.
-	observe(pl, "most-", 128, anyGPU)
-	if got := t4Size(t, pl); got != 2 {
-		t.Errorf("at 0.19, t4 ranks as a node of %d gpus, want 2", got)
+	// f of the GPU demand claim 6f of the average. Each step adds pods to
+	// one plugin and runs a cycle, whose own pod counts too.
+	held, fresh := newPl(), newPl()
+	for i, step := range []struct {
+		pl          *TesseraGPU
+		t4, any     int
+		want        int
+		description string
+	}{
+		{held, 12, 116, 8, "12 in 128 pods, 0.56: under pressure"},
+		{held, 0, 128, 8, "12 in 257 pods, 0.28 after 0.56: pressure held"},
+		{fresh, 12, 244, 2, "12 in 257 pods, 0.28 from the start: no pressure"},
+		{held, 0, 128, 2, "12 in 385 pods, 0.19: below pressureLeave, pressure ends"},
+	} {
+		observe(step.pl, fmt.Sprint("t4-", i, "-"), step.t4, t4Only)
+		observe(step.pl, fmt.Sprint("any-", i, "-"), step.any, anyGPU)
+		if got := t4Size(t, step.pl); got != step.want {
+			t.Errorf("%s: t4 ranks as a node of %d gpus, want %d", step.description, got, step.want)
+		}
 	}
 }
 
