@@ -65,7 +65,7 @@ type fragClass struct {
 func NewWorkload(classes []WorkloadClass, cpuStarvation float64) *Workload {
 	var total float64
 	for _, c := range classes {
-		if c.Weight > 0 && validClass(c) {
+		if validClass(c) {
 			total += c.Weight
 		}
 	}
@@ -74,7 +74,7 @@ func NewWorkload(classes []WorkloadClass, cpuStarvation float64) *Workload {
 	}
 	w := &Workload{}
 	for _, c := range classes {
-		if c.Weight <= 0 || !validClass(c) {
+		if !validClass(c) {
 			continue
 		}
 		fc := fragClass{p: c.Weight / total, cpu: c.CPUMilli, count: c.Count, units: c.Units, anyModel: len(c.Models) == 0}
@@ -103,8 +103,10 @@ func NewWorkload(classes []WorkloadClass, cpuStarvation float64) *Workload {
 	return w
 }
 
+// validClass reports whether a class takes part in a workload: it has
+// weight, and its shape is one a node could hold.
 func validClass(c WorkloadClass) bool {
-	return c.CPUMilli >= 0 && c.Count >= 0 && c.Count <= MaxDevicesPerNode &&
+	return c.Weight > 0 && c.CPUMilli >= 0 && c.Count >= 0 && c.Count <= MaxDevicesPerNode &&
 		(c.Count == 0 || (c.Units >= 1 && c.Units <= FullUnits))
 }
 

@@ -30,10 +30,11 @@ type ModelPressure struct {
 // held, the previous answer, stays under it until its share falls below
 // leave. The estimate behind classes is noisy, and a model whose share
 // sits near one threshold would otherwise flip in and out of pressure,
-// letting unrestricted pods drain its nodes in the gaps. Classes that accept no model in the
-// cluster cannot run and are left out. Every device counts, healthy or
-// not: pressure is about which models pods need, not about which devices
-// are up. No classes, or none restricted, put no model under pressure.
+// letting unrestricted pods drain its nodes in the gaps. Classes that
+// accept no model in the cluster cannot run and are left out. Every device
+// counts, healthy or not: pressure is about which models pods need, not
+// about which devices are up. No classes, or none restricted, put no model
+// under pressure.
 //
 // It reads model names, not the interned IDs a Workload holds, so that the
 // many rare shapes it is given (every pod shape seen, not only those
@@ -48,9 +49,10 @@ func Pressure(classes []WorkloadClass, capacity map[string]int, enter, leave flo
 		}
 	}
 	claim := make(map[string]float64, len(capacity))
+	var present []string
 	var demand float64
 	for _, c := range classes {
-		if c.Weight <= 0 || c.Count == 0 || !validClass(c) {
+		if c.Count == 0 || !validClass(c) {
 			continue
 		}
 		gpus := c.Weight * float64(c.Count) * float64(c.Units) / FullUnits
@@ -58,9 +60,12 @@ func Pressure(classes []WorkloadClass, capacity map[string]int, enter, leave flo
 			demand += gpus
 			continue
 		}
+		// The models of the cluster the class accepts, each once.
+		present = present[:0]
 		var accepted float64
-		for i, m := range c.Models {
-			if capacity[m] > 0 && !slices.Contains(c.Models[:i], m) {
+		for _, m := range c.Models {
+			if capacity[m] > 0 && !slices.Contains(present, m) {
+				present = append(present, m)
 				accepted += float64(capacity[m])
 			}
 		}
@@ -68,10 +73,8 @@ func Pressure(classes []WorkloadClass, capacity map[string]int, enter, leave flo
 			continue
 		}
 		demand += gpus
-		for i, m := range c.Models {
-			if capacity[m] > 0 && !slices.Contains(c.Models[:i], m) {
-				claim[m] += gpus * float64(capacity[m]) / accepted
-			}
+		for _, m := range present {
+			claim[m] += gpus * float64(capacity[m]) / accepted
 		}
 	}
 	if demand == 0 {
