@@ -164,10 +164,15 @@ func TestPublisherLosesNoUpdateOnConflict(t *testing.T) {
 	go pub.Run(ctx)
 	<-pub.Published()
 
-	// Another writer keeps overwriting the status.
+	// Another writer keeps overwriting the status. The final Trigger must
+	// come after its last write: a write that lands after the publisher's
+	// last one is a change nobody told the publisher of, and only the next
+	// heartbeat (an hour away here) would undo it.
 	stop := make(chan struct{})
+	intruderDone := make(chan struct{})
 	var writes atomic.Int64
 	go func() {
+		defer close(intruderDone)
 		for {
 			select {
 			case <-stop:
@@ -192,6 +197,7 @@ func TestPublisherLosesNoUpdateOnConflict(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	close(stop)
+	<-intruderDone
 	pub.Trigger()
 	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, "node-a", metav1.GetOptions{})
