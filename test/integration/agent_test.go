@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	compmetrics "k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/deviceplugin/agent"
@@ -70,7 +71,14 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 		t.Errorf("device plugin metrics after XIDs 13 and 79:\n%s", m)
 	}
 	// Eight whole-GPU pods: seven fit, the eighth does not, and none gets
-	// the unhealthy GPU.
+	// the unhealthy GPU. The scheduler reads the GPUNode through its own
+	// informer, so wait until its cache counts the GPU as unhealthy.
+	want := `tessera_scheduler_gpus{model="NVIDIA A100-SXM4-40GB",state="unhealthy"} 1`
+	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		return strings.Contains(scrapeSchedulerMetrics(t), want), nil
+	}); err != nil {
+		t.Fatalf("the scheduler's metrics never showed %s", want)
+	}
 	for i := 0; i < 8; i++ {
 		e.createPod("w"+string(rune('0'+i)), gpus(1))
 	}
@@ -151,7 +159,20 @@ func (e *env) waitGPUNode(name string, ok func(*v1alpha1.GPUNode) bool) *v1alpha
 // endpoint serves it.
 func scrapeDevicePluginMetrics(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(compmetrics.HandlerFor(dpmetrics.Registry, compmetrics.HandlerOpts{}))
+	return scrape(t, compmetrics.HandlerFor(dpmetrics.Registry, compmetrics.HandlerOpts{}))
+}
+
+// scrapeSchedulerMetrics reads the registry tessera-scheduler serves on its
+// /metrics endpoint.
+func scrapeSchedulerMetrics(t *testing.T) string {
+	t.Helper()
+	return scrape(t, legacyregistry.Handler())
+}
+
+// scrape reads what h serves over HTTP.
+func scrape(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	if err != nil {

@@ -70,13 +70,45 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	kubeA, _ := e.asDevicePlugin("node-a")
 	_, gpusNone := e.asDevicePlugin("")
 
-	// The policy takes effect once the apiserver has loaded it.
-	var err error
-	if pollErr := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err = gpusA.TesseraV1alpha1().GPUNodes().Create(ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		return err != nil && strings.Contains(err.Error(), "its own node"), nil
-	}); pollErr != nil {
-		t.Fatalf("writing another node's GPUNode: err = %v, want a denial from the admission policy", err)
+	for _, n := range []string{"node-a", "node-b"} {
+		p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "on-" + n, Namespace: "default"},
+			Spec: v1.PodSpec{NodeName: n, Containers: []v1.Container{{Name: "main", Image: "x"}}}}
+		if _, err := e.c.Client.CoreV1().Pods("default").Create(e.ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"tessera.io/gpu-assignment": `{"main":[{"uuid":"GPU-x","percent":100}]}`}}})
+	taint, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": []map[string]string{{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}}}})
+
+	// The policies take effect once the apiserver has loaded them, and it
+	// may load one binding before the next: wait until a dry run of each
+	// policy's denial is denied.
+	dryRun := []string{metav1.DryRunAll}
+	denials := []struct {
+		what, want string
+		try        func(ctx context.Context) error
+	}{
+		{"writing another node's GPUNode", "its own node", func(ctx context.Context) error {
+			_, err := gpusA.TesseraV1alpha1().GPUNodes().Create(ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: "node-b"}}, metav1.CreateOptions{DryRun: dryRun})
+			return err
+		}},
+		{"patching a pod on another node", "pods on its own node", func(ctx context.Context) error {
+			_, err := kubeA.CoreV1().Pods("default").Patch(ctx, "on-node-b", types.MergePatchType, patch, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		}},
+		{"tainting another node", "only change its own node", func(ctx context.Context) error {
+			_, err := kubeA.CoreV1().Nodes().Patch(ctx, "node-b", types.MergePatchType, taint, metav1.PatchOptions{DryRun: dryRun})
+			return err
+		}},
+	}
+	for _, d := range denials {
+		var err error
+		if pollErr := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			err = d.try(ctx)
+			return err != nil && strings.Contains(err.Error(), d.want), nil
+		}); pollErr != nil {
+			t.Fatalf("%s: err = %v, want a denial from the admission policy", d.what, err)
+		}
 	}
 
 	own, err := gpusA.TesseraV1alpha1().GPUNodes().Create(e.ctx, &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}, metav1.CreateOptions{})
@@ -107,14 +139,6 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	}
 
 	// Pods: only the metadata of pods on its own node.
-	for _, n := range []string{"node-a", "node-b"} {
-		p := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "on-" + n, Namespace: "default"},
-			Spec: v1.PodSpec{NodeName: n, Containers: []v1.Container{{Name: "main", Image: "x"}}}}
-		if _, err := e.c.Client.CoreV1().Pods("default").Create(e.ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"tessera.io/gpu-assignment": `{"main":[{"uuid":"GPU-x","percent":100}]}`}}})
 	if _, err := kubeA.CoreV1().Pods("default").Patch(e.ctx, "on-node-a", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Errorf("correcting a pod on its own node: %v", err)
 	}
@@ -127,7 +151,6 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	}
 
 	// Nodes: only the GPU taint of its own node.
-	taint, _ := json.Marshal(map[string]any{"spec": map[string]any{"taints": []map[string]string{{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}}}})
 	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, taint, metav1.PatchOptions{}); err != nil {
 		t.Errorf("tainting its own node: %v", err)
 	}

@@ -230,6 +230,14 @@ func (e *env) assignmentOf(p *v1.Pod) assignment.Assignment {
 // a GPU is above 100% or a GPU is named that its node does not have.
 func (e *env) checkNoOverbooking() map[string]int {
 	e.t.Helper()
+	return e.checkBookings(nil)
+}
+
+// checkBookings makes checkNoOverbooking's checks over every bound pod, and
+// returns the per-GPU sums of only the pods named in of (all when of is
+// nil).
+func (e *env) checkBookings(of map[string]bool) map[string]int {
+	e.t.Helper()
 	pods, err := e.c.Client.CoreV1().Pods("").List(e.ctx, metav1.ListOptions{})
 	if err != nil {
 		e.t.Fatal(err)
@@ -244,7 +252,7 @@ func (e *env) checkNoOverbooking() map[string]int {
 			inventory[g.UUID] = gn.Name
 		}
 	}
-	use := map[string]int{}
+	all, use := map[string]int{}, map[string]int{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		raw, ok := p.Annotations[assignment.Annotation]
@@ -260,11 +268,14 @@ func (e *env) checkNoOverbooking() map[string]int {
 				if inventory[d.UUID] != p.Spec.NodeName {
 					e.t.Errorf("pod %s on %s got GPU %s, which node %q lists", p.Name, p.Spec.NodeName, d.UUID, inventory[d.UUID])
 				}
-				use[d.UUID] += d.Percent
+				all[d.UUID] += d.Percent
+				if of == nil || of[p.Name] {
+					use[d.UUID] += d.Percent
+				}
 			}
 		}
 	}
-	for u, pct := range use {
+	for u, pct := range all {
 		if pct > 100 {
 			e.t.Errorf("GPU %s is booked at %d%%", u, pct)
 		}

@@ -2,16 +2,12 @@ package integration
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
@@ -68,14 +64,7 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 
 	// The scheduler's metrics show the allocation. tessera-scheduler serves
 	// this registry on its /metrics endpoint; here it is scraped directly.
-	srv := httptest.NewServer(legacyregistry.Handler())
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrapeSchedulerMetrics(t)
 	for _, want := range []string{
 		`tessera_scheduler_gpus{model="NVIDIA H100 80GB HBM3",state="full"} 11`,
 		`tessera_scheduler_gpus{model="NVIDIA H100 80GB HBM3",state="partial"} 1`,
@@ -85,7 +74,7 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 		`tessera_scheduler_placements_total{kind="share",strategy="binpack"}`,
 		`tessera_scheduler_cache_rebuild_seconds`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
@@ -157,8 +146,17 @@ func TestNonGPUPodsStayOffGPUNodes(t *testing.T) {
 		t.Errorf("cpu pod on %s", p.Spec.NodeName)
 	}
 	// A CPU pod that tolerates the GPU taint explicitly may use GPU nodes.
-	e.c.Client.CoreV1().Nodes().Delete(e.ctx, "cpu-node", metav1.DeleteOptions{})
-	e.createPod("cpu-tolerating", tolerating("nvidia.com/gpu"))
+	// It is kept off cpu-node by affinity rather than by deleting the node:
+	// the scheduler learns of a deletion and of a new pod on separate
+	// watches, and would bind the pod to a node already gone if the pod
+	// came first.
+	e.createPod("cpu-tolerating", tolerating("nvidia.com/gpu"), func(p *v1.Pod) {
+		p.Spec.Affinity = &v1.Affinity{NodeAffinity: &v1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &v1.NodeSelector{NodeSelectorTerms: []v1.NodeSelectorTerm{{
+				MatchFields: []v1.NodeSelectorRequirement{{Key: "metadata.name", Operator: v1.NodeSelectorOpNotIn, Values: []string{"cpu-node"}}},
+			}}},
+		}}
+	})
 	if p := e.waitBound("cpu-tolerating"); !strings.HasPrefix(p.Spec.NodeName, "gpu-") {
 		t.Errorf("tolerating pod on %s", p.Spec.NodeName)
 	}
@@ -268,10 +266,20 @@ func TestBadRequestsGetEvents(t *testing.T) {
 // and after a pod with a corrupt assignment appears.
 func TestRestartDoesNotDoubleBook(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
+	// n2 comes only after the first pod is on n1. Two empty nodes score the
+	// same, and the scheduler breaks that tie by which node's Filter
+	// finished first; binpack must fill n1, not whichever won, for the
+	// counts below to hold.
 	e.addNode("n1", localcluster.FakeNode{GPUs: 4})
+	e.createPod("w0", gpus(1))
+	if p := e.waitBound("w0"); p.Spec.NodeName != "n1" {
+		t.Fatalf("w0 on %s with only n1 there", p.Spec.NodeName)
+	}
 	e.addNode("n2", localcluster.FakeNode{GPUs: 4})
 	for i := 0; i < 3; i++ {
-		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
+		if i > 0 {
+			e.createPod(fmt.Sprintf("w%d", i), gpus(1))
+		}
 		e.createPod(fmt.Sprintf("s%d", i), share(50))
 	}
 	for i := 0; i < 3; i++ {
