@@ -188,7 +188,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 					if !c.Healthy && c.XID != 0 {
 						metrics.XIDs.WithLabelValues(c.UUID, strconv.FormatUint(c.XID, 10)).Inc()
 					}
-					_, wrote := a.pub.Written()
+					wrote := a.pub.NextWrite()
 					srv.SetGPUs(a.serverGPUs(a.monitor.State()))
 					a.pub.Trigger()
 					select {
@@ -320,7 +320,7 @@ func taintNode(ctx context.Context, kube kubernetes.Interface, name string) erro
 // carries it.
 type healthEvent struct {
 	change health.Change
-	// wrote is closed by the first GPUNode write after the change.
+	// wrote is closed by the first GPUNode write begun after the change.
 	wrote <-chan struct{}
 }
 
@@ -353,7 +353,7 @@ func (a *Agent) recordHealth(ctx context.Context, recorder record.EventRecorder,
 			klog.FromContext(ctx).Info("GPUNode not written in time; the health event may not show in kubectl describe", "gpu", ev.change.UUID)
 		}
 		timeout.Stop()
-		uid, _ := a.pub.Written()
+		uid := a.pub.UID()
 		c := ev.change
 		recorder.Eventf(gpuNodeRef(a.cfg.NodeName, uid), eventType(c.Healthy), healthReason(c.Healthy), "GPU %s: %s", c.UUID, describe(c))
 	}

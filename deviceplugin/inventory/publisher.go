@@ -39,8 +39,19 @@ type Publisher struct {
 	// uid is the UID of the GPUNode last written; a GPUNode deleted and
 	// created again has a new one.
 	uid types.UID
-	// wrote is closed at the next successful write.
-	wrote chan struct{}
+	// attempts counts the write attempts begun, each with its own read of
+	// the GPUNode.
+	attempts uint64
+	// waiting are the channels handed out by NextWrite, each closed by the
+	// first successful write whose attempt began after attempts had passed
+	// its after.
+	waiting []writeWaiter
+}
+
+// writeWaiter is one NextWrite call waiting for a write.
+type writeWaiter struct {
+	after uint64
+	ch    chan struct{}
 }
 
 // NewPublisher returns a publisher for node's GPUNode. status computes the
@@ -53,7 +64,6 @@ func NewPublisher(node string, gpus versioned.Interface, kube kubernetes.Interfa
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "gpunode-publisher"}),
 		synced: make(chan struct{}),
-		wrote:  make(chan struct{}),
 	}
 }
 
@@ -63,24 +73,53 @@ func (p *Publisher) Trigger() { p.queue.Add(p.node) }
 // Published is closed after the first successful write.
 func (p *Publisher) Published() <-chan struct{} { return p.synced }
 
-// Written returns the UID of the GPUNode as of the last successful write
-// (empty before the first), and a channel that is closed at the next one.
-// Events about the GPUNode name it by UID, which only a written (or read)
-// object has: the GPUNode may not exist yet, or be deleted and created
-// again with a new UID.
-func (p *Publisher) Written() (types.UID, <-chan struct{}) {
+// UID returns the UID of the GPUNode as of the last successful write (empty
+// before the first). Events about the GPUNode name it by UID, which only a
+// written (or read) object has: the GPUNode may not exist yet, or be
+// deleted and created again with a new UID.
+func (p *Publisher) UID() types.UID {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.uid, p.wrote
+	return p.uid
 }
 
-// written records a successful write of gn.
-func (p *Publisher) written(gn *v1alpha1.GPUNode) {
+// NextWrite returns a channel that is closed once a write that began after
+// this call has succeeded. A write already under way does not count: it
+// read the GPUNode before the call, so it may carry an older status, or
+// land on a GPUNode deleted since and name the wrong UID. Call it before
+// Trigger, so that the write it waits for is sure to come.
+func (p *Publisher) NextWrite() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := writeWaiter{after: p.attempts, ch: make(chan struct{})}
+	p.waiting = append(p.waiting, w)
+	return w.ch
+}
+
+// attempt counts a write attempt as begun and returns its number.
+func (p *Publisher) attempt() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.attempts++
+	return p.attempts
+}
+
+// written records a successful write of gn by attempt n, and releases the
+// NextWrite callers that were waiting for an attempt begun after theirs.
+func (p *Publisher) written(gn *v1alpha1.GPUNode, n uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.uid = gn.UID
-	close(p.wrote)
-	p.wrote = make(chan struct{})
+	kept := p.waiting[:0]
+	for _, w := range p.waiting {
+		if w.after < n {
+			close(w.ch)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(p.waiting[len(kept):])
+	p.waiting = kept
 }
 
 // Run writes the status now, on every Trigger and every heartbeat interval,
@@ -119,6 +158,7 @@ func (p *Publisher) Run(ctx context.Context) {
 func (p *Publisher) sync(ctx context.Context) error {
 	client := p.gpus.TesseraV1alpha1().GPUNodes()
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		n := p.attempt()
 		gn, err := client.Get(ctx, p.node, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			gn, err = client.Create(ctx, p.newGPUNode(ctx), metav1.CreateOptions{})
@@ -138,7 +178,7 @@ func (p *Publisher) sync(ctx context.Context) error {
 			}
 			return fmt.Errorf("writing GPUNode %s status: %w", p.node, err)
 		}
-		p.written(gn)
+		p.written(gn, n)
 		return nil
 	})
 }

@@ -235,3 +235,77 @@ func TestPublisherLosesNoUpdateOnConflict(t *testing.T) {
 	}
 	t.Logf("the other writer landed %d writes", writes.Load())
 }
+
+// TestPublisherNextWriteWaitsForANewWrite holds a GPUNode write in flight
+// while a caller asks for the next write: the write already under way read
+// the GPUNode before the call, so it must not release the caller; the
+// write begun after it must. Health events wait this way, so that they
+// name the GPUNode that carries the change.
+func TestPublisherNextWriteWaitsForANewWrite(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("node-a", localcluster.FakeNode{})
+	var mu sync.Mutex
+	var gate chan struct{} // when set, the next status computation waits on it
+	entered := make(chan struct{}, 1)
+	version := 0
+	pub := inventory.NewPublisher("node-a", e.c.GPU, e.c.Client, time.Hour, func(now time.Time) v1alpha1.GPUNodeStatus {
+		mu.Lock()
+		g := gate
+		gate = nil
+		version++
+		v := version
+		mu.Unlock()
+		if g != nil {
+			entered <- struct{}{}
+			<-g
+		}
+		st := localcluster.FakeInventory(localcluster.FakeNode{Name: "node-a", GPUs: 2, Heartbeat: now})
+		st.DriverVersion = fmt.Sprintf("v%d", v)
+		return st
+	})
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	go pub.Run(ctx)
+	<-pub.Published()
+	gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub.UID() != gn.UID {
+		t.Errorf("UID() = %q after the first write, want %q", pub.UID(), gn.UID)
+	}
+
+	// Hold the second write between its read and its write.
+	release := make(chan struct{})
+	mu.Lock()
+	gate = release
+	mu.Unlock()
+	pub.Trigger()
+	<-entered
+	next := pub.NextWrite()
+	close(release)
+	waitDriver := func(want string) {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(e.ctx, 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+			gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, "node-a", metav1.GetOptions{})
+			return err == nil && gn.Status.DriverVersion == want, nil
+		}); err != nil {
+			t.Fatalf("the GPUNode never showed %s", want)
+		}
+	}
+	waitDriver("v2")
+	select {
+	case <-next:
+		t.Fatal("a write begun before NextWrite released it")
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	// The next write does.
+	pub.Trigger()
+	select {
+	case <-next:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the write begun after NextWrite did not release it")
+	}
+	waitDriver("v3")
+}
