@@ -175,17 +175,11 @@ func TestPublisherLosesNoUpdateOnConflict(t *testing.T) {
 	e.addNode("node-a", localcluster.FakeNode{})
 	var mu sync.Mutex
 	version := 0
-	pub := inventory.NewPublisher("node-a", e.c.GPU, e.c.Client, time.Hour, func(now time.Time) v1alpha1.GPUNodeStatus {
+	pub := e.runPublisher(t, func() string {
 		mu.Lock()
 		defer mu.Unlock()
-		st := localcluster.FakeInventory(localcluster.FakeNode{Name: "node-a", GPUs: 2, Heartbeat: now})
-		st.DriverVersion = fmt.Sprintf("v%d", version)
-		return st
+		return fmt.Sprintf("v%d", version)
 	})
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
-	go pub.Run(ctx)
-	<-pub.Published()
 
 	// Another writer keeps overwriting the status. The final Trigger must
 	// come after its last write: a write that lands after the publisher's
@@ -202,12 +196,12 @@ func TestPublisherLosesNoUpdateOnConflict(t *testing.T) {
 				return
 			default:
 			}
-			gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, "node-a", metav1.GetOptions{})
+			gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "node-a", metav1.GetOptions{})
 			if err != nil {
 				continue
 			}
 			gn.Status.DriverVersion = "intruder"
-			if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(ctx, gn, metav1.UpdateOptions{}); err == nil {
+			if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, gn, metav1.UpdateOptions{}); err == nil {
 				writes.Add(1)
 			}
 		}
@@ -248,7 +242,7 @@ func TestPublisherNextWriteWaitsForANewWrite(t *testing.T) {
 	var gate chan struct{} // when set, the next status computation waits on it
 	entered := make(chan struct{}, 1)
 	version := 0
-	pub := inventory.NewPublisher("node-a", e.c.GPU, e.c.Client, time.Hour, func(now time.Time) v1alpha1.GPUNodeStatus {
+	pub := e.runPublisher(t, func() string {
 		mu.Lock()
 		g := gate
 		gate = nil
@@ -259,14 +253,8 @@ func TestPublisherNextWriteWaitsForANewWrite(t *testing.T) {
 			entered <- struct{}{}
 			<-g
 		}
-		st := localcluster.FakeInventory(localcluster.FakeNode{Name: "node-a", GPUs: 2, Heartbeat: now})
-		st.DriverVersion = fmt.Sprintf("v%d", v)
-		return st
+		return fmt.Sprintf("v%d", v)
 	})
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
-	go pub.Run(ctx)
-	<-pub.Published()
 	gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "node-a", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -308,4 +296,22 @@ func TestPublisherNextWriteWaitsForANewWrite(t *testing.T) {
 		t.Fatal("the write begun after NextWrite did not release it")
 	}
 	waitDriver("v3")
+}
+
+// runPublisher runs a GPUNode publisher for node-a until the test ends, with
+// a heartbeat too far off to matter; driver gives the DriverVersion of each
+// status it writes, and is called once per write attempt. It returns once
+// the first write has landed.
+func (e *env) runPublisher(t *testing.T, driver func() string) *inventory.Publisher {
+	t.Helper()
+	pub := inventory.NewPublisher("node-a", e.c.GPU, e.c.Client, time.Hour, func(now time.Time) v1alpha1.GPUNodeStatus {
+		st := localcluster.FakeInventory(localcluster.FakeNode{Name: "node-a", GPUs: 2, Heartbeat: now})
+		st.DriverVersion = driver()
+		return st
+	})
+	ctx, cancel := context.WithCancel(e.ctx)
+	t.Cleanup(cancel)
+	go pub.Run(ctx)
+	<-pub.Published()
+	return pub
 }
