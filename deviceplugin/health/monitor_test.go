@@ -92,18 +92,24 @@ func start(t *testing.T, m *fakegpu.Machine, watched []string, cfg health.Config
 	return h
 }
 
-// eventually polls cond until it holds or timeout passes.
-func (h *harness) eventually(timeout time.Duration, what string, cond func(map[string]health.Change) bool) time.Duration {
-	h.t.Helper()
-	begin := time.Now()
-	for {
-		if cond(h.monitor.State()) {
-			return time.Since(begin)
-		}
-		if time.Since(begin) > timeout {
-			h.t.Fatalf("timed out after %v waiting for %s; state: %+v", timeout, what, h.monitor.State())
+// waitUntil polls cond every 2 ms until it holds, and reports false if
+// waitLimit passes first.
+func waitUntil(cond func() bool) bool {
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// eventually waits until cond holds for the monitor's state.
+func (h *harness) eventually(what string, cond func(map[string]health.Change) bool) {
+	h.t.Helper()
+	if !waitUntil(func() bool { return cond(h.monitor.State()) }) {
+		h.t.Fatalf("timed out after %v waiting for %s; state: %+v", waitLimit, what, h.monitor.State())
 	}
 }
 
@@ -111,9 +117,9 @@ func (h *harness) eventually(timeout time.Duration, what string, cond func(map[s
 // recorded changes count too: a fault that recovers after the short quiet
 // period of testConfig can come and go between two polls of a test
 // goroutine that a loaded machine holds up.
-func (h *harness) unhealthy(uuid, reason string, timeout time.Duration) {
+func (h *harness) unhealthy(uuid, reason string) {
 	h.t.Helper()
-	h.eventually(timeout, uuid+" unhealthy with "+reason, func(s map[string]health.Change) bool {
+	h.eventually(uuid+" unhealthy with "+reason, func(s map[string]health.Change) bool {
 		return !s[uuid].Healthy && s[uuid].Reason == reason || h.countRecorded(uuid, reason) > 0
 	})
 }
@@ -131,9 +137,9 @@ func (h *harness) countRecorded(uuid, reason string) int {
 }
 
 // healthy waits until the GPU is healthy.
-func (h *harness) healthy(uuid string, timeout time.Duration) time.Duration {
+func (h *harness) healthy(uuid string) {
 	h.t.Helper()
-	return h.eventually(timeout, uuid+" healthy", func(s map[string]health.Change) bool { return s[uuid].Healthy })
+	h.eventually(uuid+" healthy", func(s map[string]health.Change) bool { return s[uuid].Healthy })
 }
 
 // recorded returns the changes seen so far for one GPU, or all if uuid is "".
@@ -153,14 +159,12 @@ func (h *harness) recorded(uuid string) []health.Change {
 // ""), since State changes before the change is sent, and returns them.
 func (h *harness) settle(uuid string, n int) []health.Change {
 	h.t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for {
-		got := h.recorded(uuid)
-		if len(got) >= n || time.Now().After(deadline) {
-			return got
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	var got []health.Change
+	waitUntil(func() bool {
+		got = h.recorded(uuid)
+		return len(got) >= n
+	})
+	return got
 }
 
 // marker injects XID 79 on a GPU and waits until the change it causes is
@@ -174,12 +178,8 @@ func (h *harness) marker(uuid string) {
 	if err := h.machine.InjectXID(uuid, 79); err != nil {
 		h.t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitLimit)
-	for h.countRecorded(uuid, "XID 79") == before {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("the marker's change for %s was never sent", uuid)
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !waitUntil(func() bool { return h.countRecorded(uuid, "XID 79") > before }) {
+		h.t.Fatalf("the marker's change for %s was never sent", uuid)
 	}
 }
 
@@ -192,7 +192,7 @@ func TestCriticalXIDThenRecovery(t *testing.T) {
 	if err := h.machine.InjectXID(gpu, 79); err != nil {
 		t.Fatal(err)
 	}
-	h.unhealthy(gpu, "XID 79", waitLimit)
+	h.unhealthy(gpu, "XID 79")
 	// Read the change as sent: the state may have recovered already.
 	if got := h.settle(gpu, 1); len(got) == 0 || got[0].XID != 79 || got[0].Since.Before(injected) {
 		t.Errorf("changes = %+v, want XID 79 since after %v first", got, injected)
@@ -203,7 +203,7 @@ func TestCriticalXIDThenRecovery(t *testing.T) {
 		}
 	}
 
-	h.healthy(gpu, waitLimit)
+	h.healthy(gpu)
 	if since := time.Since(injected); since < cfg.RecoveryQuiet {
 		t.Errorf("GPU recovered %v after the XID, before the %v quiet period", since, cfg.RecoveryQuiet)
 	}
@@ -256,7 +256,7 @@ func TestDoubleBitECC(t *testing.T) {
 	if err := h.machine.InjectDoubleBitECC(gpu); err != nil {
 		t.Fatal(err)
 	}
-	h.unhealthy(gpu, health.ReasonDoubleBitECC, waitLimit)
+	h.unhealthy(gpu, health.ReasonDoubleBitECC)
 	if c := h.monitor.State()[gpu]; c.XID != 0 {
 		t.Errorf("XID = %d for an ECC error, want 0", c.XID)
 	}
@@ -273,7 +273,7 @@ func TestNewFaultUpdatesReason(t *testing.T) {
 	if err := h.machine.InjectDoubleBitECC(gpu); err != nil {
 		t.Fatal(err)
 	}
-	h.unhealthy(gpu, health.ReasonDoubleBitECC, waitLimit)
+	h.unhealthy(gpu, health.ReasonDoubleBitECC)
 	second := h.monitor.State()[gpu]
 	if !second.Since.Equal(first.Since) {
 		t.Errorf("Since moved from %v to %v on a new fault", first.Since, second.Since)
@@ -305,7 +305,7 @@ func TestPersistentWaitErrors(t *testing.T) {
 	h.machine.FailWait(nvml.ERROR_UNKNOWN, 1<<30)
 
 	reason := health.ReasonWaitFailingPrefix + nvml.ERROR_UNKNOWN.Error()
-	h.eventually(waitLimit, "every GPU unhealthy", func(s map[string]health.Change) bool {
+	h.eventually("every GPU unhealthy", func(s map[string]health.Change) bool {
 		for _, u := range h.uuids {
 			if s[u].Healthy || s[u].Reason != reason {
 				return false
@@ -327,7 +327,7 @@ func TestPersistentWaitErrors(t *testing.T) {
 
 	fixed := time.Now()
 	h.machine.FailWait(nvml.SUCCESS, 0)
-	h.eventually(waitLimit, "every GPU healthy", func(s map[string]health.Change) bool {
+	h.eventually("every GPU healthy", func(s map[string]health.Change) bool {
 		for _, u := range h.uuids {
 			if !s[u].Healthy {
 				return false
@@ -352,7 +352,7 @@ func TestGPULostThenRestored(t *testing.T) {
 	if err := h.machine.LoseGPU(gpu); err != nil {
 		t.Fatal(err)
 	}
-	h.unhealthy(gpu, health.ReasonGPULost, waitLimit)
+	h.unhealthy(gpu, health.ReasonGPULost)
 
 	// Lost for longer than the quiet period: it must not recover.
 	time.Sleep(cfg.RecoveryQuiet + 3*cfg.ProbeInterval)
@@ -364,7 +364,7 @@ func TestGPULostThenRestored(t *testing.T) {
 	if err := h.machine.RestoreGPU(gpu); err != nil {
 		t.Fatal(err)
 	}
-	h.healthy(gpu, waitLimit)
+	h.healthy(gpu)
 	// The last failed probe came shortly before the restore (loose bound,
 	// as above).
 	if took := time.Since(restored); took < cfg.RecoveryQuiet/2 {
@@ -388,11 +388,11 @@ func TestGPULostAtStartRegistersLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := start(t, m, nil, cfg)
-	h.unhealthy(gpu, health.ReasonGPULost, waitLimit)
+	h.unhealthy(gpu, health.ReasonGPULost)
 	if err := m.RestoreGPU(gpu); err != nil {
 		t.Fatal(err)
 	}
-	h.healthy(gpu, waitLimit)
+	h.healthy(gpu)
 	h.marker(gpu)
 }
 
@@ -443,7 +443,7 @@ func TestEventWithoutDevice(t *testing.T) {
 			h.machine.InjectEvent(nvml.EventData{Device: tc.device, EventType: nvml.EventTypeXidCriticalError, EventData: 62})
 			// Every GPU goes unhealthy, as sent: the state recovers after
 			// the quiet period.
-			h.eventually(waitLimit, "every GPU unhealthy", func(map[string]health.Change) bool {
+			h.eventually("every GPU unhealthy", func(map[string]health.Change) bool {
 				for _, u := range h.uuids {
 					if h.countRecorded(u, "XID 62") == 0 {
 						return false
@@ -467,7 +467,7 @@ func TestRegisterNotSupportedStillProbed(t *testing.T) {
 	if err := m.LoseGPU(gpu); err != nil {
 		t.Fatal(err)
 	}
-	h.unhealthy(gpu, health.ReasonGPULost, waitLimit)
+	h.unhealthy(gpu, health.ReasonGPULost)
 }
 
 // A probe failing with something other than a lost GPU says what failed.
@@ -488,11 +488,11 @@ func TestProbeFailure(t *testing.T) {
 	mu.Lock()
 	failing = true
 	mu.Unlock()
-	h.unhealthy(m.UUIDs()[2], health.ReasonProbeFailedPrefix+nvml.ERROR_UNKNOWN.Error(), waitLimit)
+	h.unhealthy(m.UUIDs()[2], health.ReasonProbeFailedPrefix+nvml.ERROR_UNKNOWN.Error())
 	mu.Lock()
 	failing = false
 	mu.Unlock()
-	h.healthy(m.UUIDs()[2], waitLimit)
+	h.healthy(m.UUIDs()[2])
 }
 
 func TestRecoveryDisabled(t *testing.T) {
@@ -517,12 +517,8 @@ func TestEventsNotSupportedAnywhere(t *testing.T) {
 	if err := m.LoseGPU(m.UUIDs()[0]); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitLimit)
-	for mon.State()[m.UUIDs()[0]].Healthy {
-		if time.Now().After(deadline) {
-			t.Fatal("lost GPU not detected without events")
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !waitUntil(func() bool { return !mon.State()[m.UUIDs()[0]].Healthy }) {
+		t.Fatal("lost GPU not detected without events")
 	}
 	for _, u := range m.UUIDs()[1:] {
 		if !mon.State()[u].Healthy {
@@ -555,12 +551,8 @@ func TestRunTwice(t *testing.T) {
 	if err := m.InjectXID(gpu, 79); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitLimit)
-	for mon.State()[gpu].Healthy {
-		if time.Now().After(deadline) {
-			t.Fatal("the first Run never handled XID 79")
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !waitUntil(func() bool { return !mon.State()[gpu].Healthy }) {
+		t.Fatal("the first Run never handled XID 79")
 	}
 	if err := mon.Run(ctx, nil); err == nil {
 		t.Error("second concurrent Run succeeded")
