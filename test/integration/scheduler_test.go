@@ -276,10 +276,9 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 		t.Fatalf("w0 on %s with only n1 there", p.Spec.NodeName)
 	}
 	e.addNode("n2", localcluster.FakeNode{GPUs: 4})
-	for i := 0; i < 3; i++ {
-		if i > 0 {
-			e.createPod(fmt.Sprintf("w%d", i), gpus(1))
-		}
+	e.createPod("s0", share(50))
+	for i := 1; i < 3; i++ {
+		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
 		e.createPod(fmt.Sprintf("s%d", i), share(50))
 	}
 	for i := 0; i < 3; i++ {
