@@ -194,6 +194,13 @@ func (c *gpuCache) unlock(changed bool) {
 	}
 }
 
+// touch reports a change without making one, so that pods judged before it
+// are retried.
+func (c *gpuCache) touch() {
+	c.mu.Lock()
+	c.unlock(true)
+}
+
 // state returns the node's current state, or nil when nothing is known.
 func (c *gpuCache) state(node string) *nodeState {
 	r := c.record(node)

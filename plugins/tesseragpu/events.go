@@ -3,7 +3,6 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -60,14 +60,19 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	}
 	factory.Start(ctx.Done())
 	start := time.Now()
-	var once sync.Once
-	return func() bool {
-		synced := podReg.HasSynced() && gnReg.HasSynced()
-		if synced {
-			once.Do(func() { cacheSync.Set(time.Since(start).Seconds()) })
+	synced := func() bool { return podReg.HasSynced() && gnReg.HasSynced() }
+	go func() {
+		if !cache.WaitForCacheSync(ctx.Done(), synced) {
+			return
 		}
-		return synced
-	}, nil
+		cacheSync.Set(time.Since(start).Seconds())
+		// A pod rejected as "not yet synced" waits for a change to the
+		// cache. If the initial lists were delivered before its attempt,
+		// none may follow, and it would wait for the queue's periodic
+		// flush; so the sync itself counts as a change.
+		pl.cache.touch()
+	}()
+	return synced, nil
 }
 
 // dropManagedFields empties an object's managedFields before the informer

@@ -165,6 +165,22 @@ func TestPreFilterWaitsForSync(t *testing.T) {
 	if got := counter(t, rejections.WithLabelValues(reasonNotSynced)); got != before+1 {
 		t.Errorf("rejections_total{reason=%q} = %v, want %v", reasonNotSynced, got, before+1)
 	}
+	// The sync itself may bring no GPUNode or pod event, so watch touches
+	// the cache; that alone must retry the pod.
+	select { // drain earlier notifications
+	case <-pl.waiting.kick:
+	default:
+	}
+	pl.synced = func() bool { return true }
+	pl.cache.touch()
+	select {
+	case <-pl.waiting.kick:
+	default:
+		t.Fatal("touch did not notify")
+	}
+	if got := pl.waiting.stale(pl.cache.generation()); got["default/p"] == nil {
+		t.Errorf("pod rejected before sync not retried after it: %v", got)
+	}
 }
 
 func TestFilter(t *testing.T) {

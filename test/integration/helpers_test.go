@@ -170,7 +170,7 @@ func (e *env) waitUnschedulable(name, want string) string {
 	e.t.Helper()
 	var msg string
 	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		msg = e.events(name)
+		msg = e.schedulingMessages(name)
 		for _, w := range strings.Split(want, "|") {
 			if strings.Contains(msg, w) {
 				return true, nil
@@ -179,10 +179,29 @@ func (e *env) waitUnschedulable(name, want string) string {
 		return false, nil
 	})
 	if err != nil {
-		e.t.Fatalf("pod %s: no FailedScheduling event containing %q; events: %s", name, want, msg)
+		e.t.Fatalf("pod %s: no scheduling failure containing %q; saw: %s", name, want, msg)
 	}
 	if p, err := e.c.Client.CoreV1().Pods("default").Get(e.ctx, name, metav1.GetOptions{}); err != nil || p.Spec.NodeName != "" {
 		e.t.Fatalf("pod %s should be pending: node %q, err %v", name, p.Spec.NodeName, err)
+	}
+	return msg
+}
+
+// schedulingMessages returns the pod's events followed by the message of its
+// PodScheduled condition. Both are needed: the scheduler's event recorder
+// folds a repeated FailedScheduling into a series of the first one and keeps
+// that first message, so a pod retried after the scheduler caught up shows
+// its current reason only in the condition.
+func (e *env) schedulingMessages(name string) string {
+	msg := e.events(name)
+	p, err := e.c.Client.CoreV1().Pods("default").Get(e.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return msg + " | " + err.Error()
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
+			msg += " | PodScheduled " + c.Reason + ": " + c.Message
+		}
 	}
 	return msg
 }

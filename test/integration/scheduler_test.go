@@ -203,8 +203,12 @@ func TestModelSelection(t *testing.T) {
 // TestStaleInventoryAvoided keeps new pods off a node whose heartbeat is old.
 func TestStaleInventoryAvoided(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{GPUArgs: map[string]any{"inventoryStaleness": "1m"}})
-	e.addNode("stale", localcluster.FakeNode{GPUs: 8, Heartbeat: time.Now().Add(-time.Hour)})
+	// The pod comes before any GPU node, so its reason must change when the
+	// stale node appears: the GPUNode's arrival retries it.
+	e.addNode("cpu", localcluster.FakeNode{})
 	e.createPod("p", gpus(1))
+	e.waitUnschedulable("p", "the largest gpu node has 0")
+	e.addNode("stale", localcluster.FakeNode{GPUs: 8, Heartbeat: time.Now().Add(-time.Hour)})
 	e.waitUnschedulable("p", "gpu inventory is stale")
 	// The GPUNode says why too, once.
 	e.waitEvent("stale", "GPUInventoryStale: heartbeat")
