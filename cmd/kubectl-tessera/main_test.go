@@ -227,6 +227,13 @@ func (f *fixture) build() {
 	f.seriesEvent(a30, 30*time.Second, 2*time.Minute, "0/4 nodes are available: 1 node(s) had untolerated taint(s), "+
 		"3 no gpu of an allowed model. preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling.")
 	f.pending("ml", "fresh", share(20))
+	// The scheduler folds repeated FailedScheduling events into a series
+	// that keeps the first message; the PodScheduled condition has the
+	// current one, and is what pending shows.
+	retried := f.pending("ml", "retried", share(60))
+	f.seriesEvent(retried, 0, 80*time.Second, "0/4 nodes are available: gpu inventory not yet synced.")
+	f.unschedulable(retried, "0/4 nodes are available: 1 insufficient gpu capacity, 3 node(s) had untolerated taint(s). "+
+		"preemption: 0/4 nodes are available: 4 Preemption is not helpful for scheduling.")
 	badShare := f.pending("default", "bad-share", share(150))
 	f.coreEvent(badShare, 0, `0/4 nodes are available: invalid gpu request: container "main" asks for tessera.io/gpu-percent: 150; `+
 		"it must be 1-99 (ask for nvidia.com/gpu for whole GPUs).")
@@ -317,6 +324,17 @@ func (f *fixture) bound(ns, name, node string, opts ...podOpt) *v1.Pod {
 func (f *fixture) pending(ns, name string, opts ...podOpt) *v1.Pod {
 	f.t.Helper()
 	return f.pod(ns, name, "", opts...)
+}
+
+// unschedulable sets the pod's PodScheduled condition as the scheduler does
+// after a failed attempt.
+func (f *fixture) unschedulable(p *v1.Pod, msg string) {
+	f.t.Helper()
+	p.Status.Conditions = append(p.Status.Conditions, v1.PodCondition{Type: v1.PodScheduled, Status: v1.ConditionFalse,
+		Reason: v1.PodReasonUnschedulable, Message: msg, LastTransitionTime: metav1.Time{Time: t0}})
+	if _, err := f.c.Client.CoreV1().Pods(p.Namespace).UpdateStatus(f.ctx, p, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 // coreEvent records a FailedScheduling event the way older recorders do.

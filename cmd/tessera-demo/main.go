@@ -196,8 +196,8 @@ func pluginHint(kubeconfig string) string {
 	return fmt.Sprintf("  export PATH=%s:$PATH   # for kubectl to find the kubectl-tessera plugin\n", dir) + hint
 }
 
-// settle waits until want pods are bound and every pending pod has a
-// FailedScheduling event, or 30 seconds pass.
+// settle waits until want pods are bound, then half a second more for the
+// scheduler to try the rest, or at most 30 seconds.
 func settle(ctx context.Context, c *localcluster.Cluster, want int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {

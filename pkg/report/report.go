@@ -32,12 +32,13 @@ import (
 // the GPUNode resource, i.e. Tessera's CRD is not installed.
 var ErrNoGPUNodeAPI = errors.New("the cluster does not serve gpunodes.tessera.io")
 
-// NotYetAttempted is the reason shown for a pending pod that has no
-// FailedScheduling event yet.
+// NotYetAttempted is the reason shown for a pending pod that the scheduler
+// has not yet failed to place: it has neither an Unschedulable condition nor
+// a FailedScheduling event.
 const NotYetAttempted = "not yet attempted"
 
-// EventsForbidden is the reason shown for pending pods when the user may
-// not list events.
+// EventsForbidden is the reason shown for a pending pod without a
+// PodScheduled condition when the user may not list events.
 const EventsForbidden = "unknown: you may not list events"
 
 // Holder is a pod container's share of one GPU.
@@ -96,7 +97,8 @@ type Pending struct {
 	Request string `json:"request"`
 	// Models is the pod's tessera.io/gpu-models annotation, if any.
 	Models string `json:"models,omitempty"`
-	// Reason is the message of the pod's latest FailedScheduling event, or
+	// Reason is the message of the pod's PodScheduled=False condition; for a
+	// pod without one, that of its latest FailedScheduling event, or
 	// NotYetAttempted.
 	Reason string `json:"reason"`
 }
@@ -392,8 +394,15 @@ func addNodeEvents(ctx context.Context, kube kubernetes.Interface, rows map[stri
 	return nil
 }
 
-// pendingPods lists the unbound pods of the scheduler and the message of
-// each one's latest FailedScheduling event.
+// pendingPods lists the unbound pods of the scheduler and why each one is
+// unplaced.
+//
+// The PodScheduled condition comes first because the scheduler rewrites its
+// message on every failed attempt, while its events.k8s.io recorder folds a
+// repeated FailedScheduling into a series of the first one and keeps that
+// first message: after a retry, the event can show a reason that no longer
+// holds (for instance "gpu inventory not yet synced" from just after a
+// restart). Events remain the fallback for pods without the condition.
 func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) ([]Pending, error) {
 	sel := fields.AndSelectors(
 		fields.OneTermEqualSelector("spec.nodeName", ""),
@@ -424,11 +433,15 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 	out := make([]Pending, 0, len(pods.Items))
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		why, ok := reasons[p.UID]
+		why, ok := unschedulableMessage(p)
+		if !ok {
+			why, ok = reasons[p.UID]
+		}
 		switch {
+		case ok:
 		case reasons == nil:
 			why = EventsForbidden
-		case !ok:
+		default:
 			why = NotYetAttempted
 		}
 		out = append(out, Pending{Namespace: p.Namespace, Pod: p.Name, Request: RequestSummary(p),
@@ -441,6 +454,17 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 		return out[i].Pod < out[j].Pod
 	})
 	return out, nil
+}
+
+// unschedulableMessage returns the message of the pod's PodScheduled=False
+// condition, if it has one with a message.
+func unschedulableMessage(p *v1.Pod) (string, bool) {
+	for _, c := range p.Status.Conditions {
+		if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse && c.Message != "" {
+			return c.Message, true
+		}
+	}
+	return "", false
 }
 
 // LatestMessages maps each involved object's UID to the message of its most
