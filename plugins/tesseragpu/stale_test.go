@@ -129,7 +129,11 @@ func TestStaleInventoryEvents(t *testing.T) {
 			rv := 0
 			for i, s := range tt.steps {
 				clock := now.Add(s.at)
+				// Under the cache's lock: a staleness timer armed by an
+				// earlier step may be reading the clock.
+				c.mu.Lock()
 				c.now = func() time.Time { return clock }
+				c.mu.Unlock()
 				uid := s.uid
 				if uid == "" {
 					uid = "uid-1"
