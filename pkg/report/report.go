@@ -433,7 +433,7 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 	out := make([]Pending, 0, len(pods.Items))
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		why, ok := unschedulableMessage(p)
+		why, ok := UnschedulableMessage(p)
 		if !ok {
 			why, ok = reasons[p.UID]
 		}
@@ -456,9 +456,10 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 	return out, nil
 }
 
-// unschedulableMessage returns the message of the pod's PodScheduled=False
-// condition, if it has one with a message.
-func unschedulableMessage(p *v1.Pod) (string, bool) {
+// UnschedulableMessage returns the message of the pod's PodScheduled=False
+// condition, if it has one with a message: the scheduler's reason from its
+// latest attempt.
+func UnschedulableMessage(p *v1.Pod) (string, bool) {
 	for _, c := range p.Status.Conditions {
 		if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse && c.Message != "" {
 			return c.Message, true

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
+	"github.com/tessera-gpu/tessera/pkg/report"
 )
 
 const schedulerName = "tessera-scheduler"
@@ -198,10 +199,8 @@ func (e *env) schedulingMessages(name string) string {
 	if err != nil {
 		return msg + " | " + err.Error()
 	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse {
-			msg += " | PodScheduled " + c.Reason + ": " + c.Message
-		}
+	if m, ok := report.UnschedulableMessage(p); ok {
+		msg += " | PodScheduled: " + m
 	}
 	return msg
 }
