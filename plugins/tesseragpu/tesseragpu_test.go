@@ -167,15 +167,8 @@ func TestPreFilterWaitsForSync(t *testing.T) {
 	}
 	// The sync itself may bring no GPUNode or pod event, so watch touches
 	// the cache; that alone must retry the pod.
-	select { // drain earlier notifications
-	case <-pl.waiting.kick:
-	default:
-	}
 	pl.synced = func() bool { return true }
-	pl.cache.touch()
-	select {
-	case <-pl.waiting.kick:
-	default:
+	if !notifies(pl, pl.cache.touch) {
 		t.Fatal("touch did not notify")
 	}
 	if got := pl.waiting.stale(pl.cache.generation()); got["default/p"] == nil {
@@ -618,14 +611,7 @@ func TestWaitingPodsActivatedOnChange(t *testing.T) {
 	if got := pl.waiting.stale(pl.cache.generation()); len(got) != 0 {
 		t.Fatalf("nothing changed, yet %v are stale", got)
 	}
-	select { // drain earlier notifications
-	case <-pl.waiting.kick:
-	default:
-	}
-	pl.cache.removePod(holder.UID)
-	select {
-	case <-pl.waiting.kick:
-	default:
+	if !notifies(pl, func() { pl.cache.removePod(holder.UID) }) {
 		t.Fatal("freeing a share did not notify")
 	}
 	got := pl.waiting.stale(pl.cache.generation())
@@ -634,6 +620,21 @@ func TestWaitingPodsActivatedOnChange(t *testing.T) {
 	}
 	if again := pl.waiting.stale(pl.cache.generation()); len(again) != 0 {
 		t.Errorf("activated twice: %v", again)
+	}
+}
+
+// notifies runs act and reports whether it woke the activation loop.
+func notifies(pl *TesseraGPU, act func()) bool {
+	select { // drain earlier notifications
+	case <-pl.waiting.kick:
+	default:
+	}
+	act()
+	select {
+	case <-pl.waiting.kick:
+		return true
+	default:
+		return false
 	}
 }
 
