@@ -12,9 +12,12 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	resourcehelper "k8s.io/component-helpers/resource"
 	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
@@ -29,6 +32,14 @@ type nodeState struct {
 	inv *device.Inventory
 	// used is the capacity in use per device index.
 	used []int
+	// holders are the pods counted in used and unknown. Filter compares
+	// them with the scheduler's snapshot when the node looks full (see
+	// gpuCache.agreed).
+	holders []types.UID
+	// requested is what the holders ask of the node's extended GPU
+	// resources (whole GPUs, percent), as the scheduler's NodeInfo sums
+	// them: the cheap first test of agreed.
+	requested [2]int64
 	// unknown counts pods on the node that hold GPUs the cache cannot pin
 	// to devices (no readable assignment). While any exist, every GPU of
 	// the node counts as taken, so nothing can be double-booked.
@@ -111,6 +122,9 @@ type podRecord struct {
 	uid  types.UID
 	key  string
 	node string
+	// requested is what the pod asks of the GPU resources: whole GPUs and
+	// percent, with Kubernetes' effective-request rules.
+	requested [2]int64
 	// use is the capacity the pod holds per device UUID at its peak; nil
 	// when the pod's assignment is missing or unreadable.
 	use map[string]int
@@ -575,7 +589,7 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 		c.unlock(false)
 		return
 	}
-	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use}
+	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use, requested: requestedGPUs(pod)}
 	if old != nil && !old.assumed && old.node == rec.node && old.use != nil && use != nil {
 		// A bound pod's assignment was rewritten, normally by the device
 		// plugin recording what the kubelet did. When two pods exchanged
@@ -676,7 +690,7 @@ func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) err
 			return fmt.Errorf("gpu %s on node %s has %d%% free, %d%% needed", uuid, node, free, units)
 		}
 	}
-	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true})
+	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true, requested: requestedGPUs(pod)})
 	return nil
 }
 
@@ -710,43 +724,16 @@ func (c *gpuCache) removeLocked(p *podRecord) {
 
 // publishLocked recomputes a node's state from its inventory and pods.
 func (c *gpuCache) publishLocked(r *nodeRecord) {
-	st := &nodeState{}
-	if r.inv != nil {
-		r.inv.CopyTo(&st.own)
-		st.inv = &st.own
-		if n := r.inv.Len(); n <= len(st.usedBuf) {
-			st.used = st.usedBuf[:n]
-		} else {
-			st.used = make([]int, n)
-		}
-	}
+	st := newNodeState(r.inv)
 	for _, p := range r.pods {
-		if p.use == nil {
-			st.unknown++
-			continue
+		h := p.hold(r.inv)
+		if h.unknown && p.use != nil {
+			// The pod holds a GPU this inventory does not list (it
+			// vanished, or the annotation names another node's GPU):
+			// which GPU it really holds is unknown.
+			c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name)
 		}
-		if r.inv == nil {
-			continue
-		}
-		for uuid := range p.use {
-			if _, ok := r.inv.IndexOf(uuid); !ok {
-				// The pod holds a GPU this inventory does not list (it
-				// vanished, or the annotation names another node's GPU):
-				// which GPU it really holds is unknown.
-				c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name, "gpu", uuid)
-				st.unknown++
-				break
-			}
-		}
-		use := p.use
-		if p.held != nil {
-			use = mergeUse(p.use, p.held)
-		}
-		for uuid, units := range use {
-			if i, ok := r.inv.IndexOf(uuid); ok {
-				st.used[i] += units
-			}
-		}
+		st.count(p, r.inv)
 	}
 	// The new state is counted in before the old one is counted out, so
 	// that a model on this node alone keeps its tally entry.
@@ -754,6 +741,170 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 	c.tally.count(st, r.stale.Load(), 1)
 	c.tally.count(sl.state.Load(), r.stale.Load(), -1)
 	sl.state.Store(st)
+}
+
+// newNodeState returns an empty state of a node with inventory inv (nil
+// when none is known): nothing used, no unknown pods.
+func newNodeState(inv *device.Inventory) *nodeState {
+	st := &nodeState{}
+	if inv != nil {
+		inv.CopyTo(&st.own)
+		st.inv = &st.own
+		if n := inv.Len(); n <= len(st.usedBuf) {
+			st.used = st.usedBuf[:n]
+		} else {
+			st.used = make([]int, n)
+		}
+	}
+	return st
+}
+
+// clone returns a copy of the state that can be changed.
+func (st *nodeState) clone() *nodeState {
+	c := newNodeState(st.inv)
+	copy(c.used, st.used)
+	c.unknown = st.unknown
+	c.holders = st.holders
+	return c
+}
+
+// agreed returns the node's state counting only the pods that the
+// scheduler's snapshot of the node (ni) has, or nil when st, the state the
+// cache published, counts no other pod. The plugin's informer handlers
+// and the scheduler's run apart, so for a moment after a pod goes the
+// snapshot can show the node free while the cache still counts the pod;
+// judged on the cache alone, the node would then look full and preemption
+// would go looking for victims elsewhere. The pod also, when set, counts
+// as in the snapshot.
+func (c *gpuCache) agreed(st *nodeState, ni fwk.NodeInfo, also types.UID) *nodeState {
+	if st == nil || st.inv == nil || len(st.holders) == 0 {
+		return nil
+	}
+	if req := ni.GetRequested().GetScalarResources(); also == "" &&
+		req[gpu.ResourceGPU] >= st.requested[0] && req[gpu.ResourcePercent] >= st.requested[1] {
+		// The snapshot asks at least as much of the node's GPUs as the
+		// pods the cache counts: none of them can be missing from it
+		// (short of one added elsewhere at the same moment).
+		return nil
+	}
+	pods := ni.GetPods()
+	inSnapshot := func(uid types.UID) bool {
+		if uid == also && also != "" {
+			return true
+		}
+		for _, pi := range pods {
+			if pi.GetPod().UID == uid {
+				return true
+			}
+		}
+		return false
+	}
+	lagging := false
+	for _, uid := range st.holders {
+		if !inSnapshot(uid) {
+			lagging = true
+			break
+		}
+	}
+	if !lagging {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := (*c.nodes.Load())[ni.Node().Name]
+	if r == nil || r.inv == nil {
+		return nil
+	}
+	out := newNodeState(r.inv)
+	for _, p := range r.pods {
+		if inSnapshot(p.uid) {
+			out.count(p, r.inv)
+		}
+	}
+	return out
+}
+
+// podHold is what one pod takes of a node's state: the capacity it holds
+// per device UUID, and whether it also makes the node's use unknown.
+type podHold struct {
+	use     map[string]int
+	unknown bool
+}
+
+// hold is what the pod takes of a node with inventory inv. A pod without
+// a readable assignment, or one naming a GPU the inventory does not list,
+// makes the node's use unknown; devices of a rewritten assignment still in
+// their grace period count as held.
+func (p *podRecord) hold(inv *device.Inventory) podHold {
+	if p.use == nil {
+		return podHold{unknown: true}
+	}
+	h := podHold{use: p.use}
+	if p.held != nil {
+		h.use = mergeUse(p.use, p.held)
+	}
+	if inv != nil {
+		for uuid := range p.use {
+			if _, ok := inv.IndexOf(uuid); !ok {
+				h.unknown = true
+				break
+			}
+		}
+	}
+	return h
+}
+
+// count counts a pod of the node in.
+func (st *nodeState) count(p *podRecord, inv *device.Inventory) {
+	st.add(p.hold(inv), 1)
+	st.holders = append(st.holders, p.uid)
+	st.requested[0] += p.requested[0]
+	st.requested[1] += p.requested[1]
+}
+
+// requestedGPUs is what a pod asks of the GPU resources, as the
+// scheduler's NodeInfo counts it. The apiserver defaults the requests of
+// extended resources to their limits; the limits count for a pod not
+// defaulted.
+func requestedGPUs(pod *v1.Pod) [2]int64 {
+	opts := resourcehelper.PodResourcesOptions{}
+	req, lim := resourcehelper.PodRequests(pod, opts), resourcehelper.PodLimits(pod, opts)
+	var out [2]int64
+	for i, name := range []v1.ResourceName{gpu.ResourceGPU, gpu.ResourcePercent} {
+		out[i] = max(req.Name(name, resource.DecimalSI).Value(), lim.Name(name, resource.DecimalSI).Value())
+	}
+	return out
+}
+
+// add counts a pod's hold into the state (sign 1) or out of it (sign -1).
+func (st *nodeState) add(h podHold, sign int) {
+	if h.unknown {
+		st.unknown += sign
+	}
+	if st.inv == nil {
+		return
+	}
+	for uuid, units := range h.use {
+		if i, ok := st.inv.IndexOf(uuid); ok {
+			st.used[i] += sign * units
+		}
+	}
+}
+
+// holdOf returns what the pod holds on the node by the cache's records,
+// and false when the cache has no record of the pod there.
+func (c *gpuCache) holdOf(uid types.UID, node string) (podHold, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.pods[uid]
+	if p == nil || p.node != node {
+		return podHold{}, false
+	}
+	var inv *device.Inventory
+	if r := (*c.nodes.Load())[node]; r != nil {
+		inv = r.inv
+	}
+	return p.hold(inv), true
 }
 
 func sameUse(a, b map[string]int) bool {

@@ -86,8 +86,12 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	// States published after the index was built reach its slots: with
 	// all of b's GPUs taken, Filter must reject b through the index.
 	for i := 0; i < 4; i++ {
-		pl.cache.upsertPod(makePod(fmt.Sprintf("b-%d", i), onNode("b"), whole("1"),
-			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("b", i)))))
+		p := makePod(fmt.Sprintf("b-%d", i), onNode("b"), whole("1"),
+			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("b", i))))
+		pl.cache.upsertPod(p)
+		if err := sched.AddPod(logger, p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got := cycle("b full"); got != first {
 		t.Errorf("b full: index rebuilt, want it kept")
@@ -190,7 +194,7 @@ func check(t *testing.T, step string, pl *TesseraGPU, cs fwk.CycleState, pod *v1
 			t.Errorf("%s: slotOf(%s) = %p, want %p", step, name, got, want)
 		}
 		got := pl.Filter(context.Background(), cs, pod, ni)
-		want := pl.Filter(context.Background(), cs, pod, nodeInfo(name))
+		want := pl.Filter(context.Background(), cs, pod, snapshotNode(pl, name))
 		if got.Code() != want.Code() || got.Message() != want.Message() {
 			t.Errorf("%s: Filter(%s) = %v, want %v", step, name, got, want)
 		}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -84,14 +85,15 @@ type TesseraGPU struct {
 }
 
 var (
-	_ fwk.PreFilterPlugin   = &TesseraGPU{}
-	_ fwk.FilterPlugin      = &TesseraGPU{}
-	_ fwk.PreScorePlugin    = &TesseraGPU{}
-	_ fwk.ScorePlugin       = &TesseraGPU{}
-	_ fwk.ReservePlugin     = &TesseraGPU{}
-	_ fwk.PreBindPlugin     = &TesseraGPU{}
-	_ fwk.BindPlugin        = &TesseraGPU{}
-	_ fwk.EnqueueExtensions = &TesseraGPU{}
+	_ fwk.PreFilterPlugin     = &TesseraGPU{}
+	_ fwk.PreFilterExtensions = &TesseraGPU{}
+	_ fwk.FilterPlugin        = &TesseraGPU{}
+	_ fwk.PreScorePlugin      = &TesseraGPU{}
+	_ fwk.ScorePlugin         = &TesseraGPU{}
+	_ fwk.ReservePlugin       = &TesseraGPU{}
+	_ fwk.PreBindPlugin       = &TesseraGPU{}
+	_ fwk.BindPlugin          = &TesseraGPU{}
+	_ fwk.EnqueueExtensions   = &TesseraGPU{}
 )
 
 // Name returns the plugin's name.
@@ -111,11 +113,17 @@ type cycleState struct {
 	cycle uint64
 	// chosen is set by Reserve.
 	chosen assignment.Assignment
+	// whatIf holds the nodes that PreFilterExtensions changed in this copy
+	// of the cycle state: preemption's victims taken off, nominated pods
+	// put on. Nil in an ordinary cycle.
+	whatIf map[string]*whatIfNode
 }
 
-// Clone shares the request, which is never changed after PreFilter.
+// Clone shares the request, which is never changed after PreFilter, and
+// the what-if nodes, which are replaced, never changed.
 func (s *cycleState) Clone() fwk.StateData {
 	c := *s
+	c.whatIf = maps.Clone(s.whatIf)
 	return &c
 }
 
@@ -172,19 +180,36 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	return nil, nil
 }
 
-// PreFilterExtensions returns nil: the plugin's state is its own cache,
-// which preemption's what-if pods do not change.
-func (pl *TesseraGPU) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
-
 // Filter reports whether the node's GPUs can hold the pod.
 func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.NodeInfo) *fwk.Status {
 	s, err := readState(cs)
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
+	if s.whatIf != nil {
+		if w := s.whatIf[ni.Node().Name]; w != nil {
+			// A what-if of preemption or of nominated pods: judged on its
+			// own state, and neither memoized nor counted as a rejection.
+			_, status := pl.fit(s, w.st)
+			return status
+		}
+	}
 	sl := pl.cache.slotOf(ni)
-	f, status := pl.fit(s, sl)
+	st := sl.current()
+	f, status := pl.fit(s, st)
 	if status != nil {
+		if status.Code() == fwk.Unschedulable {
+			if alt := pl.cache.agreed(st, ni, ""); alt != nil {
+				if _, again := pl.fit(s, alt); again == nil {
+					// The node is free in the scheduler's snapshot and the
+					// cache has not yet seen its pods go. Passing it keeps
+					// preemption from taking victims elsewhere; Reserve
+					// checks the cache again, and the pod is retried once
+					// the cache catches up.
+					return nil
+				}
+			}
+		}
 		rejections.WithLabelValues(status.Message()).Inc()
 		return status
 	}
@@ -205,7 +230,7 @@ func (pl *TesseraGPU) fitAgain(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status
 			return f, nil
 		}
 	}
-	return pl.fit(s, sl)
+	return pl.fit(s, sl.current())
 }
 
 // fitted is what fit works out for a node that can hold the pod: the
@@ -223,8 +248,7 @@ type fitted struct {
 
 // fit is Filter's verdict plus what Score and Reserve need. It does not
 // allocate on the path that admits a node.
-func (pl *TesseraGPU) fit(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status) {
-	st := sl.current()
+func (pl *TesseraGPU) fit(s *cycleState, st *nodeState) (fitted, *fwk.Status) {
 	if st == nil || st.inv == nil {
 		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
@@ -506,13 +530,7 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 	if pl.workload != nil {
 		p = pl.fragmentationPlacement(s, f, node)
 	}
-	a := assignment.Assignment{}
-	grants := p.Grants(s.req)
-	for i, c := range s.req.Containers {
-		for _, g := range grants[i] {
-			a[c.Name] = append(a[c.Name], assignment.Device{UUID: st.inv.Devices[g.Device].ID, Percent: g.Units})
-		}
-	}
+	a := placed(st.inv, s.req, p)
 	if err := pl.cache.assume(pod, node, a); err != nil {
 		return fwk.NewStatus(fwk.Unschedulable, "gpus changed during scheduling: "+err.Error())
 	}
@@ -521,6 +539,18 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 	placements.WithLabelValues(pl.strategyName, requestKind(s.req)).Inc()
 	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", node, "assignment", a.String())
 	return nil
+}
+
+// placed is the assignment of placement p of request r on inventory inv.
+func placed(inv *device.Inventory, r *device.Request, p device.Placement) assignment.Assignment {
+	a := assignment.Assignment{}
+	grants := p.Grants(r)
+	for i, c := range r.Containers {
+		for _, g := range grants[i] {
+			a[c.Name] = append(a[c.Name], assignment.Device{UUID: inv.Devices[g.Device].ID, Percent: g.Units})
+		}
+	}
+	return a
 }
 
 func requestKind(r *device.Request) string {

@@ -117,6 +117,21 @@ func nodeInfo(name string) fwk.NodeInfo {
 	return ni
 }
 
+// snapshotNode is the NodeInfo of the node as the scheduler's snapshot
+// would have it: with every pod the plugin's cache holds there.
+func snapshotNode(pl *TesseraGPU, name string) fwk.NodeInfo {
+	ni := framework.NewNodeInfo()
+	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	pl.cache.mu.Lock()
+	defer pl.cache.mu.Unlock()
+	for _, p := range pl.cache.pods {
+		if p.node == name {
+			ni.AddPod(&v1.Pod{ObjectMeta: metav1.ObjectMeta{UID: p.uid, Name: string(p.uid), Namespace: "default"}, Spec: v1.PodSpec{NodeName: name}})
+		}
+	}
+	return ni
+}
+
 func preFilter(t testing.TB, pl *TesseraGPU, pod *v1.Pod) (fwk.CycleState, *fwk.Status) {
 	t.Helper()
 	cs := framework.NewCycleState()
@@ -230,7 +245,7 @@ func TestFilter(t *testing.T) {
 			if !st.IsSuccess() {
 				t.Fatalf("PreFilter: %v", st)
 			}
-			st = pl.Filter(context.Background(), cs, tt.pod, nodeInfo(tt.node))
+			st = pl.Filter(context.Background(), cs, tt.pod, snapshotNode(pl, tt.node))
 			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
 				t.Errorf("Filter = %v %q, want %v %q", st.Code(), st.Message(), tt.wantCode, tt.wantMsg)
 			}
@@ -382,7 +397,7 @@ func TestReserveUnreserve(t *testing.T) {
 	if !st.IsSuccess() || s2.chosen["main"][0].UUID != uuid("a", 1) {
 		t.Fatalf("Reserve p2: %v %v", st, s2.chosen)
 	}
-	if st := pl.Filter(ctx, cs2, makePod("p3", whole("1")), nodeInfo("a")); st.IsSuccess() {
+	if st := pl.Filter(ctx, cs2, makePod("p3", whole("1")), snapshotNode(pl, "a")); st.IsSuccess() {
 		t.Error("no whole GPU should be free")
 	}
 	pl.Unreserve(ctx, cs1, p1, "a")
@@ -605,7 +620,7 @@ func TestWaitingPodsActivatedOnChange(t *testing.T) {
 	pl.cache.upsertPod(holder)
 	pod := makePod("waiter", percent("50"))
 	cs, _ := preFilter(t, pl, pod)
-	if st := pl.Filter(context.Background(), cs, pod, nodeInfo("a")); st.IsSuccess() {
+	if st := pl.Filter(context.Background(), cs, pod, snapshotNode(pl, "a")); st.IsSuccess() {
 		t.Fatal("waiter should not fit yet")
 	}
 	if got := pl.waiting.stale(pl.cache.generation()); len(got) != 0 {

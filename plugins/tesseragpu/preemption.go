@@ -1,0 +1,221 @@
+package tesseragpu
+
+import (
+	"context"
+	"slices"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+// The framework asks "what if" in two places, and the plugin answers both
+// through PreFilterExtensions, on a copy of the cycle state:
+//
+//   - DefaultPreemption's dry run takes lower-priority pods off a node
+//     (RemovePod) and puts them back one at a time (AddPod) to find the
+//     fewest victims whose GPUs let the preemptor fit;
+//   - Filter with nominated pods puts the pods of equal or higher priority
+//     that preemption has promised the node (AddPod) before it judges a
+//     pod, so that a lower-priority pod cannot take the GPUs freed for them.
+//
+// Filter reads GPU use from the plugin's cache, not from the NodeInfo, so
+// the NodeInfo the framework changes alongside would not be seen. Instead
+// the copy of the cycle state carries, for each node it touched, the node's
+// state as the cache had it plus the changes (whatIfNode), and Filter
+// judges that node on it.
+
+// PreFilterExtensions returns the plugin: preemption and nominated pods
+// change which GPUs a node has free.
+func (pl *TesseraGPU) PreFilterExtensions() fwk.PreFilterExtensions { return pl }
+
+// whatIfNode is a node as it would be with some pods gone and others
+// added: the cache's state of the node when the cycle state first changed
+// it, less the pods removed, plus the pods added. It is never changed once
+// built; each change makes a new one, so that copies of the cycle state
+// share it safely.
+type whatIfNode struct {
+	base *nodeState
+	// removed are pods of the cache on this node, taken off.
+	removed map[types.UID]podHold
+	// added are pods the cache does not hold on this node (nominated
+	// pods), put on in order. A pod whose GPUs could not be planned blocks
+	// the whole node: it has been promised the node, and nothing of it
+	// may be handed to a pod of lower priority meanwhile.
+	added []addedPod
+	// st is the resulting state Filter judges.
+	st *nodeState
+}
+
+type addedPod struct {
+	uid    types.UID
+	hold   podHold
+	blocks bool
+}
+
+// build works out st from base and the changes.
+func (w *whatIfNode) build() *whatIfNode {
+	st := w.base.clone()
+	for _, h := range w.removed {
+		st.add(h, -1)
+	}
+	for _, a := range w.added {
+		if a.blocks {
+			for i := range st.used {
+				st.used[i] = device.FullUnits
+			}
+			continue
+		}
+		st.add(a.hold, 1)
+	}
+	w.st = st
+	return w
+}
+
+// with returns a copy of the node's what-if (or a new one from the cache)
+// for a change to be made on.
+//
+// The base counts only the pods of the node that the scheduler's snapshot
+// has (see gpuCache.agreed): a pod the scheduler has seen go is no victim.
+// The framework changes ni before it calls the extension, so the pod
+// being changed counts as in the snapshot.
+func (s *cycleState) with(c *gpuCache, ni fwk.NodeInfo, changing types.UID) (*whatIfNode, bool) {
+	node := ni.Node().Name
+	if w := s.whatIf[node]; w != nil {
+		return &whatIfNode{base: w.base, removed: w.removed, added: w.added}, true
+	}
+	base := c.state(node)
+	if alt := c.agreed(base, ni, changing); alt != nil {
+		base = alt
+	}
+	if base == nil || base.inv == nil {
+		// No inventory: Filter rejects the node whatever its pods.
+		return nil, false
+	}
+	return &whatIfNode{base: base}, true
+}
+
+func (s *cycleState) set(node string, w *whatIfNode) {
+	if s.whatIf == nil {
+		s.whatIf = map[string]*whatIfNode{}
+	}
+	s.whatIf[node] = w.build()
+}
+
+// RemovePod takes a pod's GPUs off the node in this copy of the cycle
+// state.
+func (pl *TesseraGPU) RemovePod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
+	s, err := readState(cs)
+	if err != nil || s.req.Empty() {
+		return nil
+	}
+	pod, node := pi.GetPod(), ni.Node().Name
+	w, ok := s.with(pl.cache, ni, pod.UID)
+	if !ok {
+		return nil
+	}
+	if i := slices.IndexFunc(w.added, func(a addedPod) bool { return a.uid == pod.UID }); i >= 0 {
+		w.added = slices.Delete(slices.Clone(w.added), i, i+1)
+		s.set(node, w)
+		return nil
+	}
+	if _, gone := w.removed[pod.UID]; gone {
+		return nil
+	}
+	h, held := pl.cache.holdOf(pod.UID, node)
+	if !held {
+		// The cache counts nothing of it here (a pod without GPUs).
+		return nil
+	}
+	removed := make(map[types.UID]podHold, len(w.removed)+1)
+	for k, v := range w.removed {
+		removed[k] = v
+	}
+	removed[pod.UID] = h
+	w.removed = removed
+	s.set(node, w)
+	klog.FromContext(ctx).V(5).Info("What-if: pod's GPUs taken off", "pod", klog.KObj(pod), "node", node)
+	return nil
+}
+
+// AddPod puts a pod's GPUs on the node in this copy of the cycle state: a
+// victim that preemption puts back, or a nominated pod, whose GPUs the
+// strategy plans on the node as it would place it.
+func (pl *TesseraGPU) AddPod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
+	s, err := readState(cs)
+	if err != nil || s.req.Empty() {
+		return nil
+	}
+	pod, node := pi.GetPod(), ni.Node().Name
+	w, ok := s.with(pl.cache, ni, pod.UID)
+	if !ok {
+		return nil
+	}
+	if _, gone := w.removed[pod.UID]; gone {
+		removed := make(map[types.UID]podHold, len(w.removed))
+		for k, v := range w.removed {
+			if k != pod.UID {
+				removed[k] = v
+			}
+		}
+		w.removed = removed
+		s.set(node, w)
+		return nil
+	}
+	if slices.ContainsFunc(w.added, func(a addedPod) bool { return a.uid == pod.UID }) {
+		return nil
+	}
+	if _, held := pl.cache.holdOf(pod.UID, node); held {
+		// Already counted in the cache's state of the node.
+		return nil
+	}
+	a, gpuPod := pl.plannedHold(s.current(w, node), pod)
+	if !gpuPod {
+		return nil
+	}
+	w.added = append(slices.Clone(w.added), a)
+	s.set(node, w)
+	klog.FromContext(ctx).V(5).Info("What-if: pod's GPUs put on", "pod", klog.KObj(pod), "node", node, "blocksNode", a.blocks)
+	return nil
+}
+
+// current is the node's state as this copy of the cycle state has it.
+func (s *cycleState) current(w *whatIfNode, node string) *nodeState {
+	if cur := s.whatIf[node]; cur != nil {
+		return cur.st
+	}
+	return w.base
+}
+
+// plannedHold plans a pod the cache does not hold on a node's state, as
+// Reserve would place it, and returns what it would take; false for a pod
+// that asks for no GPU or whose request is invalid (it can never hold any).
+func (pl *TesseraGPU) plannedHold(st *nodeState, pod *v1.Pod) (addedPod, bool) {
+	req, err := gpu.ParsePod(pod)
+	if err != nil || req.Empty() {
+		return addedPod{}, false
+	}
+	req.ComparisonOperators = pl.comparisonOperators
+	a := addedPod{uid: pod.UID}
+	usable, avoid, why := device.Usable(st.inv, req)
+	if why != device.Fits {
+		a.blocks = true
+		return a, true
+	}
+	p, ok := device.Plan(st.inv, st.used, req, usable, avoid, pl.strategy)
+	if !ok {
+		a.blocks = true
+		return a, true
+	}
+	use, err := assignmentUse(pod, placed(st.inv, req, p))
+	if err != nil {
+		a.blocks = true
+		return a, true
+	}
+	a.hold = podHold{use: use}
+	return a, true
+}
