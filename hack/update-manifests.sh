@@ -31,6 +31,7 @@ ORDER=(
     namespace.yaml
     crd.yaml
     scheduler-rbac.yaml
+    assignment-admission-policy.yaml
     scheduler-config.yaml
     scheduler-deployment.yaml
     deviceplugin-rbac.yaml

@@ -45,6 +45,13 @@ var Namespace []byte
 //go:embed install/scheduler-rbac.yaml
 var SchedulerRBAC []byte
 
+// AssignmentAdmissionPolicy is install/assignment-admission-policy.yaml: the
+// ValidatingAdmissionPolicy that lets only tessera-scheduler and the device
+// plugin of a pod's node write its tessera.io/gpu-assignment annotation.
+//
+//go:embed install/assignment-admission-policy.yaml
+var AssignmentAdmissionPolicy []byte
+
 // SchedulerConfig is install/scheduler-config.yaml: the ConfigMap with
 // tessera-scheduler's KubeSchedulerConfiguration.
 //
