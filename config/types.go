@@ -72,8 +72,9 @@ type TesseraGPUArgs struct {
 
 	// ScoringStrategy selects how nodes and GPUs are ranked.
 	ScoringStrategy ScoringStrategy
-	// InventoryStaleness is the age after which a node's GPUNode heartbeat is
-	// considered too old to trust. Such a node gets no new GPU pods, because
+	// InventoryStaleness is how long the scheduler waits to see a node's
+	// GPUNode heartbeat change, on its own clock, before it stops trusting
+	// the inventory. Such a node gets no new GPU pods, because
 	// its inventory (health, device taints, GPU count) may no longer be true.
 	InventoryStaleness metav1.Duration
 	// Weights combine the partial scores TesseraGPU computes for a node into

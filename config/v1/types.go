@@ -27,8 +27,10 @@ type TesseraGPUArgs struct {
 	// ScoringStrategy selects how nodes and GPUs are ranked.
 	// Defaults to {type: binpack}.
 	ScoringStrategy *ScoringStrategy `json:"scoringStrategy,omitempty"`
-	// InventoryStaleness is the age after which a node's GPUNode heartbeat is
-	// too old to trust; such nodes get no new GPU pods. At least 1s.
+	// InventoryStaleness is how long the scheduler waits to see a node's
+	// GPUNode heartbeat change before it stops trusting the inventory; such
+	// nodes get no new GPU pods. Timed on the scheduler's clock, so a node's
+	// clock skew does not matter. At least 1s.
 	// Defaults to 2m.
 	InventoryStaleness *metav1.Duration `json:"inventoryStaleness,omitempty"`
 	// Weights combine TesseraGPU's partial scores. Each unset weight

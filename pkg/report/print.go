@@ -110,6 +110,9 @@ func (s *Snapshot) writeNodes(w io.Writer, wide bool) {
 		if len(n.Unknown) > 0 {
 			note("unknown GPU use, node counts as full: " + strings.Join(n.Unknown, ", "))
 		}
+		if len(n.Unrecorded) > 0 {
+			note("GPU use not recorded yet, counted as asked: " + strings.Join(n.Unrecorded, ", "))
+		}
 		if wide && len(n.GPUs) > 0 && len(n.Other) > 0 {
 			note("no GPU: " + strings.Join(n.Other, ", "))
 		}

@@ -26,6 +26,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/podgpu"
 )
 
 // ErrNoGPUNodeAPI is wrapped by Take's error when the cluster does not serve
@@ -76,11 +77,17 @@ type NodeRow struct {
 	DriverVersion string `json:"driverVersion,omitempty"`
 	// GPUs are the node's GPUs by index.
 	GPUs []GPURow `json:"gpus"`
-	// Unknown lists bound pods whose GPUs cannot be accounted for (no
-	// assignment, an unreadable one, or one naming GPUs the inventory does
-	// not have), each with the problem. The scheduler treats such a node as
+	// Unknown lists bound pods whose GPUs cannot be accounted for (an
+	// invalid request, or an assignment naming GPUs the inventory does not
+	// have), each with the problem. The scheduler treats such a node as
 	// full until they go, so that nothing is double-booked.
 	Unknown []string `json:"unknownPods,omitempty"`
+	// Unrecorded lists bound pods that ask for GPUs without a usable
+	// assignment (placed by another scheduler, or their annotation
+	// damaged), each with what it asks and why. The scheduler counts each
+	// as the GPUs it asks for until the node's device plugin records which
+	// it holds.
+	Unrecorded []string `json:"unrecordedPods,omitempty"`
 	// Other lists bound pods on the node that hold no GPU.
 	Other []string `json:"otherPods,omitempty"`
 	// Events are the GPUNode's latest events, oldest first, when
@@ -253,6 +260,7 @@ func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Int
 			})
 		}
 		sort.Strings(r.Unknown)
+		sort.Strings(r.Unrecorded)
 		sort.Strings(r.Other)
 		out = append(out, *r)
 	}
@@ -310,26 +318,32 @@ func addHolders(ctx context.Context, kube kubernetes.Interface, rows map[string]
 	return nil
 }
 
-// fileBoundPod adds a bound pod to its node's row, judging it the way the
-// scheduler's cache does: a pod that asks for GPUs without a readable
-// assignment of GPUs the node has makes the node's use unknown.
+// fileBoundPod adds a bound pod to its node's row, judging it by the
+// contract the scheduler's cache follows (pkg/podgpu): a pod that asks for
+// no GPU holds none; one with a usable assignment holds what it names (at
+// its peak, so an init container's GPU handed on to the app container
+// counts once); one without counts as what it asks for; one whose request
+// is invalid, or whose assignment names GPUs the node does not have, makes
+// the node's use unknown.
 func fileBoundPod(r *NodeRow, p *v1.Pod) {
 	if r == nil || p.Spec.NodeName == "" || p.Status.Phase == v1.PodSucceeded || p.Status.Phase == v1.PodFailed {
 		return
 	}
 	name := p.Namespace + "/" + p.Name
-	raw, annotated := p.Annotations[assignment.Annotation]
-	if !annotated {
-		if req, err := gpu.ParsePod(p); err != nil || req != nil {
-			r.Unknown = append(r.Unknown, name+" (asks for GPUs but has no "+assignment.Annotation+")")
-			return
-		}
+	h := podgpu.Of(p)
+	switch h.State {
+	case podgpu.None:
 		r.Other = append(r.Other, name)
 		return
-	}
-	a, err := assignment.Parse(raw)
-	if err != nil {
-		r.Unknown = append(r.Unknown, name+" (unreadable "+assignment.Annotation+")")
+	case podgpu.Unknown:
+		r.Unknown = append(r.Unknown, name+" ("+h.Problem+")")
+		return
+	case podgpu.Unrecorded:
+		why := "no " + assignment.Annotation + " yet"
+		if h.Problem != "" {
+			why = h.Problem
+		}
+		r.Unrecorded = append(r.Unrecorded, fmt.Sprintf("%s (%s; %s)", name, RequestSummary(p), why))
 		return
 	}
 	index := map[string]int{}
@@ -337,8 +351,8 @@ func fileBoundPod(r *NodeRow, p *v1.Pod) {
 		index[r.GPUs[i].UUID] = i
 	}
 	var foreign []string
-	for _, c := range a.Containers() {
-		for _, d := range a[c] {
+	for _, c := range h.Assignment.Containers() {
+		for _, d := range h.Assignment[c] {
 			i, ok := index[d.UUID]
 			if !ok {
 				foreign = append(foreign, d.UUID)
@@ -346,7 +360,11 @@ func fileBoundPod(r *NodeRow, p *v1.Pod) {
 			}
 			g := &r.GPUs[i]
 			g.Holders = append(g.Holders, Holder{Namespace: p.Namespace, Pod: p.Name, Container: c, Percent: d.Percent})
-			g.Used += d.Percent
+		}
+	}
+	for uuid, units := range h.Use {
+		if i, ok := index[uuid]; ok {
+			r.GPUs[i].Used += units
 		}
 	}
 	if len(foreign) > 0 {

@@ -264,23 +264,30 @@ func TestFileBoundPod(t *testing.T) {
 		}
 		return p
 	}
+	sharePod := pod("p", `{"main":[{"uuid":"GPU-1","percent":40}]}`, 0)
+	sharePod.Spec.Containers[0].Resources.Limits = v1.ResourceList{"tessera.io/gpu-percent": resource.MustParse("40")}
+	reuse := pod("p", `{"prep":[{"uuid":"GPU-0","percent":100}],"main":[{"uuid":"GPU-0","percent":100}]}`, 1)
+	reuse.Spec.InitContainers = []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: v1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")}}}}
 	for _, c := range []struct {
-		name           string
-		pod            *v1.Pod
-		used           [2]int
-		unknown, other int
+		name                       string
+		pod                        *v1.Pod
+		used                       [2]int
+		unknown, unrecorded, other int
 	}{
-		{"holds both", pod("p", `{"main":[{"uuid":"GPU-0","percent":100},{"uuid":"GPU-1","percent":100}]}`, 2), [2]int{100, 100}, 0, 0},
-		{"share", pod("p", `{"main":[{"uuid":"GPU-1","percent":40}]}`, 0), [2]int{0, 40}, 0, 0},
-		{"no gpu", pod("p", "", 0), [2]int{}, 0, 1},
-		{"no annotation", pod("p", "", 1), [2]int{}, 1, 0},
-		{"unreadable", pod("p", "{broken", 1), [2]int{}, 1, 0},
-		{"foreign gpu", pod("p", `{"main":[{"uuid":"GPU-9","percent":100}]}`, 1), [2]int{}, 1, 0},
+		{"holds both", pod("p", `{"main":[{"uuid":"GPU-0","percent":100},{"uuid":"GPU-1","percent":100}]}`, 2), [2]int{100, 100}, 0, 0, 0},
+		{"share", sharePod, [2]int{0, 40}, 0, 0, 0},
+		// The init container's GPU passes on to the app container: held once.
+		{"init and app share a gpu", reuse, [2]int{100, 0}, 0, 0, 0},
+		{"no gpu", pod("p", "", 0), [2]int{}, 0, 0, 1},
+		{"no gpu, forged annotation", pod("p", `{"main":[{"uuid":"GPU-0","percent":100}]}`, 0), [2]int{}, 0, 0, 1},
+		{"no annotation", pod("p", "", 1), [2]int{}, 0, 1, 0},
+		{"unreadable", pod("p", "{broken", 1), [2]int{}, 0, 1, 0},
+		{"foreign gpu", pod("p", `{"main":[{"uuid":"GPU-9","percent":100}]}`, 1), [2]int{}, 1, 0, 0},
 		{"finished", func() *v1.Pod {
 			p := pod("p", `{"main":[{"uuid":"GPU-0","percent":100}]}`, 1)
 			p.Status.Phase = v1.PodSucceeded
 			return p
-		}(), [2]int{}, 0, 0},
+		}(), [2]int{}, 0, 0, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := row()
@@ -288,8 +295,8 @@ func TestFileBoundPod(t *testing.T) {
 			if got := [2]int{r.GPUs[0].Used, r.GPUs[1].Used}; got != c.used {
 				t.Errorf("used = %v, want %v", got, c.used)
 			}
-			if len(r.Unknown) != c.unknown || len(r.Other) != c.other {
-				t.Errorf("unknown %q, other %q; want %d and %d", r.Unknown, r.Other, c.unknown, c.other)
+			if len(r.Unknown) != c.unknown || len(r.Unrecorded) != c.unrecorded || len(r.Other) != c.other {
+				t.Errorf("unknown %q, unrecorded %q, other %q; want %d, %d and %d", r.Unknown, r.Unrecorded, r.Other, c.unknown, c.unrecorded, c.other)
 			}
 		})
 	}

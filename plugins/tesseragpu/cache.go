@@ -3,6 +3,7 @@ package tesseragpu
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/podgpu"
 )
 
 // nodeState is an immutable view of one node's GPUs. Writers build a new one
@@ -76,6 +78,9 @@ type nodeRecord struct {
 	stale atomic.Bool
 	// staleTimer fires when a fresh inventory would go stale.
 	staleTimer *time.Timer
+	// seen is when the scheduler saw the node's heartbeat change last
+	// (firstSeen for the first sight); zero for a GPUNode without one.
+	seen time.Time
 }
 
 // fitMemo hands Filter's verdict on a node to Score and Reserve in the
@@ -126,8 +131,15 @@ type podRecord struct {
 	// percent, with Kubernetes' effective-request rules.
 	requested [2]int64
 	// use is the capacity the pod holds per device UUID at its peak; nil
-	// when the pod's assignment is missing or unreadable.
+	// unless state is podgpu.Recorded.
 	use map[string]int
+	// state is how much is known of the pod's hold (podgpu.Hold).
+	state podgpu.State
+	// guess is the pod of an Unrecorded record: it holds what it asks for,
+	// on GPUs publishLocked works out as binpack would place it (guessUse),
+	// or, where it cannot, on every GPU of the node.
+	guess    *v1.Pod
+	guessUse map[string]int
 	// assumed is true between Reserve and the informer seeing the pod
 	// bound; such records are dropped only by Unreserve or deletion.
 	assumed bool
@@ -162,6 +174,9 @@ type gpuCache struct {
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRecord
+	// reported is the problem last reported of each pod's annotation
+	// (podgpu.Hold.Problem), so that each is reported once.
+	reported map[types.UID]string
 	// sizes counts nodes by device count, to answer "largest node" cheaply.
 	sizes [device.MaxDevicesPerNode + 1]int
 	// nodes maps node names to records; the map is replaced, never changed,
@@ -186,7 +201,7 @@ type gpuCache struct {
 func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
 	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {},
 		warn: func(runtime.Object, string, string) {}, normal: func(runtime.Object, string, string) {},
-		pods: map[types.UID]*podRecord{}, modelDevices: map[string]int{},
+		pods: map[types.UID]*podRecord{}, reported: map[types.UID]string{}, modelDevices: map[string]int{},
 		tally: inventorySummary{models: map[string]*modelSummary{}}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
@@ -407,8 +422,19 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 		c.warn(gpuNodeRef(gn), "InvalidGPUInventory", truncate("GPUs skipped: "+strings.Join(inv.Problems, "; ")))
 	}
 	now := c.now()
-	changed := r.gn == nil || inventoryChanged(r.gn, gn) ||
-		(heartbeatStale(r.gn, now, c.staleness) && !heartbeatStale(gn, now, c.staleness))
+	wasStale := r.gn == nil || device.Stale(r.seen, now, c.staleness)
+	switch {
+	case gn.Status.HeartbeatTime == nil:
+		r.seen = time.Time{}
+	case r.gn == nil:
+		r.seen = firstSeen(gn, now)
+	case r.gn.Status.HeartbeatTime == nil || !r.gn.Status.HeartbeatTime.Equal(gn.Status.HeartbeatTime):
+		r.seen = now
+	}
+	// Filter judges the inventory by when the scheduler saw it beat, not
+	// by the node's own clock.
+	inv.Heartbeat = r.seen
+	changed := r.gn == nil || inventoryChanged(r.gn, gn) || (wasStale && !device.Stale(r.seen, now, c.staleness))
 	c.inventoryLocked(r.inv, inv)
 	r.rv, r.gn, r.inv = gn.ResourceVersion, gn, inv
 	c.publishLocked(r)
@@ -426,15 +452,38 @@ const (
 	reasonInventoryFresh = "GPUInventoryFresh"
 )
 
-// staleAt is when a GPUNode's inventory counts as stale: once its heartbeat
-// is older than bound. A GPUNode without a heartbeat is stale for Filter,
-// but its device plugin may have just created it, so it is announced as
-// stale only when it has had no heartbeat for bound since its creation.
-func staleAt(gn *v1alpha1.GPUNode, bound time.Duration) time.Time {
-	if gn.Status.HeartbeatTime != nil {
-		return gn.Status.HeartbeatTime.Add(bound)
+// firstSeen is when a GPUNode seen for the first time (after a restart,
+// or when it is created) last beat, on the scheduler's side of the wire:
+// the API server's time of the object's last write, which the informer
+// keeps (see trimManagedFields), or, where that is not known, the node's
+// own heartbeat; never later than now. Every later change of the
+// heartbeat counts from when the scheduler sees it.
+func firstSeen(gn *v1alpha1.GPUNode, now time.Time) time.Time {
+	var at time.Time
+	for _, f := range gn.ManagedFields {
+		if f.Time != nil && f.Time.After(at) {
+			at = f.Time.Time
+		}
 	}
-	return gn.CreationTimestamp.Add(bound)
+	if at.IsZero() && gn.Status.HeartbeatTime != nil {
+		at = gn.Status.HeartbeatTime.Time
+	}
+	if at.After(now) {
+		at = now
+	}
+	return at
+}
+
+// staleAt is when a node's inventory counts as stale: once no heartbeat
+// has been seen for bound. A GPUNode without a heartbeat is stale for
+// Filter, but its device plugin may have just created it, so it is
+// announced as stale only when it has had no heartbeat for bound since its
+// creation.
+func (r *nodeRecord) staleAt(bound time.Duration) time.Time {
+	if r.gn.Status.HeartbeatTime != nil {
+		return r.seen.Add(bound)
+	}
+	return r.gn.CreationTimestamp.Add(bound)
 }
 
 // stalenessLocked records an event on the GPUNode when its inventory goes
@@ -451,7 +500,7 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		return
 	}
 	gn := r.gn
-	at := staleAt(gn, c.staleness)
+	at := r.staleAt(c.staleness)
 	stale := now.After(at)
 	switch {
 	case stale && !r.stale.Load():
@@ -460,8 +509,8 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 			note = fmt.Sprintf("GPUNode has had no heartbeat since it was created at %s; no new GPU pods go to node %s until its device plugin reports",
 				gn.CreationTimestamp.UTC().Format(time.RFC3339), gn.Name)
 		} else {
-			note = fmt.Sprintf("heartbeat %s is older than %s; no new GPU pods go to node %s until its device plugin reports again",
-				gn.Status.HeartbeatTime.UTC().Format(time.RFC3339), c.staleness, gn.Name)
+			note = fmt.Sprintf("no heartbeat for %s (the last one, stamped %s by the node, was seen at %s); no new GPU pods go to node %s until its device plugin reports again",
+				c.staleness, gn.Status.HeartbeatTime.UTC().Format(time.RFC3339), r.seen.UTC().Format(time.RFC3339), gn.Name)
 		}
 		c.logger.Info("GPU inventory is stale", "gpuNode", gn.Name, "staleAt", at)
 		c.warn(gpuNodeRef(gn), reasonInventoryStale, note)
@@ -517,14 +566,11 @@ func inventoryChanged(a, b *v1alpha1.GPUNode) bool {
 	return !equality.Semantic.DeepEqual(a.Spec, b.Spec) || !equality.Semantic.DeepEqual(a.Status.GPUs, b.Status.GPUs)
 }
 
-// heartbeatStale reports whether a GPUNode's heartbeat is missing or older
-// than bound at now.
-func heartbeatStale(gn *v1alpha1.GPUNode, now time.Time, bound time.Duration) bool {
-	var hb time.Time
-	if gn.Status.HeartbeatTime != nil {
-		hb = gn.Status.HeartbeatTime.Time
-	}
-	return device.Stale(hb, now, bound)
+// staleNow reports whether the cache counts the node's inventory as
+// stale now.
+func (c *gpuCache) staleNow(node string) bool {
+	r := c.record(node)
+	return r == nil || r.stale.Load()
 }
 
 // deleteGPUNode forgets a node's inventory. Pods on it keep their records,
@@ -570,26 +616,28 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 		c.unlock(false)
 		return
 	}
-	use, err := podUse(pod)
-	if err != nil {
-		if old == nil || old.use != nil || old.node != pod.Spec.NodeName {
-			c.logger.Error(err, "Pod holds GPUs without a usable assignment; all GPUs of its node count as taken until it goes", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
-			c.warn(pod, "InvalidGPUAssignment", truncate(fmt.Sprintf("%v; all GPUs of node %s count as taken until this pod goes", err, pod.Spec.NodeName)))
-		}
-	} else if use == nil {
+	h := podgpu.Of(pod)
+	c.reportProblemLocked(pod, h)
+	if h.State == podgpu.None {
 		if old != nil {
 			c.removeLocked(old)
 		}
 		c.unlock(old != nil)
 		return
 	}
-	if old != nil && old.node == pod.Spec.NodeName && sameUse(old.use, use) {
+	use := h.Use
+	var guess *v1.Pod
+	if h.State == podgpu.Unrecorded {
+		guess = pod
+	}
+	if old != nil && old.node == pod.Spec.NodeName && old.state == h.State && sameUse(old.use, use) {
 		// Confirmation of an assumed pod, or a repeated event.
 		old.assumed = false
 		c.unlock(false)
 		return
 	}
-	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use, requested: requestedGPUs(pod)}
+	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use,
+		requested: requestedGPUs(pod), state: h.State, guess: guess}
 	if old != nil && !old.assumed && old.node == rec.node && old.use != nil && use != nil {
 		// A bound pod's assignment was rewritten, normally by the device
 		// plugin recording what the kubelet did. When two pods exchanged
@@ -614,6 +662,33 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	c.addLocked(rec)
 	// A corrected assignment may free devices (once the grace ends).
 	c.unlock(old != nil)
+}
+
+// reportProblemLocked logs and records an event, once per pod and
+// problem, when a bound pod's annotation is ignored or not trusted, saying
+// how the pod is counted instead.
+func (c *gpuCache) reportProblemLocked(pod *v1.Pod, h podgpu.Hold) {
+	if h.Problem == "" {
+		delete(c.reported, pod.UID)
+		return
+	}
+	if c.reported[pod.UID] == h.Problem {
+		return
+	}
+	c.reported[pod.UID] = h.Problem
+	var counted string
+	switch h.State {
+	case podgpu.None:
+		counted = "it holds no GPU"
+	case podgpu.Recorded:
+		counted = "it holds the GPUs named for the containers that ask for them"
+	case podgpu.Unrecorded:
+		counted = fmt.Sprintf("it counts as the GPUs it asks for on node %s until the node's device plugin records which it holds", pod.Spec.NodeName)
+	default:
+		counted = fmt.Sprintf("all GPUs of node %s count as taken until this pod goes", pod.Spec.NodeName)
+	}
+	c.logger.Info("Pod's GPU assignment is not used as written", "pod", klog.KObj(pod), "node", pod.Spec.NodeName, "problem", h.Problem, "state", h.State)
+	c.warn(pod, "InvalidGPUAssignment", truncate(h.Problem+"; "+counted))
 }
 
 // rewriteGrace is how long a rewritten assignment keeps its old devices
@@ -650,6 +725,7 @@ func mergeUse(a, b map[string]int) map[string]int {
 // removePod forgets a pod and reports the node it held devices on.
 func (c *gpuCache) removePod(uid types.UID) (string, bool) {
 	c.mu.Lock()
+	delete(c.reported, uid)
 	p := c.pods[uid]
 	if p == nil {
 		c.unlock(false)
@@ -664,7 +740,7 @@ func (c *gpuCache) removePod(uid types.UID) (string, bool) {
 // lock that they are still free: a pod placed concurrently, or an informer
 // event since Filter, fails the check instead of being double-booked.
 func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) error {
-	use, err := assignmentUse(pod, a)
+	use, err := podgpu.PeakUse(pod, a)
 	if err != nil {
 		return err
 	}
@@ -690,7 +766,8 @@ func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) err
 			return fmt.Errorf("gpu %s on node %s has %d%% free, %d%% needed", uuid, node, free, units)
 		}
 	}
-	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true, requested: requestedGPUs(pod)})
+	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true,
+		requested: requestedGPUs(pod), state: podgpu.Recorded})
 	return nil
 }
 
@@ -725,7 +802,12 @@ func (c *gpuCache) removeLocked(p *podRecord) {
 // publishLocked recomputes a node's state from its inventory and pods.
 func (c *gpuCache) publishLocked(r *nodeRecord) {
 	st := newNodeState(r.inv)
+	var guessed []*podRecord
 	for _, p := range r.pods {
+		if p.guess != nil {
+			guessed = append(guessed, p)
+			continue
+		}
 		h := p.hold(r.inv)
 		if h.unknown && p.use != nil {
 			// The pod holds a GPU this inventory does not list (it
@@ -733,6 +815,13 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 			// which GPU it really holds is unknown.
 			c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name)
 		}
+		st.count(p, r.inv)
+	}
+	// Pods whose GPUs are not recorded take what they ask on the GPUs
+	// left, in a fixed order so that every publish guesses alike.
+	slices.SortFunc(guessed, func(a, b *podRecord) int { return strings.Compare(string(a.uid), string(b.uid)) })
+	for _, p := range guessed {
+		p.guessUse = st.guess(p.guess)
 		st.count(p, r.inv)
 	}
 	// The new state is counted in before the old one is counted out, so
@@ -836,6 +925,12 @@ type podHold struct {
 // makes the node's use unknown; devices of a rewritten assignment still in
 // their grace period count as held.
 func (p *podRecord) hold(inv *device.Inventory) podHold {
+	if p.guess != nil {
+		if p.guessUse == nil {
+			return podHold{unknown: true}
+		}
+		return podHold{use: p.guessUse}
+	}
 	if p.use == nil {
 		return podHold{unknown: true}
 	}
@@ -852,6 +947,34 @@ func (p *podRecord) hold(inv *device.Inventory) podHold {
 		}
 	}
 	return h
+}
+
+// guess places a pod whose GPUs are not recorded on the state's free
+// capacity, as binpack would, on any GPU (the kubelet gave it GPUs without
+// regard to health, device taints or models), and returns what it takes;
+// nil when it does not fit or the node's inventory is unknown.
+func (st *nodeState) guess(pod *v1.Pod) map[string]int {
+	if st.inv == nil || st.inv.Len() == 0 {
+		return nil
+	}
+	req, err := gpu.ParsePod(pod)
+	if err != nil || req.Empty() {
+		return nil
+	}
+	req.Models, req.Tolerations = nil, nil
+	all := uint64(1)<<st.inv.Len() - 1
+	if st.inv.Len() == 64 {
+		all = ^uint64(0)
+	}
+	p, ok := device.Plan(st.inv, st.used, req, all, 0, device.Binpack)
+	if !ok {
+		return nil
+	}
+	use, err := podgpu.PeakUse(pod, placed(st.inv, req, p))
+	if err != nil {
+		return nil
+	}
+	return use
 }
 
 // count counts a pod of the node in.
@@ -917,105 +1040,6 @@ func sameUse(a, b map[string]int) bool {
 		}
 	}
 	return true
-}
-
-// podUse reads the devices a bound pod holds from its assignment. It returns
-// nil, nil for a pod that asks for no GPU, and an error for a GPU pod whose
-// assignment is missing or unreadable.
-func podUse(pod *v1.Pod) (map[string]int, error) {
-	raw, annotated := pod.Annotations[assignment.Annotation]
-	req, reqErr := gpu.ParsePod(pod)
-	if !annotated {
-		if reqErr == nil && req == nil {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("pod asks for GPUs but has no %s annotation", assignment.Annotation)
-	}
-	a, err := assignment.Parse(raw)
-	if err != nil {
-		return nil, err
-	}
-	if reqErr == nil && req != nil {
-		if err := matches(a, req); err != nil {
-			return nil, err
-		}
-	}
-	return assignmentUse(pod, a)
-}
-
-// matches checks that an assignment gives every container what it asks for,
-// so that an annotation copied from another pod or cut short is not trusted.
-func matches(a assignment.Assignment, req *device.Request) error {
-	for _, c := range req.Containers {
-		devs := a[c.Name]
-		switch {
-		case c.Count > 0:
-			if len(devs) != c.Count {
-				return fmt.Errorf("%s gives container %q %d gpus; it asks for %d", assignment.Annotation, c.Name, len(devs), c.Count)
-			}
-			for _, d := range devs {
-				if d.Percent != device.FullUnits {
-					return fmt.Errorf("%s gives container %q %d%% of gpu %s; it asks for whole gpus", assignment.Annotation, c.Name, d.Percent, d.UUID)
-				}
-			}
-		case len(devs) != 1 || devs[0].Percent != c.Units:
-			return fmt.Errorf("%s does not give container %q the %d%% of one gpu it asks for", assignment.Annotation, c.Name, c.Units)
-		}
-	}
-	return nil
-}
-
-// assignmentUse folds an assignment into the capacity the pod holds per
-// device at its peak. App containers and sidecars hold theirs for the pod's
-// life; a regular init container runs alone beside the sidecars declared
-// before it, and its devices pass on to later containers, so each init step
-// counts once, and the peak is the larger of the steady state and the
-// biggest step.
-func assignmentUse(pod *v1.Pod, a assignment.Assignment) (map[string]int, error) {
-	steady, peak := map[string]int{}, map[string]int{}
-	sidecars := map[string]int{}
-	seen := map[string]bool{}
-	add := func(m map[string]int, name string) {
-		for _, d := range a[name] {
-			m[d.UUID] += d.Percent
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		seen[c.Name] = true
-		if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
-			add(steady, c.Name)
-			add(sidecars, c.Name)
-			continue
-		}
-		step := map[string]int{}
-		for u, n := range sidecars {
-			step[u] = n
-		}
-		add(step, c.Name)
-		for u, n := range step {
-			peak[u] = max(peak[u], n)
-		}
-	}
-	for _, c := range pod.Spec.Containers {
-		seen[c.Name] = true
-		add(steady, c.Name)
-	}
-	// Containers the pod does not have still count: the annotation is
-	// wrong somewhere, and counting more is the safe side.
-	for name := range a {
-		if !seen[name] {
-			add(steady, name)
-		}
-	}
-	for uuid, units := range peak {
-		steady[uuid] = max(steady[uuid], units)
-	}
-	for uuid, units := range steady {
-		if units > device.FullUnits {
-			return nil, fmt.Errorf("%s gives the pod %d%% of gpu %s", assignment.Annotation, units, uuid)
-		}
-	}
-	return steady, nil
 }
 
 // maxNote keeps event notes under the 1 kB the events API accepts.

@@ -2,7 +2,9 @@ package tesseragpu
 
 import (
 	"fmt"
+	"github.com/google/go-cmp/cmp"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,24 +74,35 @@ func TestNodeMapSurvivesChurn(t *testing.T) {
 	check("after re-adding node 0")
 }
 
-// TestInformerDropsManagedFields: the GPUNode informer's transform leaves
-// the object whole except for its managedFields.
-func TestInformerDropsManagedFields(t *testing.T) {
+// TestInformerTrimsManagedFields: the GPUNode informer's transform leaves
+// the object whole except for its managedFields, of which it keeps only the
+// time of the latest write.
+func TestInformerTrimsManagedFields(t *testing.T) {
 	gn := gpuNode("a", 2, "A100")
-	gn.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "tessera-device-plugin", Operation: metav1.ManagedFieldsOperationApply}}
-	out, err := dropManagedFields(gn)
+	early, late := metav1.NewTime(now.Add(-time.Hour)), metav1.NewTime(now)
+	gn.ManagedFields = []metav1.ManagedFieldsEntry{
+		{Manager: "tessera-device-plugin", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", Time: &late,
+			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}},
+		{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply, Time: &early},
+	}
+	out, err := trimManagedFields(gn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := out.(*v1alpha1.GPUNode)
-	if got.ManagedFields != nil {
-		t.Errorf("managedFields kept: %v", got.ManagedFields)
+	if diff := cmp.Diff([]metav1.ManagedFieldsEntry{{Time: &late}}, got.ManagedFields); diff != "" {
+		t.Errorf("managedFields (-want +got):\n%s", diff)
 	}
 	if got.Name != "a" || len(got.Status.GPUs) != 2 {
 		t.Errorf("the transform changed more than managedFields: %+v", got)
 	}
+	none := gpuNode("b", 1, "A100")
+	none.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "x"}}
+	if out, _ := trimManagedFields(none); out.(*v1alpha1.GPUNode).ManagedFields != nil {
+		t.Errorf("entries without a time kept: %v", out.(*v1alpha1.GPUNode).ManagedFields)
+	}
 	// Objects that are not Kubernetes objects pass through.
-	if out, err := dropManagedFields("x"); err != nil || out != "x" {
-		t.Errorf("dropManagedFields(\"x\") = %v, %v", out, err)
+	if out, err := trimManagedFields("x"); err != nil || out != "x" {
+		t.Errorf("trimManagedFields(\"x\") = %v, %v", out, err)
 	}
 }

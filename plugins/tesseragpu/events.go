@@ -53,7 +53,7 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	if err != nil {
 		return nil, fmt.Errorf("building the GPUNode client: %w", err)
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(dropManagedFields))
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimManagedFields))
 	gnReg, err := factory.Tessera().V1alpha1().GPUNodes().Informer().AddEventHandler(pl.gpuNodeHandler())
 	if err != nil {
 		return nil, fmt.Errorf("watching GPUNodes: %w", err)
@@ -75,13 +75,26 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	return synced, nil
 }
 
-// dropManagedFields empties an object's managedFields before the informer
-// stores it, as the scheduler does for its own informers. The plugin never
-// reads them, and on a large cluster they are most of a GPUNode's pointers,
-// which the garbage collector would trace in every cycle.
-func dropManagedFields(obj any) (any, error) {
-	if m, err := meta.Accessor(obj); err == nil && m.GetManagedFields() != nil {
+// trimManagedFields cuts an object's managedFields down to the time of its
+// latest write before the informer stores it. The plugin reads only that
+// time (firstSeen: the API server's clock, not the node's), and on a large
+// cluster the field sets are most of a GPUNode's pointers, which the
+// garbage collector would trace in every cycle.
+func trimManagedFields(obj any) (any, error) {
+	m, err := meta.Accessor(obj)
+	if err != nil || m.GetManagedFields() == nil {
+		return obj, nil
+	}
+	var latest *metav1.Time
+	for _, f := range m.GetManagedFields() {
+		if f.Time != nil && (latest == nil || f.Time.After(latest.Time)) {
+			latest = f.Time
+		}
+	}
+	if latest == nil {
 		m.SetManagedFields(nil)
+	} else {
+		m.SetManagedFields([]metav1.ManagedFieldsEntry{{Time: latest}})
 	}
 	return obj, nil
 }
@@ -125,8 +138,10 @@ func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj
 		logger.V(5).Info("GPUNode inventory changed", "pod", klog.KObj(pod), "gpuNode", gn.Name)
 		return fwk.Queue, nil
 	}
-	now := pl.now()
-	if heartbeatStale(old, now, pl.staleness) && !heartbeatStale(gn, now, pl.staleness) {
+	// A heartbeat may bring a stale inventory back; the cache, which may
+	// not have seen this update yet, judges staleness by when it sees
+	// heartbeats change.
+	if !gn.Status.HeartbeatTime.Equal(old.Status.HeartbeatTime) && pl.cache.staleNow(gn.Name) {
 		return fwk.Queue, nil
 	}
 	return pl.changedSince(pod), nil

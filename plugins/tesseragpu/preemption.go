@@ -11,6 +11,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/podgpu"
 )
 
 // The framework asks "what if" in two places, and the plugin answers both
@@ -211,7 +212,7 @@ func (pl *TesseraGPU) plannedHold(st *nodeState, pod *v1.Pod) (addedPod, bool) {
 		a.blocks = true
 		return a, true
 	}
-	use, err := assignmentUse(pod, placed(st.inv, req, p))
+	use, err := podgpu.PeakUse(pod, placed(st.inv, req, p))
 	if err != nil {
 		a.blocks = true
 		return a, true

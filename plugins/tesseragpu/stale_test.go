@@ -60,6 +60,9 @@ func TestStaleInventoryEvents(t *testing.T) {
 		// none, when noBeat); otherwise the node's timer fires.
 		beat   *time.Duration
 		noBeat bool
+		// written, if set, is how long ago the API server last wrote the
+		// GPUNode (its managedFields time).
+		written *time.Duration
 		uid    types.UID
 		delete bool
 		want   []string
@@ -90,17 +93,37 @@ func TestStaleInventoryEvents(t *testing.T) {
 			{at: 3 * time.Minute, beat: age(time.Second), want: []string{fresh("uid-1")}},
 			{at: 3*time.Minute + 10*time.Second, beat: age(time.Second)},
 			{at: 4 * time.Minute},
-			{at: 5*time.Minute + 10*time.Second, want: []string{stale("uid-1")}},
+			// Two minutes after the scheduler saw the last beat.
+			{at: 5*time.Minute + 10*time.Second},
+			{at: 5*time.Minute + 11*time.Second, want: []string{stale("uid-1")}},
 		}},
-		{name: "a late update with an old heartbeat is no news", steps: []step{
+		{name: "a heartbeat that changes is news, whatever its stamp", steps: []step{
 			{beat: age(10 * time.Second)},
 			{at: 3 * time.Minute, want: []string{stale("uid-1")}},
-			{at: 3 * time.Minute, beat: age(5 * time.Minute)},
+			{at: 3 * time.Minute, beat: age(5 * time.Minute), want: []string{fresh("uid-1")}},
 		}},
-		{name: "stale when first seen", steps: []step{
+		{name: "stale when first seen, by the node's stamp", steps: []step{
 			{beat: age(time.Hour), want: []string{stale("uid-1")}},
 			{at: time.Minute},
+			{at: time.Minute, beat: age(time.Hour), want: []string{fresh("uid-1")}},
+		}},
+		{name: "first seen by the API server's write time", steps: []step{
+			{beat: age(time.Hour), written: age(10 * time.Second)},
+			{at: bound - 10*time.Second},
+			{at: bound - 9*time.Second, want: []string{stale("uid-1")}},
+		}},
+		{name: "node clock an hour ahead: stale on time once it stops", steps: []step{
+			{beat: age(-time.Hour)},
+			{at: 30 * time.Second, beat: age(-time.Hour)},
+			{at: 30*time.Second + bound},
+			{at: 30*time.Second + bound + time.Second, want: []string{stale("uid-1")}},
+		}},
+		{name: "node clock an hour behind: fresh while it beats", steps: []step{
+			{beat: age(time.Hour), written: age(0)},
 			{at: time.Minute, beat: age(time.Hour)},
+			{at: 2 * time.Minute, beat: age(time.Hour)},
+			{at: 3 * time.Minute},
+			{at: 4*time.Minute + time.Second, want: []string{stale("uid-1")}},
 		}},
 		{name: "a new GPUNode gets time for its first heartbeat", steps: []step{
 			{noBeat: true},
@@ -150,6 +173,10 @@ func TestStaleInventoryEvents(t *testing.T) {
 					if s.beat != nil {
 						hb := metav1.NewTime(clock.Add(-*s.beat))
 						gn.Status.HeartbeatTime = &hb
+					}
+					if s.written != nil {
+						w := metav1.NewTime(clock.Add(-*s.written))
+						gn.ManagedFields = []metav1.ManagedFieldsEntry{{Time: &w}}
 					}
 					c.setGPUNode(gn)
 				default:

@@ -208,12 +208,19 @@ func TestFilter(t *testing.T) {
 	dup.Status.GPUs[1].UUID = dup.Status.GPUs[0].UUID
 
 	pl := testPlugin(t, config.ScoringStrategyBinpack,
-		gpuNode("h100", 4, "H100"), gpuNode("a100", 4, "A100"), stale, sick, tainted, admin, empty, dup, gpuNode("busy", 4, "H100"), gpuNode("mystery", 4, "H100"))
+		gpuNode("h100", 4, "H100"), gpuNode("a100", 4, "A100"), stale, sick, tainted, admin, empty, dup, gpuNode("busy", 4, "H100"), gpuNode("mystery", 4, "H100"), gpuNode("guessed", 4, "H100"))
 	for i := 0; i < 4; i++ {
 		pl.cache.upsertPod(makePod(fmt.Sprintf("busy-%d", i), onNode("busy"), percent("60"),
 			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":60}]}`, uuid("busy", i)))))
 	}
-	pl.cache.upsertPod(makePod("corrupt", onNode("mystery"), whole("1"), annotate(assignment.Annotation, "{not json")))
+	pl.cache.upsertPod(makePod("corrupt", onNode("mystery"), percent("150"), annotate(assignment.Annotation, "{not json")))
+	// Pods the cache counts as what they ask for, not as a full node: one
+	// of another scheduler without an annotation, one whose annotation is
+	// damaged; and one asking for no GPU with a forged annotation.
+	pl.cache.upsertPod(makePod("foreign", onNode("guessed"), whole("2")))
+	pl.cache.upsertPod(makePod("damaged", onNode("guessed"), whole("1"), annotate(assignment.Annotation, "{not json")))
+	pl.cache.upsertPod(makePod("forged", onNode("h100"), annotate(assignment.Annotation,
+		fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("h100", 0)))))
 
 	tests := []struct {
 		name     string
@@ -238,6 +245,9 @@ func TestFilter(t *testing.T) {
 		{name: "shares room", pod: makePod("p", percent("40")), node: "busy", wantCode: fwk.Success},
 		{name: "whole on shared", pod: makePod("p", whole("1")), node: "busy", wantCode: fwk.Unschedulable, wantMsg: reasonCapacity},
 		{name: "unknown assignment", pod: makePod("p", percent("10")), node: "mystery", wantCode: fwk.Unschedulable, wantMsg: reasonUnknownPods},
+		{name: "unrecorded pods count as asked: room", pod: makePod("p", whole("1")), node: "guessed", wantCode: fwk.Success},
+		{name: "unrecorded pods count as asked: full", pod: makePod("p", whole("2")), node: "guessed", wantCode: fwk.Unschedulable, wantMsg: reasonCapacity},
+		{name: "forged annotation on a pod without gpus", pod: makePod("p", whole("4")), node: "h100", wantCode: fwk.Success},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -483,16 +493,37 @@ func TestCacheFromPods(t *testing.T) {
 		t.Error("removePod found nothing")
 	}
 
-	// An assignment that does not match the request makes the node's GPUs
-	// count as taken.
+	// An assignment that does not match the request is not trusted: the
+	// pod counts as what it asks for.
 	c.upsertPod(makePod("mismatch", onNode("a"), whole("2"), ann(uuid("a", 0), 100)))
-	if st := c.state("a"); st.unknown != 1 {
-		t.Errorf("mismatched assignment not counted as unknown: %+v", st)
+	if st := c.state("a"); st.unknown != 0 || st.used[0] != 100 || st.used[1] != 100 {
+		t.Errorf("mismatched assignment: want the 2 GPUs asked for counted, got %+v", st)
 	}
 	c.removePod("uid-mismatch")
-	if st := c.state("a"); st.unknown != 0 {
-		t.Errorf("unknown count %d after removal", st.unknown)
+	// A pod of invalid request cannot be accounted: the node counts as
+	// full.
+	c.upsertPod(makePod("invalid", onNode("a"), percent("150"), ann(uuid("a", 0), 100)))
+	if st := c.state("a"); st.unknown != 1 {
+		t.Errorf("pod of invalid request not counted as unknown: %+v", st)
 	}
+	c.removePod("uid-invalid")
+	if st := c.state("a"); st.unknown != 0 || st.used[0] != 0 || st.used[1] != 0 {
+		t.Errorf("after removals: %+v", st)
+	}
+	// Forged annotations on a pod that asks for no GPU hold nothing.
+	for _, v := range []string{"{broken", fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100},{"uuid":%q,"percent":100}]}`, uuid("a", 0), uuid("a", 1))} {
+		c.upsertPod(makePod("no-gpu", onNode("a"), annotate(assignment.Annotation, v)))
+		if st := c.state("a"); st.unknown != 0 || st.used[0] != 0 || st.used[1] != 0 {
+			t.Errorf("pod without GPU request and annotation %s holds %+v", v, st)
+		}
+	}
+	// Entries for containers that ask for nothing are ignored.
+	c.upsertPod(makePod("extra", onNode("a"), percent("10"), annotate(assignment.Annotation,
+		fmt.Sprintf(`{"main":[{"uuid":%q,"percent":10}],"ghost":[{"uuid":%q,"percent":100}]}`, uuid("a", 0), uuid("a", 1)))))
+	if st := c.state("a"); st.unknown != 0 || st.used[0] != 10 || st.used[1] != 0 {
+		t.Errorf("extra container entries counted: %+v", st)
+	}
+	c.removePod("uid-extra")
 	// A GPU that vanished from the inventory frees nothing and breaks nothing.
 	c.upsertPod(makePod("ghost", onNode("a"), percent("20"), ann("GPU-gone", 20)))
 	if u := c.state("a").used; u[0] != 0 || u[1] != 0 {
@@ -579,10 +610,18 @@ func TestQueueingHints(t *testing.T) {
 	if pl.cache.state("a").inv.Len() != 1 {
 		t.Error("a hint changed the cache")
 	}
-	staleOld := grown.DeepCopy()
+	// The cache counts a node stale; any new heartbeat may bring it back,
+	// whatever the node's clock stamped on it.
+	staleNode := grown.DeepCopy()
 	long := metav1.NewTime(now.Add(-time.Hour))
-	staleOld.Status.HeartbeatTime = &long
-	if h, _ := pl.afterGPUNodeChange(logger, pod, staleOld, grown); h != fwk.Queue {
+	staleNode.Status.HeartbeatTime = &long
+	stalePl := testPlugin(t, config.ScoringStrategyBinpack, staleNode)
+	preFilter(t, stalePl, pod)
+	beat := staleNode.DeepCopy()
+	beat.ResourceVersion = "4"
+	later := metav1.NewTime(now.Add(-time.Hour + time.Second))
+	beat.Status.HeartbeatTime = &later
+	if h, _ := stalePl.afterGPUNodeChange(logger, pod, staleNode, beat); h != fwk.Queue {
 		t.Errorf("stale to fresh: %v", h)
 	}
 
@@ -650,31 +689,6 @@ func notifies(pl *TesseraGPU, act func()) bool {
 		return true
 	default:
 		return false
-	}
-}
-
-func TestAssignmentUseFollowsInitAndSidecarRules(t *testing.T) {
-	always := v1.ContainerRestartPolicyAlways
-	pod := &v1.Pod{Spec: v1.PodSpec{
-		InitContainers: []v1.Container{{Name: "proxy", RestartPolicy: &always}, {Name: "warmup"}},
-		Containers:     []v1.Container{{Name: "main"}},
-	}}
-	a := assignment.Assignment{
-		"proxy":  {{UUID: "A", Percent: 30}},
-		"warmup": {{UUID: "A", Percent: 50}, {UUID: "B", Percent: 100}},
-		"main":   {{UUID: "B", Percent: 100}},
-	}
-	use, err := assignmentUse(pod, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// warmup runs beside proxy (30 + 50 on A) and hands B on to main.
-	if use["A"] != 80 || use["B"] != 100 || len(use) != 2 {
-		t.Errorf("use = %v, want A:80 B:100", use)
-	}
-	a["warmup"][0].Percent = 80
-	if _, err := assignmentUse(pod, a); err == nil {
-		t.Error("proxy 30 + warmup 80 on one GPU accepted")
 	}
 }
 

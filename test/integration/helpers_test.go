@@ -19,6 +19,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
+	"github.com/tessera-gpu/tessera/pkg/podgpu"
 	"github.com/tessera-gpu/tessera/pkg/report"
 )
 
@@ -273,23 +274,24 @@ func (e *env) checkBookings(of map[string]bool) map[string]int {
 	all, use := map[string]int{}, map[string]int{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		raw, ok := p.Annotations[assignment.Annotation]
-		if p.Spec.NodeName == "" || !ok || p.Status.Phase == v1.PodFailed || p.Status.Phase == v1.PodSucceeded {
+		if p.Spec.NodeName == "" || p.Status.Phase == v1.PodFailed || p.Status.Phase == v1.PodSucceeded {
 			continue
 		}
-		a, err := assignment.Parse(raw)
-		if err != nil {
+		// What the pod holds by the one contract: annotations on pods that
+		// ask for no GPU, or for containers that ask for none, hold nothing.
+		h := podgpu.Of(p)
+		if h.State != podgpu.Recorded {
 			continue
 		}
-		for _, devs := range a {
-			for _, d := range devs {
-				if inventory[d.UUID] != p.Spec.NodeName {
-					e.t.Errorf("pod %s on %s got GPU %s, which node %q lists", p.Name, p.Spec.NodeName, d.UUID, inventory[d.UUID])
-				}
-				all[d.UUID] += d.Percent
-				if of == nil || of[p.Name] {
-					use[d.UUID] += d.Percent
-				}
+		// The pod's peak: an init container's GPU handed on to the app
+		// container counts once.
+		for u, pct := range h.Use {
+			if inventory[u] != p.Spec.NodeName {
+				e.t.Errorf("pod %s on %s got GPU %s, which node %q lists", p.Name, p.Spec.NodeName, u, inventory[u])
+			}
+			all[u] += pct
+			if of == nil || of[p.Name] {
+				use[u] += pct
 			}
 		}
 	}

@@ -291,13 +291,14 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 	}
 	e.stopScheduler()
 
-	// While it is down, a pod appears on n2 with a corrupt assignment, as if
+	// While it is down, a pod appears on n2 whose GPU use cannot be known:
+	// an invalid request (150% of one GPU) and a corrupt assignment, as if
 	// written by a broken tool.
 	bad := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "corrupt", Namespace: "default", Annotations: map[string]string{assignment.Annotation: "{broken"}},
 		Spec:       v1.PodSpec{NodeName: "n2", SchedulerName: schedulerName, Containers: []v1.Container{{Name: "main", Image: "x"}}},
 	}
-	gpus(1)(bad)
+	share(150)(bad)
 	if _, err := e.c.Client.CoreV1().Pods("default").Create(e.ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +306,7 @@ func TestRestartDoesNotDoubleBook(t *testing.T) {
 		e.createPod(fmt.Sprintf("w%d", i), gpus(1))
 	}
 	e.startScheduler()
-	e.waitEvent("corrupt", "InvalidGPUAssignment: tessera.io/gpu-assignment is not valid")
+	e.waitEvent("corrupt", "InvalidGPUAssignment: invalid gpu request")
 
 	// n1 and n2 had 8 GPUs; the earlier pods hold 3 whole and 3 halves.
 	// n2 counts as full while the corrupt pod exists, so everything new
@@ -454,6 +455,39 @@ func TestFragmentationStrategy(t *testing.T) {
 	// roomier GPU 1, fragmentation the first of equals.
 	if got := gpuOf("q", share(10)); got != gpuUUID("b", 0) {
 		t.Errorf("q on %s, want GPU 0", got)
+	}
+	e.checkNoOverbooking()
+}
+
+// TestForgedAssignmentsBlockNothing binds pods directly to GPU nodes, as
+// another scheduler or a tenant with nodeName would, with annotations no
+// tenant should be able to write (the admission policy is not installed
+// here): on pods that ask for no GPU they block nothing; a GPU pod of
+// another scheduler with a damaged annotation counts as the GPU it asks
+// for, not as a full node.
+func TestForgedAssignmentsBlockNothing(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("n", localcluster.FakeNode{GPUs: 2})
+	both := fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100},{"uuid":%q,"percent":100}]}`, gpuUUID("n", 0), gpuUUID("n", 1))
+	onNode := func(n string) podOpt { return func(p *v1.Pod) { p.Spec.NodeName = n } }
+	e.createPod("broken", onNode("n"), scheduler("other"), annotated(assignment.Annotation, "{broken"))
+	e.createPod("names-gpus", onNode("n"), scheduler("other"), annotated(assignment.Annotation, both))
+	e.waitEvent("broken", "asks for no GPU; its tessera.io/gpu-assignment is ignored")
+	e.waitEvent("names-gpus", "asks for no GPU; its tessera.io/gpu-assignment is ignored")
+	if p := e.waitBound(e.createPod("two", gpus(2)).Name); p.Spec.NodeName != "n" {
+		t.Fatalf("two on %s", p.Spec.NodeName)
+	}
+
+	e.addNode("m", localcluster.FakeNode{GPUs: 2})
+	e.createPod("foreign", onNode("m"), scheduler("other"), gpus(1), annotated(assignment.Annotation, "{broken"))
+	e.waitEvent("foreign", "counts as the GPUs it asks for on node m")
+	e.createPod("m-two", gpus(2))
+	e.waitUnschedulable("m-two", "insufficient gpu capacity|Insufficient nvidia.com/gpu")
+	if msg := e.schedulingMessages("m-two"); strings.Contains(msg, "unknown assignment") {
+		t.Errorf("the foreign pod made node m count as full: %s", msg)
+	}
+	if p := e.waitBound(e.createPod("m-one", gpus(1)).Name); p.Spec.NodeName != "m" {
+		t.Fatalf("m-one on %s", p.Spec.NodeName)
 	}
 	e.checkNoOverbooking()
 }
