@@ -78,11 +78,16 @@ type Agent struct {
 	inv     discovery.Inventory
 	monitor *health.Monitor
 	pub     *inventory.Publisher
+	rec     *handoff.Reconciler
 }
 
 // Machine returns the fake machine in fake mode, to inject faults; nil
 // otherwise.
 func (a *Agent) Machine() *fakegpu.Machine { return a.machine }
+
+// PodsUsing returns the pods of this node that the plugin knows to hold the
+// GPU: those it tells when the GPU's health changes.
+func (a *Agent) PodsUsing(uuid string) []*v1.Pod { return a.rec.PodsUsing(uuid) }
 
 // Publisher returns the GPUNode publisher.
 func (a *Agent) Publisher() *inventory.Publisher { return a.pub }
@@ -132,6 +137,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		kr = cfg.KubeletRecord
 	}
 	rec = handoff.NewReconciler(cfg.NodeName, ledger, cfg.Kube, kr, recorder, srv.Changed)
+	a.rec = rec
 	podsSynced, err := rec.WatchPods(ctx)
 	if err != nil {
 		return fmt.Errorf("watching this node's pods: %w", err)
@@ -200,7 +206,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 			}
 		})
 		n++
-		run(func() { a.recordHealth(ctx, recorder, events) })
+		run(func() { a.recordHealth(ctx, recorder, rec, events) })
 		n++
 	}
 	if started != nil {
@@ -335,7 +341,7 @@ const healthEventWait = 30 * time.Second
 // not exist, and a GPUNode deleted and created again has a new UID. The
 // waiting happens here, not in the health loop, so that the kubelet hears
 // of unhealthy GPUs at once.
-func (a *Agent) recordHealth(ctx context.Context, recorder record.EventRecorder, events <-chan healthEvent) {
+func (a *Agent) recordHealth(ctx context.Context, recorder record.EventRecorder, pods *handoff.Reconciler, events <-chan healthEvent) {
 	for {
 		var ev healthEvent
 		select {
@@ -343,6 +349,9 @@ func (a *Agent) recordHealth(ctx context.Context, recorder record.EventRecorder,
 			return
 		case ev = <-events:
 		}
+		// The pods already on the GPU are told at once, on the pod, where
+		// their owners look (kubectl describe pod, kubectl get events).
+		tellPods(recorder, pods.PodsUsing(ev.change.UUID), a.cfg.NodeName, ev.change)
 		timeout := time.NewTimer(healthEventWait)
 		select {
 		case <-ctx.Done():
@@ -356,6 +365,17 @@ func (a *Agent) recordHealth(ctx context.Context, recorder record.EventRecorder,
 		uid := a.pub.UID()
 		c := ev.change
 		recorder.Eventf(gpuNodeRef(a.cfg.NodeName, uid), eventType(c.Healthy), healthReason(c.Healthy), "GPU %s: %s", c.UUID, describe(c))
+	}
+}
+
+// tellPods records a health change of a GPU on each pod that holds it.
+func tellPods(recorder record.EventRecorder, pods []*v1.Pod, node string, c health.Change) {
+	for _, pod := range pods {
+		if c.Healthy {
+			recorder.Eventf(pod, v1.EventTypeNormal, healthReason(true), "GPU %s, which this pod holds on node %s, is healthy again", c.UUID, node)
+			continue
+		}
+		recorder.Eventf(pod, v1.EventTypeWarning, healthReason(false), "GPU %s, which this pod holds on node %s, is unhealthy: %s", c.UUID, node, c.Reason)
 	}
 }
 

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/podgpu"
 )
 
 // KubeletRecord lists the GPU devices the kubelet has given each container.
@@ -44,6 +48,9 @@ type Reconciler struct {
 	kick    chan struct{}
 	// warned remembers the annotation values already reported as invalid.
 	warned map[types.UID]string
+	// pods is the informer's store of this node's pods, once WatchPods has
+	// started it.
+	pods atomic.Pointer[cache.Store]
 }
 
 // NewReconciler returns a reconciler for node.
@@ -70,6 +77,8 @@ func (r *Reconciler) WatchPods(ctx context.Context) (func() bool, error) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", r.node).String()
 	}))
 	inf := factory.Core().V1().Pods().Informer()
+	store := inf.GetStore()
+	r.pods.Store(&store)
 	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.onPod(ctx, obj) },
 		UpdateFunc: func(_, obj any) { r.onPod(ctx, obj) },
@@ -88,6 +97,33 @@ func (r *Reconciler) WatchPods(ctx context.Context) (func() bool, error) {
 	}
 	factory.Start(ctx.Done())
 	return reg.HasSynced, nil
+}
+
+// PodsUsing returns the running pods of this node whose assignment (which
+// the reconciler keeps true to what the kubelet allocated) names the GPU,
+// sorted by namespace and name.
+func (r *Reconciler) PodsUsing(uuid string) []*v1.Pod {
+	if r == nil {
+		return nil
+	}
+	store := r.pods.Load()
+	if store == nil {
+		return nil
+	}
+	var out []*v1.Pod
+	for _, obj := range (*store).List() {
+		pod, ok := obj.(*v1.Pod)
+		if !ok || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+			continue
+		}
+		if h := podgpu.Of(pod); h.State == podgpu.Recorded && h.Use[uuid] > 0 {
+			out = append(out, pod)
+		}
+	}
+	slices.SortFunc(out, func(a, b *v1.Pod) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	return out
 }
 
 func (r *Reconciler) onPod(ctx context.Context, obj any) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	compmetrics "k8s.io/component-base/metrics"
@@ -19,6 +20,7 @@ import (
 	"github.com/tessera-gpu/tessera/deviceplugin/agent"
 	"github.com/tessera-gpu/tessera/deviceplugin/health"
 	dpmetrics "github.com/tessera-gpu/tessera/deviceplugin/metrics"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
 )
 
@@ -48,6 +50,15 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 	}
 
 	bad := a.Machine().UUIDs()[0]
+	// A pod already holds the GPU that will fail; it is told on the pod.
+	holder := e.createPod("holder", gpus(1), scheduler("other"), func(p *v1.Pod) { p.Spec.NodeName = "dgx" },
+		annotated(assignment.Annotation, `{"main":[{"uuid":"`+bad+`","percent":100}]}`))
+	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		pods := a.PodsUsing(bad)
+		return len(pods) == 1 && pods[0].UID == holder.UID, nil
+	}); err != nil {
+		t.Fatalf("the device plugin never saw that %s holds %s", holder.Name, bad)
+	}
 	if err := a.Machine().InjectXID(bad, 13); err != nil { // an application error: ignored
 		t.Fatal(err)
 	}
@@ -66,6 +77,7 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 	// The event is on the GPUNode as kubectl describe looks for it: by
 	// name, kind and UID, across namespaces.
 	e.waitGPUNodeEvent(gn, "GPUUnhealthy", "GPU "+bad+": unhealthy: XID 79")
+	e.waitEvent("holder", "GPUUnhealthy: GPU "+bad+", which this pod holds on node dgx, is unhealthy: XID 79")
 	if m := scrapeDevicePluginMetrics(t); !strings.Contains(m, `tessera_device_plugin_xid_events_total{gpu="`+bad+`",xid="79"} 1`) ||
 		!strings.Contains(m, `tessera_device_plugin_gpu_health_transitions_total{gpu="`+bad+`",healthy="false"} 1`) || strings.Contains(m, `xid="13"`) {
 		t.Errorf("device plugin metrics after XIDs 13 and 79:\n%s", m)
@@ -79,14 +91,17 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the scheduler's metrics never showed %s", want)
 	}
+	ws := map[string]bool{}
 	for i := 0; i < 8; i++ {
-		e.createPod("w"+string(rune('0'+i)), gpus(1))
+		name := "w" + string(rune('0'+i))
+		ws[name] = true
+		e.createPod(name, gpus(1))
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && len(e.checkNoOverbooking()) < 7 {
+	for time.Now().Before(deadline) && len(e.checkBookings(ws)) < 7 {
 		time.Sleep(100 * time.Millisecond)
 	}
-	use := e.checkNoOverbooking()
+	use := e.checkBookings(ws)
 	if len(use) != 7 || use[bad] != 0 {
 		t.Errorf("GPU use %v; want 7 GPUs, not %s", use, bad)
 	}

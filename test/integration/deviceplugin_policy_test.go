@@ -100,6 +100,13 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 			_, err := kubeA.CoreV1().Nodes().Patch(ctx, "node-b", types.MergePatchType, taint, metav1.PatchOptions{DryRun: dryRun})
 			return err
 		}},
+		{"an event from another node", "events from its own node", func(ctx context.Context) error {
+			ev := &v1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Namespace: "default"},
+				InvolvedObject: v1.ObjectReference{Kind: "Pod", Name: "on-node-b", Namespace: "default"},
+				Reason:         "Test", Message: "test", Type: v1.EventTypeNormal, Source: v1.EventSource{Host: "node-b"}}
+			_, err := kubeA.CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{DryRun: dryRun})
+			return err
+		}},
 	}
 	for _, d := range denials {
 		var err error
@@ -159,6 +166,42 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	}
 	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, label, metav1.PatchOptions{}); err == nil {
 		t.Error("node-a's plugin relabelled its node")
+	}
+
+	// Nor cordon its own node, or add a finalizer to a pod on it.
+	cordon, _ := json.Marshal(map[string]any{"spec": map[string]any{"unschedulable": true}})
+	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, cordon, metav1.PatchOptions{}); err == nil || !strings.Contains(err.Error(), "only the nvidia.com/gpu taint") {
+		t.Errorf("node-a's plugin cordoned its node: err = %v", err)
+	}
+	finalizer, _ := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": []string{"example.com/hold"}}})
+	if _, err := kubeA.CoreV1().Pods("default").Patch(e.ctx, "on-node-a", types.MergePatchType, finalizer, metav1.PatchOptions{}); err == nil {
+		t.Error("node-a's plugin added a finalizer to a pod")
+	}
+
+	// Events: from its own node, about pods and its own GPUNode only.
+	event := func(name, host, kind, object string) *v1.Event {
+		return &v1.Event{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			InvolvedObject: v1.ObjectReference{Kind: kind, Name: object, Namespace: map[string]string{"Pod": "default"}[kind]},
+			Reason:         "Test", Message: "test", Type: v1.EventTypeNormal, Source: v1.EventSource{Component: "tessera-device-plugin", Host: host}}
+	}
+	for _, ev := range []struct {
+		what  string
+		ev    *v1.Event
+		allow bool
+	}{
+		{"about its own GPUNode", event("own-gpunode", "node-a", "GPUNode", "node-a"), true},
+		{"about a pod", event("pod", "node-a", "Pod", "on-node-a"), true},
+		{"about another node's GPUNode", event("other-gpunode", "node-a", "GPUNode", "node-b"), false},
+		{"as from another node", event("other-host", "node-b", "Pod", "on-node-b"), false},
+		{"about a Node", event("node", "node-a", "Node", "node-a"), false},
+	} {
+		_, err := kubeA.CoreV1().Events("default").Create(e.ctx, ev.ev, metav1.CreateOptions{})
+		if ev.allow && err != nil {
+			t.Errorf("event %s: %v", ev.what, err)
+		}
+		if !ev.allow && err == nil {
+			t.Errorf("node-a's plugin recorded an event %s", ev.what)
+		}
 	}
 
 	// RBAC: the plugin cannot touch what it has no business with.

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
@@ -200,28 +202,59 @@ func TestModelSelection(t *testing.T) {
 	e.waitUnschedulable("bad-models", "tessera.io/gpu-models: entry 2 is empty")
 }
 
-// TestStaleInventoryAvoided keeps new pods off a node whose heartbeat is old.
+// TestStaleInventoryAvoided checks that a node whose device plugin has
+// stopped writing gets no GPU pods, judged on the scheduler's clock from the
+// API server's time of the GPUNode's last write (not from the heartbeat the
+// node stamped), and that a heartbeat brings it back.
 func TestStaleInventoryAvoided(t *testing.T) {
-	e := newEnv(t, localcluster.SchedulerOptions{GPUArgs: map[string]any{"inventoryStaleness": "1m"}})
-	// The pod comes before any GPU node, so its reason must change when the
-	// stale node appears: the GPUNode's arrival retries it.
+	const staleness = 2 * time.Second
+	e := newEnv(t, localcluster.SchedulerOptions{GPUArgs: map[string]any{"inventoryStaleness": staleness.String()}})
 	e.addNode("cpu", localcluster.FakeNode{})
 	e.createPod("p", gpus(1))
 	e.waitUnschedulable("p", "the largest gpu node has 0")
-	e.addNode("stale", localcluster.FakeNode{GPUs: 8, Heartbeat: time.Now().Add(-time.Hour)})
-	e.waitUnschedulable("p", "gpu inventory is stale")
-	// The GPUNode says why too, once.
-	e.waitEvent("stale", "GPUInventoryStale: heartbeat")
-	e.addNode("fresh", localcluster.FakeNode{GPUs: 1})
-	if p := e.waitBound("p"); p.Spec.NodeName != "fresh" {
-		t.Errorf("pod on %s", p.Spec.NodeName)
-	}
-	// A heartbeat brings it back, with an event saying so.
+	// While the scheduler is down, a GPU node appears whose plugin then
+	// stops. It stamped its heartbeat as now: only the time of its last
+	// write tells that it is dead.
+	e.stopScheduler()
+	e.addNode("stale", localcluster.FakeNode{GPUs: 8, Heartbeat: time.Now()})
 	gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "stale", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hb := metav1.Now()
+	var written time.Time
+	for _, f := range gn.ManagedFields {
+		if f.Time != nil && f.Time.After(written) {
+			written = f.Time.Time
+		}
+	}
+	// The API server stamps writes to the second; wait until the write is
+	// surely older than the bound.
+	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return time.Since(written) > staleness+time.Second, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The restarted scheduler retries the pod once its caches sync.
+	e.startScheduler()
+	e.waitUnschedulable("p", "gpu inventory is stale")
+	// The GPUNode says why too, once.
+	e.waitEvent("stale", "GPUInventoryStale: no heartbeat for 2s")
+
+	// A node whose plugin beats takes the pod.
+	e.addNode("fresh", localcluster.FakeNode{GPUs: 1})
+	beat, stop := context.WithCancel(e.ctx)
+	defer stop()
+	go e.beat(beat, "fresh", staleness/4)
+	if p := e.waitBound("p"); p.Spec.NodeName != "fresh" {
+		t.Errorf("pod on %s", p.Spec.NodeName)
+	}
+	// A heartbeat brings the stale node back, with an event saying so,
+	// even one the node stamped an hour ago: it is news to the scheduler.
+	gn, err = e.c.GPU.TesseraV1alpha1().GPUNodes().Get(e.ctx, "stale", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := metav1.NewTime(time.Now().Add(-time.Hour))
 	gn.Status.HeartbeatTime = &hb
 	if _, err := e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(e.ctx, gn, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -229,6 +262,27 @@ func TestStaleInventoryAvoided(t *testing.T) {
 	e.waitEvent("stale", "GPUInventoryFresh: heartbeat is current again")
 	if ev := e.events("stale"); strings.Count(ev, "GPUInventoryStale") != 1 {
 		t.Errorf("GPUNode events %s; want one GPUInventoryStale", ev)
+	}
+}
+
+// beat writes a new heartbeat to the node's GPUNode every interval until
+// ctx ends, as its device plugin would.
+func (e *env) beat(ctx context.Context, node string, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		gn, err := e.c.GPU.TesseraV1alpha1().GPUNodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			continue
+		}
+		hb := metav1.Now()
+		gn.Status.HeartbeatTime = &hb
+		_, _ = e.c.GPU.TesseraV1alpha1().GPUNodes().UpdateStatus(ctx, gn, metav1.UpdateOptions{})
 	}
 }
 
