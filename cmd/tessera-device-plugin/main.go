@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"fmt"
+	v1 "k8s.io/api/core/v1"
 	"os"
 	"os/signal"
 	"strconv"
@@ -43,7 +44,7 @@ func run() error {
 	hc := health.DefaultConfig()
 	cfg := agent.Config{}
 	var kubeconfig string
-	var ignored string
+	var ignored, taintEffect string
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (env NODE_NAME; set it from the downward API)")
 	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file; empty uses the in-cluster service account")
@@ -60,6 +61,7 @@ func run() error {
 	fs.DurationVar(&hc.RecoveryQuiet, "health-recovery-quiet", hc.RecoveryQuiet, "an unhealthy GPU that answers and has no critical event for this long is healthy again; 0 keeps it unhealthy until restart")
 	fs.DurationVar(&hc.ProbeInterval, "health-probe-interval", hc.ProbeInterval, "how often every GPU is queried to check that it still answers")
 	fs.DurationVar(&hc.WaitFailureLimit, "health-wait-failure-limit", hc.WaitFailureLimit, "how long NVML event waits may fail before every GPU is marked unhealthy")
+	fs.StringVar(&taintEffect, "health-taint-effect", string(v1.TaintEffectNoSchedule), "effect of the device taint an unhealthy GPU gets (tessera.io/xid, tessera.io/ecc, tessera.io/gpu-lost): NoSchedule keeps new pods off it; NoExecute also evicts the pods on it that do not tolerate the taint")
 	klogFlags := goFlagSet()
 	fs.AddGoFlagSet(klogFlags)
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -74,6 +76,12 @@ func run() error {
 		return err
 	}
 	cfg.Health = hc
+	switch e := v1.TaintEffect(taintEffect); e {
+	case v1.TaintEffectNoSchedule, v1.TaintEffectNoExecute:
+		cfg.HealthTaintEffect = e
+	default:
+		return fmt.Errorf("--health-taint-effect must be NoSchedule or NoExecute, got %q", taintEffect)
+	}
 	if cfg.NodeName == "" {
 		return fmt.Errorf("--node-name (or NODE_NAME) is required")
 	}

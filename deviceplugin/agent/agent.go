@@ -63,6 +63,9 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// Health configures the health monitor.
 	Health health.Config
+	// HealthTaintEffect is the effect of the device taints an unhealthy GPU
+	// gets: NoSchedule (the default when empty) or NoExecute.
+	HealthTaintEffect v1.TaintEffect
 	// KubeletRecord, if set, replaces the PodResources API client; tests
 	// pass the real device manager's record.
 	KubeletRecord handoff.KubeletRecord
@@ -84,6 +87,15 @@ type Agent struct {
 // Machine returns the fake machine in fake mode, to inject faults; nil
 // otherwise.
 func (a *Agent) Machine() *fakegpu.Machine { return a.machine }
+
+// healthTaintEffect is the configured effect of health taints, NoSchedule
+// by default.
+func (a *Agent) healthTaintEffect() v1.TaintEffect {
+	if a.cfg.HealthTaintEffect == "" {
+		return v1.TaintEffectNoSchedule
+	}
+	return a.cfg.HealthTaintEffect
+}
 
 // PodsUsing returns the pods of this node that the plugin knows to hold the
 // GPU: those it tells when the GPU's health changes.
@@ -126,7 +138,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		if a.monitor != nil {
 			states = a.monitor.State()
 		}
-		return inventory.BuildStatus(a.inv, states, now)
+		return inventory.BuildStatus(a.inv, states, a.healthTaintEffect(), now)
 	})
 	// The server tells the reconciler about allocations, and the
 	// reconciler tells the server when the device lists change.

@@ -32,7 +32,7 @@ const (
 
 // BuildStatus turns discovery results and health into a GPUNode status.
 // GPUs without a health entry count as healthy since now.
-func BuildStatus(inv discovery.Inventory, states map[string]health.Change, now time.Time) v1alpha1.GPUNodeStatus {
+func BuildStatus(inv discovery.Inventory, states map[string]health.Change, effect corev1.TaintEffect, now time.Time) v1alpha1.GPUNodeStatus {
 	st := v1alpha1.GPUNodeStatus{
 		DriverVersion:     inv.DriverVersion,
 		CUDADriverVersion: int32(inv.CUDADriverVersion),
@@ -50,7 +50,7 @@ func BuildStatus(inv discovery.Inventory, states map[string]health.Change, now t
 			ComputeCapability: g.ComputeCapability, NUMANode: int32(g.NUMANode), PCIBusID: g.PCIBusID,
 			NVLinkPeers: append([]string(nil), g.NVLinkPeers...),
 			Health:      v1alpha1.GPUHealth{Healthy: h.Healthy, Reason: h.Reason, Since: &since},
-			Taints:      Taints(h),
+			Taints:      Taints(h, effect),
 		}
 		if gpu.Health.Healthy {
 			st.HealthyCount++
@@ -70,18 +70,20 @@ func BuildStatus(inv discovery.Inventory, states map[string]health.Change, now t
 
 // Taints are the device taints that follow from a GPU's health: one that
 // names the XID, the ECC error or the loss, so that pods can tolerate a
-// specific, known-benign failure while every other pod stays away.
-func Taints(h health.Change) []v1alpha1.DeviceTaint {
+// specific, known-benign failure while every other pod stays away. Effect
+// is NoSchedule (keep new pods off the GPU) or NoExecute (also evict the
+// pods on it that do not tolerate the taint).
+func Taints(h health.Change, effect corev1.TaintEffect) []v1alpha1.DeviceTaint {
 	if h.Healthy {
 		return nil
 	}
 	switch {
 	case h.XID != 0:
-		return []v1alpha1.DeviceTaint{{Key: XIDTaintKey, Value: fmt.Sprint(h.XID), Effect: corev1.TaintEffectNoSchedule}}
+		return []v1alpha1.DeviceTaint{{Key: XIDTaintKey, Value: fmt.Sprint(h.XID), Effect: effect}}
 	case h.Reason == health.ReasonDoubleBitECC:
-		return []v1alpha1.DeviceTaint{{Key: ECCTaintKey, Value: "double-bit", Effect: corev1.TaintEffectNoSchedule}}
+		return []v1alpha1.DeviceTaint{{Key: ECCTaintKey, Value: "double-bit", Effect: effect}}
 	case h.Reason == health.ReasonGPULost:
-		return []v1alpha1.DeviceTaint{{Key: LostTaintKey, Value: "true", Effect: corev1.TaintEffectNoSchedule}}
+		return []v1alpha1.DeviceTaint{{Key: LostTaintKey, Value: "true", Effect: effect}}
 	}
 	// Other causes (failed queries, failing event waits) are transient
 	// conditions of the driver, not of the GPU: unhealthy is enough.

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	corev1 "k8s.io/api/core/v1"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestBuildStatus(t *testing.T) {
 		"GPU-c": {UUID: "GPU-c", Healthy: false, Reason: health.ReasonDoubleBitECC, Since: now},
 		"GPU-d": {UUID: "GPU-d", Healthy: false, Reason: health.ReasonGPULost, Since: now},
 	}
-	st := BuildStatus(inv, states, now)
+	st := BuildStatus(inv, states, corev1.TaintEffectNoSchedule, now)
 	if st.GPUCount != 4 || st.HealthyCount != 1 || st.Models != "A30,H100" || !st.HeartbeatTime.Time.Equal(now) {
 		t.Errorf("summary %d %d %q %v", st.GPUCount, st.HealthyCount, st.Models, st.HeartbeatTime)
 	}

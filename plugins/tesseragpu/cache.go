@@ -127,6 +127,11 @@ type podRecord struct {
 	uid  types.UID
 	key  string
 	node string
+	// namespace, name and tolerations are what the NoExecute evictor needs
+	// of the pod; deleting is set once it has a deletion timestamp.
+	namespace, name string
+	tolerations     []v1.Toleration
+	deleting        bool
 	// requested is what the pod asks of the GPU resources: whole GPUs and
 	// percent, with Kubernetes' effective-request rules.
 	requested [2]int64
@@ -169,11 +174,16 @@ type gpuCache struct {
 	// normal records a Normal event, likewise; the plugin sets it when it
 	// starts watching.
 	normal func(regarding runtime.Object, reason, note string)
+	// evictKick asks the NoExecute evictor for a pass; it never blocks.
+	evictKick func()
 	// stop, once closed, ends the timers that watch heartbeats.
 	stop <-chan struct{}
 
 	mu   sync.Mutex
 	pods map[types.UID]*podRecord
+	// noExecute holds the nodes whose inventory has a NoExecute device
+	// taint, so that the evictor looks at those alone.
+	noExecute map[string]bool
 	// reported is the problem last reported of each pod's annotation
 	// (podgpu.Hold.Problem), so that each is reported once.
 	reported map[types.UID]string
@@ -202,6 +212,7 @@ func newCache(logger klog.Logger, staleness time.Duration) *gpuCache {
 	c := &gpuCache{logger: logger, staleness: staleness, now: time.Now, changed: func() {},
 		warn: func(runtime.Object, string, string) {}, normal: func(runtime.Object, string, string) {},
 		pods: map[types.UID]*podRecord{}, reported: map[types.UID]string{}, modelDevices: map[string]int{},
+		noExecute: map[string]bool{}, evictKick: func() {},
 		tally: inventorySummary{models: map[string]*modelSummary{}}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c
@@ -439,7 +450,90 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	r.rv, r.gn, r.inv = gn.ResourceVersion, gn, inv
 	c.publishLocked(r)
 	c.stalenessLocked(r, now)
+	_, had := c.noExecute[gn.Name]
+	if hasNoExecute(inv) {
+		c.noExecute[gn.Name] = true
+	} else {
+		delete(c.noExecute, gn.Name)
+	}
 	c.unlock(changed)
+	if had || c.noExecuteOn(gn.Name) {
+		c.evictKick()
+	}
+}
+
+// hasNoExecute reports whether a device of the inventory has a NoExecute
+// taint.
+func hasNoExecute(inv *device.Inventory) bool {
+	for i := range inv.Devices {
+		for _, t := range inv.Devices[i].Taints {
+			if t.Effect == v1.TaintEffectNoExecute {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *gpuCache) noExecuteOn(node string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.noExecute[node]
+}
+
+// taintedUse is a pod that holds GPUs with NoExecute device taints.
+type taintedUse struct {
+	uid             types.UID
+	namespace, name string
+	node            string
+	tolerations     []v1.Toleration
+	// taints are the NoExecute taints of the GPUs it holds, by GPU UUID.
+	taints map[string][]v1.Taint
+}
+
+// noExecuteUses lists the pods, not yet being deleted, that hold GPUs with
+// NoExecute device taints: by their recorded assignment, or, for pods not
+// yet recorded, by the GPUs the cache counts them on.
+func (c *gpuCache) noExecuteUses() []taintedUse {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []taintedUse
+	for node := range c.noExecute {
+		r := (*c.nodes.Load())[node]
+		if r == nil || r.inv == nil {
+			continue
+		}
+		for _, p := range r.pods {
+			if p.deleting || p.assumed {
+				continue
+			}
+			use := p.use
+			if p.guess != nil {
+				use = p.guessUse
+			}
+			var u taintedUse
+			for uuid := range use {
+				i, ok := r.inv.IndexOf(uuid)
+				if !ok {
+					continue
+				}
+				for _, t := range r.inv.Devices[i].Taints {
+					if t.Effect != v1.TaintEffectNoExecute {
+						continue
+					}
+					if u.taints == nil {
+						u = taintedUse{uid: p.uid, namespace: p.namespace, name: p.name, node: node,
+							tolerations: p.tolerations, taints: map[string][]v1.Taint{}}
+					}
+					u.taints[uuid] = append(u.taints[uuid], t)
+				}
+			}
+			if u.taints != nil {
+				out = append(out, u)
+			}
+		}
+	}
+	return out
 }
 
 func gpuNodeRef(gn *v1alpha1.GPUNode) *v1.ObjectReference {
@@ -584,6 +678,7 @@ func (c *gpuCache) deleteGPUNode(name string) {
 	}
 	c.inventoryLocked(r.inv, nil)
 	r.inv, r.gn = nil, nil
+	delete(c.noExecute, name)
 	c.publishLocked(r)
 	c.stalenessLocked(r, c.now())
 	c.dropRecordLocked(r)
@@ -633,11 +728,14 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	if old != nil && old.node == pod.Spec.NodeName && old.state == h.State && sameUse(old.use, use) {
 		// Confirmation of an assumed pod, or a repeated event.
 		old.assumed = false
+		old.identify(pod)
 		c.unlock(false)
+		c.evictKick()
 		return
 	}
 	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use,
 		requested: requestedGPUs(pod), state: h.State, guess: guess}
+	rec.identify(pod)
 	if old != nil && !old.assumed && old.node == rec.node && old.use != nil && use != nil {
 		// A bound pod's assignment was rewritten, normally by the device
 		// plugin recording what the kubelet did. When two pods exchanged
@@ -662,6 +760,14 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	c.addLocked(rec)
 	// A corrected assignment may free devices (once the grace ends).
 	c.unlock(old != nil)
+	c.evictKick()
+}
+
+// identify records what the NoExecute evictor needs of the pod.
+func (p *podRecord) identify(pod *v1.Pod) {
+	p.namespace, p.name = pod.Namespace, pod.Name
+	p.tolerations = pod.Spec.Tolerations
+	p.deleting = pod.DeletionTimestamp != nil
 }
 
 // reportProblemLocked logs and records an event, once per pod and
@@ -766,8 +872,10 @@ func (c *gpuCache) assume(pod *v1.Pod, node string, a assignment.Assignment) err
 			return fmt.Errorf("gpu %s on node %s has %d%% free, %d%% needed", uuid, node, free, units)
 		}
 	}
-	c.addLocked(&podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true,
-		requested: requestedGPUs(pod), state: podgpu.Recorded})
+	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, use: use, assumed: true,
+		requested: requestedGPUs(pod), state: podgpu.Recorded}
+	rec.identify(pod)
+	c.addLocked(rec)
 	return nil
 }
 

@@ -660,12 +660,15 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	pl.cache.warn = func(regarding runtime.Object, reason, note string) {
 		recorder.Eventf(regarding, nil, v1.EventTypeWarning, reason, "Scheduling", "%s", note)
 	}
+	// The evictor hooks into the cache before the informers feed it.
+	evict := newEvictor(pl.cache, h.ClientSet(), pl.cache.warn, time.Now)
 	synced, err := pl.watch(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	pl.synced = synced
 	inventory.track(ctx, pl.cache)
+	go evict.run(klog.NewContext(ctx, logger.WithName("device-taint-eviction")))
 	go pl.activateLoop(klog.NewContext(ctx, logger), h)
 	return pl, nil
 }
