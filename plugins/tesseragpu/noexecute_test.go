@@ -38,7 +38,7 @@ func TestEvictorJudges(t *testing.T) {
 			want: verdict{at: now.Add(30 * time.Second), why: "GPU G0 has device taint maint=drain:NoExecute on node n, which the pod tolerates for 30s"}},
 		{name: "the shortest limit wins", taints: []v1.Taint{drain, xid},
 			tolerations: []v1.Toleration{exists("maint", secs(300)), exists("tessera.io/xid", secs(10))},
-			want: verdict{at: now.Add(10 * time.Second), why: "GPU G0 has device taint maint=drain:NoExecute; GPU G0 has device taint tessera.io/xid=79:NoExecute on node n, which the pod tolerates for 10s"}},
+			want:        verdict{at: now.Add(10 * time.Second), why: "GPU G0 has device taint maint=drain:NoExecute; GPU G0 has device taint tessera.io/xid=79:NoExecute on node n, which the pod tolerates for 10s"}},
 		{name: "one of two untolerated", taints: []v1.Taint{drain, xid}, tolerations: []v1.Toleration{exists("maint", nil)},
 			want: verdict{why: "GPU G0 has device taint maint=drain:NoExecute; GPU G0 has device taint tessera.io/xid=79:NoExecute on node n, which the pod does not tolerate"}},
 		{name: "negative seconds mean at once", taints: []v1.Taint{drain}, tolerations: []v1.Toleration{exists("maint", secs(-5))},

@@ -63,9 +63,9 @@ func TestStaleInventoryEvents(t *testing.T) {
 		// written, if set, is how long ago the API server last wrote the
 		// GPUNode (its managedFields time).
 		written *time.Duration
-		uid    types.UID
-		delete bool
-		want   []string
+		uid     types.UID
+		delete  bool
+		want    []string
 	}
 	age := func(d time.Duration) *time.Duration { return &d }
 	stale := func(uid string) string { return "Warning GPUInventoryStale GPUNode/a " + uid }
