@@ -232,6 +232,7 @@ func claimsOf(pod *v1.Pod, a assignment.Assignment) ([]*claim, error) {
 // listing of this node's GPU devices. Allocations the listing now shows, and
 // those too old to still be coming, are dropped from the in-flight list.
 func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
+	devs = MergeContainerDevices(devs)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.kubelet = map[owner][]ContainerDevices{}
@@ -283,6 +284,52 @@ func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
 		}
 	}
 	l.exchangeLocked()
+}
+
+// MergeContainerDevices folds the kubelet's PodResources entries into one
+// per container and resource. The kubelet reports one entry per device ID
+// (and one per NUMA node of a device that has several), so a 25% share
+// arrives as 25 entries; read one at a time, they would look like 25
+// containers or one GPU named 25 times. IDs come out sorted, without
+// repeats, and the entries in a fixed order.
+func MergeContainerDevices(devs []ContainerDevices) []ContainerDevices {
+	type k struct {
+		ns, pod, container string
+		r                  Resource
+	}
+	idx := map[k]int{}
+	var out []ContainerDevices
+	seen := map[k]map[string]bool{}
+	for _, d := range devs {
+		key := k{d.Namespace, d.Pod, d.Container, d.Resource}
+		i, ok := idx[key]
+		if !ok {
+			i = len(out)
+			idx[key] = i
+			seen[key] = map[string]bool{}
+			out = append(out, ContainerDevices{Namespace: d.Namespace, Pod: d.Pod, Container: d.Container, Resource: d.Resource})
+		}
+		for _, id := range d.IDs {
+			if !seen[key][id] {
+				seen[key][id] = true
+				out[i].IDs = append(out[i].IDs, id)
+			}
+		}
+	}
+	for i := range out {
+		sort.Strings(out[i].IDs)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		x, y := out[a], out[b]
+		if x.Namespace+"/"+x.Pod != y.Namespace+"/"+y.Pod {
+			return x.Namespace+"/"+x.Pod < y.Namespace+"/"+y.Pod
+		}
+		if x.Container != y.Container {
+			return x.Container < y.Container
+		}
+		return x.Resource < y.Resource
+	})
+	return out
 }
 
 // exchangeLocked repairs steering that served the wrong pod. When the
@@ -432,9 +479,13 @@ func (l *Ledger) heldLocked() usage {
 // in the other mode: a whole GPU that shares hold, or a share of a GPU held
 // whole. The health lever normally keeps the kubelet from offering such
 // IDs, but it reaches the kubelet asynchronously; this is the hard guard.
+// An ID already given out in the same mode is no conflict: the kubelet
+// never hands one device to two pods, and it passes an init container's
+// devices on to the containers after it, calling Allocate again with the
+// same IDs.
 func (l *Ledger) conflictLocked(r Resource, ids []string, held usage) string {
 	for _, id := range ids {
-		if r == Whole && (held.shared[id] || held.whole[id]) {
+		if r == Whole && held.shared[id] {
 			return id
 		}
 		if r == Percent {
@@ -751,11 +802,10 @@ func (l *Ledger) Allocate(r Resource, ids []string) ([]string, error) {
 		return nil, fmt.Errorf("unknown %s device IDs: %s", r, strings.Join(unknown, ", "))
 	}
 	if g := l.conflictLocked(r, ids, l.heldLocked()); g != "" {
-		other := "shares"
 		if r == Percent {
-			other = "a whole-GPU container"
+			return nil, fmt.Errorf("GPU %s is already held whole; refusing to give out shares of it as %s too", g, r)
 		}
-		return nil, fmt.Errorf("GPU %s is already held by %s; refusing to give it out as %s too", g, other, r)
+		return nil, fmt.Errorf("GPU %s is already held by shares; refusing to give it out whole as %s too", g, r)
 	}
 	a := allocation{resource: r, ids: append([]string(nil), ids...), at: l.now()}
 	if o, ok := l.offered[key(r, ids)]; ok {

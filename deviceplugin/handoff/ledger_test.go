@@ -372,3 +372,66 @@ func TestBulkHandOffSimulation(t *testing.T) {
 		})
 	}
 }
+
+// TestPerIDListingIsOneContainer feeds the ledger a PodResources listing
+// as the kubelet writes it, one entry per device ID: a 25% share the
+// kubelet put elsewhere than the annotation said is corrected to one GPU at
+// 25%, not dropped as 25 entries of 1%.
+func TestPerIDListingIsOneContainer(t *testing.T) {
+	l := NewLedger(uuids(2))
+	p := boundPod("s", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 25}}})
+	if err := l.UpsertPod(p); err != nil {
+		t.Fatal(err)
+	}
+	var listing []ContainerDevices
+	for n := 0; n < 25; n++ {
+		listing = append(listing, ContainerDevices{Namespace: "default", Pod: "s", Container: "main", Resource: Percent, IDs: []string{PercentID("GPU-1", n)}})
+	}
+	// A device on two NUMA nodes is listed twice.
+	listing = append(listing, listing[0])
+	l.ObserveKubelet(listing)
+	cs := l.Corrections()
+	if len(cs) != 1 || cs[0].Assignment.String() != `{"main":[{"uuid":"GPU-1","percent":25}]}` {
+		t.Fatalf("corrections %+v", cs)
+	}
+}
+
+func TestMergeContainerDevices(t *testing.T) {
+	in := []ContainerDevices{
+		{Namespace: "b", Pod: "p", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}},
+		{Namespace: "a", Pod: "p", Container: "main", Resource: Percent, IDs: []string{"GPU-0::02"}},
+		{Namespace: "b", Pod: "p", Container: "main", Resource: Whole, IDs: []string{"GPU-0"}},
+		{Namespace: "a", Pod: "p", Container: "main", Resource: Percent, IDs: []string{"GPU-0::01"}},
+		{Namespace: "b", Pod: "p", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}},
+	}
+	got := fmt.Sprint(MergeContainerDevices(in))
+	want := fmt.Sprint([]ContainerDevices{
+		{Namespace: "a", Pod: "p", Container: "main", Resource: Percent, IDs: []string{"GPU-0::01", "GPU-0::02"}},
+		{Namespace: "b", Pod: "p", Container: "main", Resource: Whole, IDs: []string{"GPU-0", "GPU-1"}},
+	})
+	if got != want {
+		t.Errorf("MergeContainerDevices = %s, want %s", got, want)
+	}
+}
+
+// TestInitContainerGPUPassesOn: the kubelet hands an init container's GPU
+// on to the app container and calls Allocate again with the same ID; that
+// is no conflict. A whole GPU that shares hold still is.
+func TestInitContainerGPUPassesOn(t *testing.T) {
+	l := NewLedger(uuids(2))
+	if _, err := l.Allocate(Whole, []string{"GPU-0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Allocate(Whole, []string{"GPU-0"}); err != nil {
+		t.Errorf("the init container's GPU passed on: %v", err)
+	}
+	if _, err := l.Allocate(Percent, []string{PercentID("GPU-1", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Allocate(Whole, []string{"GPU-1"}); err == nil || !strings.Contains(err.Error(), "already held by shares") {
+		t.Errorf("whole GPU held by shares: err = %v", err)
+	}
+	if _, err := l.Allocate(Percent, []string{PercentID("GPU-0", 3)}); err == nil || !strings.Contains(err.Error(), "already held whole") {
+		t.Errorf("share of a GPU held whole: err = %v", err)
+	}
+}

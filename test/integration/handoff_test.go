@@ -163,6 +163,7 @@ func (e *env) bulkRound(t *testing.T, node string, seed int64) []time.Duration {
 	use := e.checkBookings(admitted)
 	truth := map[string]int{}
 	devs, _ := k.List(e.ctx)
+	devs = handoff.MergeContainerDevices(devs)
 	for _, d := range devs {
 		for _, x := range devicesOfTruth(d) {
 			truth[x.UUID] += x.Percent
@@ -259,6 +260,7 @@ func sortedUse(m map[string]int) []string {
 
 func (e *env) dumpState(t *testing.T, k *kubelet, failing *v1.Pod) {
 	devs, _ := k.List(e.ctx)
+	devs = handoff.MergeContainerDevices(devs)
 	truth := map[string][]string{}
 	for _, d := range devs {
 		for _, x := range devicesOfTruth(d) {

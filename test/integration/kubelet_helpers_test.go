@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -131,12 +130,13 @@ func (k *kubelet) waitAllocatable(r v1.ResourceName, want int64) {
 	}
 }
 
-// List is the kubelet's record, as its PodResources API reports it.
+// List is the kubelet's record, as its PodResources API reports it: one
+// entry per device ID (the kubelet's container manager lists each device,
+// and each NUMA node of a device, on its own), sidecars but no regular init
+// containers.
 func (k *kubelet) List(context.Context) ([]handoff.ContainerDevices, error) {
 	var out []handoff.ContainerDevices
 	for _, p := range k.activePods() {
-		// Like the real PodResources API, list sidecars but not regular
-		// init containers.
 		var cs []v1.Container
 		for _, c := range p.Spec.InitContainers {
 			if c.RestartPolicy != nil && *c.RestartPolicy == v1.ContainerRestartPolicyAlways {
@@ -144,19 +144,21 @@ func (k *kubelet) List(context.Context) ([]handoff.ContainerDevices, error) {
 			}
 		}
 		cs = append(cs, p.Spec.Containers...)
-		{
-			for _, c := range cs {
-				for res, devs := range k.m.GetDevices(string(p.UID), c.Name) {
-					if res != string(handoff.Whole) && res != string(handoff.Percent) {
-						continue
+		for _, c := range cs {
+			for res, devs := range k.m.GetDevices(string(p.UID), c.Name) {
+				if res != string(handoff.Whole) && res != string(handoff.Percent) {
+					continue
+				}
+				for id, dev := range devs {
+					entry := handoff.ContainerDevices{Namespace: p.Namespace, Pod: p.Name, Container: c.Name,
+						Resource: handoff.Resource(res), IDs: []string{id}}
+					nodes := 1
+					if t := dev.GetTopology(); t != nil && len(t.GetNodes()) > 0 {
+						nodes = len(t.GetNodes())
 					}
-					ids := make([]string, 0, len(devs))
-					for id := range devs {
-						ids = append(ids, id)
+					for i := 0; i < nodes; i++ {
+						out = append(out, entry)
 					}
-					sort.Strings(ids)
-					out = append(out, handoff.ContainerDevices{Namespace: p.Namespace, Pod: p.Name, Container: c.Name,
-						Resource: handoff.Resource(res), IDs: ids})
 				}
 			}
 		}

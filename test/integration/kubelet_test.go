@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -167,5 +168,68 @@ func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
 	k.waitAllocatable(v1.ResourceName(handoff.Percent), 500)
 	if got := k.m.GetDevices(string(a.UID), "main")[string(handoff.Whole)]; len(got) != 2 {
 		t.Errorf("after restart the pod holds %v", got)
+	}
+}
+
+// TestInitContainerGPUsOnKubelet admits, through the real kubelet device
+// manager, a pod whose init container and app container each ask for one
+// whole GPU: the scheduler plans one GPU for both (the kubelet hands the
+// init container's GPU on), the kubelet serves that GPU, and the ledger's
+// view of the kubelet's record (one PodResources entry per device ID, no
+// init containers) needs no correction.
+func TestInitContainerGPUsOnKubelet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, ledger, _, inv := pluginOnKubelet(ctx, t, "node-a", false)
+	uuids := uuidsOf(inv)
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
+
+	one := v1.ResourceList{v1.ResourceName(handoff.Whole): *resource.NewQuantity(1, resource.DecimalSI)}
+	a := assignment.Assignment{"prep": {{UUID: uuids[2], Percent: 100}}, "main": {{UUID: uuids[2], Percent: 100}}}
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "staged", Namespace: "default", UID: "uid-staged",
+			Annotations: map[string]string{assignment.Annotation: a.String()}},
+		Spec: v1.PodSpec{
+			InitContainers: []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: one}}},
+			Containers:     []v1.Container{{Name: "main", Resources: v1.ResourceRequirements{Limits: one}}},
+		},
+	}
+	if err := ledger.UpsertPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.admit(ctx, pod); err != nil {
+		t.Fatalf("admission: %v", err)
+	}
+	for _, c := range []string{"prep", "main"} {
+		got := k.m.GetDevices(string(pod.UID), c)[string(handoff.Whole)]
+		if _, ok := got[uuids[2]]; len(got) != 1 || !ok {
+			t.Errorf("%s got %v, want GPU 2", c, got)
+		}
+	}
+	// A 30% share alongside, to see the listing's shape.
+	share := assignedPod("share", assignment.Assignment{"main": {{UUID: uuids[6], Percent: 30}}}, v1.ResourceName(handoff.Percent), 30)
+	if err := ledger.UpsertPod(share); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.admit(ctx, share); err != nil {
+		t.Fatal(err)
+	}
+	devs, err := k.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perContainer := map[string]int{}
+	for _, d := range devs {
+		if len(d.IDs) != 1 {
+			t.Errorf("listing entry %+v has %d IDs; the kubelet lists one per entry", d, len(d.IDs))
+		}
+		perContainer[d.Pod+"/"+d.Container]++
+	}
+	if want := map[string]int{"staged/main": 1, "share/main": 30}; fmt.Sprint(perContainer) != fmt.Sprint(want) {
+		t.Errorf("listing entries per container %v, want %v (no init containers, one entry per ID)", perContainer, want)
+	}
+	ledger.ObserveKubelet(devs)
+	if cs := ledger.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections %+v; the kubelet served the plan", cs)
 	}
 }
