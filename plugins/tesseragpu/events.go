@@ -156,7 +156,10 @@ func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, waiting *v1.Pod, oldObj, _ a
 	if !ok {
 		return fwk.Queue, fmt.Errorf("expected a pod, got %T", oldObj)
 	}
-	if _, held := pod.Annotations[assignment.Annotation]; held && pod.Spec.NodeName != "" {
+	// A bound pod held GPUs if it was recorded, or if it asked for some:
+	// the cache counts a GPU pod without a usable assignment as what it
+	// asks for.
+	if _, recorded := pod.Annotations[assignment.Annotation]; pod.Spec.NodeName != "" && (recorded || requestedGPUs(pod) != [2]int64{}) {
 		return fwk.Queue, nil
 	}
 	return pl.changedSince(waiting), nil

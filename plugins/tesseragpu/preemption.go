@@ -107,15 +107,24 @@ func (s *cycleState) set(node string, w *whatIfNode) {
 	s.whatIf[node] = w.build()
 }
 
+// whatIfFor is the common start of RemovePod and AddPod: the cycle state,
+// a copy of the node's what-if to change, the pod and the node; false when
+// there is nothing to change (a pod without GPU requests being scheduled,
+// or a node without inventory).
+func (pl *TesseraGPU) whatIfFor(cs fwk.CycleState, pi fwk.PodInfo, ni fwk.NodeInfo) (*cycleState, *whatIfNode, *v1.Pod, string, bool) {
+	s, err := readState(cs)
+	if err != nil || s.req.Empty() {
+		return nil, nil, nil, "", false
+	}
+	pod := pi.GetPod()
+	w, ok := s.with(pl.cache, ni, pod.UID)
+	return s, w, pod, ni.Node().Name, ok
+}
+
 // RemovePod takes a pod's GPUs off the node in this copy of the cycle
 // state.
 func (pl *TesseraGPU) RemovePod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
-	s, err := readState(cs)
-	if err != nil || s.req.Empty() {
-		return nil
-	}
-	pod, node := pi.GetPod(), ni.Node().Name
-	w, ok := s.with(pl.cache, ni, pod.UID)
+	s, w, pod, node, ok := pl.whatIfFor(cs, pi, ni)
 	if !ok {
 		return nil
 	}
@@ -147,12 +156,7 @@ func (pl *TesseraGPU) RemovePod(ctx context.Context, cs fwk.CycleState, _ *v1.Po
 // victim that preemption puts back, or a nominated pod, whose GPUs the
 // strategy plans on the node as it would place it.
 func (pl *TesseraGPU) AddPod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, pi fwk.PodInfo, ni fwk.NodeInfo) *fwk.Status {
-	s, err := readState(cs)
-	if err != nil || s.req.Empty() {
-		return nil
-	}
-	pod, node := pi.GetPod(), ni.Node().Name
-	w, ok := s.with(pl.cache, ni, pod.UID)
+	s, w, pod, node, ok := pl.whatIfFor(cs, pi, ni)
 	if !ok {
 		return nil
 	}

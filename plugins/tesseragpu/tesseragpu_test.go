@@ -635,6 +635,9 @@ func TestQueueingHints(t *testing.T) {
 	if h, _ := pl.afterPodDelete(logger, pod, makePod("cpu", onNode("a")), nil); h != fwk.QueueSkip {
 		t.Errorf("cpu pod deleted: %v", h)
 	}
+	if h, _ := pl.afterPodDelete(logger, pod, makePod("foreign", onNode("a"), whole("1")), nil); h != fwk.Queue {
+		t.Errorf("gpu pod of another scheduler, without an assignment, deleted: %v", h)
+	}
 	// Once the cache moves on, a pod judged on the older state is queued
 	// even by an event that says nothing new.
 	pl.cache.removePod(holder.UID)
