@@ -52,6 +52,9 @@ type claim struct {
 	// lists those, so such a claim counts as admitted once any container
 	// of its pod is listed.
 	init bool
+	// order is the container's place in the pod spec (init containers
+	// first), the order in which the kubelet allocates a pod's containers.
+	order int
 }
 
 // podRecord is what the ledger knows of a pod bound to this node.
@@ -170,6 +173,12 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 		delete(l.pods, pod.UID)
 		return nil
 	}
+	// An exchange lives in the claims until the correction it causes
+	// rewrites the annotation; an update that leaves the annotation as it
+	// was (a status change) must not undo it.
+	if old := l.pods[pod.UID]; old != nil && old.exchanged && old.annotation == rec.annotation && rec.valid {
+		rec.claims, rec.exchanged = old.claims, true
+	}
 	l.pods[pod.UID] = rec
 	return err
 }
@@ -185,18 +194,21 @@ func (l *Ledger) DeletePod(uid types.UID) {
 func claimsOf(pod *v1.Pod, a assignment.Assignment) ([]*claim, error) {
 	containers := map[string]*v1.Container{}
 	init := map[string]bool{}
+	order := map[string]int{}
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
 		containers[c.Name] = c
 		init[c.Name] = c.RestartPolicy == nil || *c.RestartPolicy != v1.ContainerRestartPolicyAlways
+		order[c.Name] = i
 	}
 	for i := range pod.Spec.Containers {
 		containers[pod.Spec.Containers[i].Name] = &pod.Spec.Containers[i]
+		order[pod.Spec.Containers[i].Name] = len(pod.Spec.InitContainers) + i
 	}
 	var out []*claim
 	for _, name := range a.Containers() {
 		devs := a[name]
-		c := &claim{owner: owner{pod.UID, name}, pod: pod.Namespace + "/" + pod.Name, created: pod.CreationTimestamp.Time, init: init[name]}
+		c := &claim{owner: owner{pod.UID, name}, pod: pod.Namespace + "/" + pod.Name, created: pod.CreationTimestamp.Time, init: init[name], order: order[name]}
 		whole := devs[0].Percent == 100
 		for _, d := range devs {
 			if (d.Percent == 100) != whole {
@@ -591,8 +603,9 @@ func (l *Ledger) matchLocked(r Resource, avail map[string]bool, must []string, s
 			}
 		}
 	}
-	// The kubelet admits pods oldest first; ties are broken by name so the
-	// choice is deterministic.
+	// The kubelet admits pods oldest first, and a pod's containers in spec
+	// order; ties between pods are broken by name so the choice is
+	// deterministic.
 	sort.Slice(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
 		if !a.created.Equal(b.created) {
@@ -601,7 +614,7 @@ func (l *Ledger) matchLocked(r Resource, avail map[string]bool, must []string, s
 		if a.pod != b.pod {
 			return a.pod < b.pod
 		}
-		return a.container < b.container
+		return a.order < b.order
 	})
 	reserved := l.reservedLocked()
 	for _, c := range cands {

@@ -435,3 +435,48 @@ func TestInitContainerGPUPassesOn(t *testing.T) {
 		t.Errorf("share of a GPU held whole: err = %v", err)
 	}
 }
+
+// TestContainersSteeredInSpecOrder: the kubelet allocates a pod's
+// containers in spec order, so two containers of one shape are steered in
+// that order, not by name.
+func TestContainersSteeredInSpecOrder(t *testing.T) {
+	l := NewLedger(uuids(2))
+	p := boundPod("two", 1, assignment.Assignment{"zeta": {{UUID: "GPU-1", Percent: 100}}, "alpha": {{UUID: "GPU-0", Percent: 100}}})
+	// boundPod lists containers by name; the spec has zeta first.
+	p.Spec.Containers[0], p.Spec.Containers[1] = p.Spec.Containers[1], p.Spec.Containers[0]
+	if p.Spec.Containers[0].Name != "zeta" {
+		t.Fatalf("spec order %v", p.Spec.Containers)
+	}
+	if err := l.UpsertPod(p); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Preferred(Whole, uuids(2), nil, 1); fmt.Sprint(got) != "[GPU-1]" {
+		t.Errorf("first container steered to %v, want zeta's GPU-1", got)
+	}
+}
+
+// TestExchangeSurvivesPodUpdate: after the kubelet served pod x on pod y's
+// claim, y waits for the GPU x left; an update of y that does not touch its
+// annotation (its status, say) keeps it so.
+func TestExchangeSurvivesPodUpdate(t *testing.T) {
+	l := NewLedger(uuids(2))
+	x := boundPod("x", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})
+	y := boundPod("y", 2, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 100}}})
+	for _, p := range []*v1.Pod{x, y} {
+		if err := l.UpsertPod(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.ObserveKubelet([]ContainerDevices{{Namespace: "default", Pod: "x", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}}})
+	if _, ok := l.Match(Whole, []string{"GPU-0"}, nil, 1); !ok {
+		t.Fatal("y is not steered to the GPU x left")
+	}
+	y2 := y.DeepCopy()
+	y2.Status.Phase = v1.PodPending
+	if err := l.UpsertPod(y2); err != nil {
+		t.Fatal(err)
+	}
+	if ids, ok := l.Match(Whole, []string{"GPU-0"}, nil, 1); !ok || fmt.Sprint(ids) != "[GPU-0]" {
+		t.Errorf("after an update of y: Match = %v, %v; the exchange was lost", ids, ok)
+	}
+}
