@@ -484,6 +484,33 @@ func (l *Ledger) heldLocked() usage {
 	for _, a := range l.inflight {
 		mark(a.resource, a.ids)
 	}
+	// The kubelet keeps a regular init container's devices for its pod's
+	// whole life, but PodResources never lists them, and the in-flight
+	// record of their Allocate expires (or is lost with a restart of this
+	// plugin). So, for every pod the listing shows, its init containers'
+	// claims count as held: derived from the pods and the listing, they
+	// survive both.
+	listed := map[types.UID]bool{}
+	for o := range l.kubelet {
+		listed[o.pod] = true
+	}
+	for _, p := range l.pods {
+		if !listed[p.uid] {
+			continue
+		}
+		for _, c := range p.claims {
+			if !c.init {
+				continue
+			}
+			for _, uuid := range c.uuids {
+				if c.resource == Whole {
+					u.whole[uuid] = true
+				} else {
+					u.shared[uuid] = true
+				}
+			}
+		}
+	}
 	return u
 }
 

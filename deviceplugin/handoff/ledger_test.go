@@ -480,3 +480,49 @@ func TestExchangeSurvivesPodUpdate(t *testing.T) {
 		t.Errorf("after an update of y: Match = %v, %v; the exchange was lost", ids, ok)
 	}
 }
+
+// TestInitContainerHoldsItsGPUForThePodsLife: an init container's share of
+// GPU-0 stays held after the in-flight record of its Allocate expires, and
+// after a restart of the plugin (a new ledger), for as long as the pod is
+// listed: GPU-0 is never offered whole meanwhile.
+func TestInitContainerHoldsItsGPUForThePodsLife(t *testing.T) {
+	p := boundPod("staged", 1, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 100}}})
+	p.Spec.InitContainers = []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: v1.ResourceList{
+		v1.ResourceName(Percent): *resource.NewQuantity(30, resource.DecimalSI)}}}}
+	p.Annotations[assignment.Annotation] = assignment.Assignment{"prep": {{UUID: "GPU-0", Percent: 30}}, "main": {{UUID: "GPU-1", Percent: 100}}}.String()
+	listing := []ContainerDevices{{Namespace: "default", Pod: "staged", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}}}
+	clock := time.Unix(1000, 0)
+
+	l := NewLedger(uuids(3))
+	l.now = func() time.Time { return clock }
+	if err := l.UpsertPod(p); err != nil {
+		t.Fatal(err)
+	}
+	var prep []string
+	for n := 0; n < 30; n++ {
+		prep = append(prep, PercentID("GPU-0", n))
+	}
+	if _, err := l.Allocate(Percent, prep); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Allocate(Whole, []string{"GPU-1"}); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(inflightTTL + time.Minute)
+	l.ObserveKubelet(listing)
+	if !l.Unhealthy(Whole)["GPU-0"] {
+		t.Error("after the in-flight window, GPU-0 is offered whole while the init container holds a share")
+	}
+
+	restarted := NewLedger(uuids(3))
+	if err := restarted.UpsertPod(p); err != nil {
+		t.Fatal(err)
+	}
+	restarted.ObserveKubelet(listing)
+	if !restarted.Unhealthy(Whole)["GPU-0"] {
+		t.Error("after a plugin restart, GPU-0 is offered whole while the init container holds a share")
+	}
+	if _, err := restarted.Allocate(Whole, []string{"GPU-0"}); err == nil {
+		t.Error("after a plugin restart, GPU-0 was given out whole")
+	}
+}
