@@ -19,6 +19,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -155,12 +156,10 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		return fmt.Errorf("watching this node's pods: %w", err)
 	}
 	// Serve the kubelet only once the ledger knows the node's pods and the
-	// kubelet's record: a blank ledger would offer held GPUs again.
+	// kubelet's record: a blank ledger would offer held GPUs again. The
+	// GPUNode and health do not wait for the kubelet.
 	if !cache.WaitForCacheSync(ctx.Done(), podsSynced) {
 		return ctx.Err()
-	}
-	if err := rec.Once(ctx); err != nil {
-		logger.Error(err, "First reading of the kubelet's pod resources failed; serving anyway and retrying")
 	}
 
 	if len(uuids) > 0 {
@@ -182,7 +181,11 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	n++
 	run(func() { a.pub.Run(ctx) })
 	n++
-	run(func() { _ = srv.Run(ctx) })
+	run(func() {
+		if firstReading(ctx, rec) {
+			_ = srv.Run(ctx)
+		}
+	})
 	n++
 	run(func() { rec.Run(ctx, cfg.ReconcileInterval) })
 	n++
@@ -292,6 +295,27 @@ func (a *Agent) serverGPUs(states map[string]health.Change) []server.GPU {
 // kubelet, or the demo, which runs none); once it has been seen, a missing
 // socket is an error, so that a restarting kubelet never looks like a node
 // where nothing is allocated.
+// firstReading reads the kubelet's record until a reading succeeds, so
+// that the plugin never serves the kubelet from a ledger that does not know
+// what the kubelet has already given out (after a restart of the plugin,
+// every GPU would look free). It reports false when ctx ends first.
+func firstReading(ctx context.Context, rec *handoff.Reconciler) bool {
+	logger := klog.FromContext(ctx)
+	logged := false
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		err := rec.Once(ctx)
+		if err != nil && !logged {
+			logger.Error(err, "Cannot read the kubelet's pod resources; not serving the kubelet until a reading succeeds")
+			logged = true
+		}
+		return err == nil, nil
+	})
+	if err == nil && logged {
+		logger.Info("Read the kubelet's pod resources; serving the kubelet")
+	}
+	return err == nil
+}
+
 type kubeletRecord struct {
 	handoff.PodResources
 	seen *atomic.Bool

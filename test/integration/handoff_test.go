@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/deviceplugin/agent"
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
 	"github.com/tessera-gpu/tessera/deviceplugin/health"
@@ -282,4 +285,54 @@ func (e *env) dumpState(t *testing.T, k *kubelet, failing *v1.Pod) {
 	for u := range claims {
 		t.Logf("GPU %s\n   annotations %v\n   kubelet     %v", u[:12], claims[u], truth[u])
 	}
+}
+
+// gatedRecord is the kubelet's record, unreadable until open is closed, as
+// when the kubelet restarts with the plugin.
+type gatedRecord struct {
+	k     *kubelet
+	open  chan struct{}
+	calls atomic.Int32
+}
+
+func (g *gatedRecord) List(ctx context.Context) ([]handoff.ContainerDevices, error) {
+	g.calls.Add(1)
+	select {
+	case <-g.open:
+		return g.k.List(ctx)
+	default:
+		return nil, errors.New("connection refused")
+	}
+}
+
+// TestPluginWaitsForTheKubeletsRecord starts the device plugin while the
+// kubelet's PodResources cannot be read: it must not register with the
+// kubelet (it would serve from a ledger that does not know what is given
+// out) until a reading succeeds.
+func TestPluginWaitsForTheKubeletsRecord(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("gpu-0", localcluster.FakeNode{GPUs: 8, NoInventory: true})
+	k := startKubelet(t, shortTempDir(t))
+	g := &gatedRecord{k: k, open: make(chan struct{})}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = agent.Run(ctx, agent.Config{NodeName: "gpu-0", Kube: e.c.Client, GPU: e.c.GPU, Fake: "dgxh100",
+			DevicePluginDir: k.dir, Heartbeat: 5 * time.Second, ReconcileInterval: time.Second,
+			Health: health.DefaultConfig(), KubeletRecord: g}, nil)
+	}()
+	defer func() { cancel(); <-done }()
+	// The GPUNode is published whatever the kubelet does.
+	e.waitGPUNode("gpu-0", func(gn *v1alpha1.GPUNode) bool { return gn.Status.GPUCount == 8 })
+	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		return g.calls.Load() >= 3, nil
+	}); err != nil {
+		t.Fatal("the plugin stopped trying to read the kubelet's record")
+	}
+	if n := k.allocatable(v1.ResourceName(handoff.Whole)); n != 0 {
+		t.Fatalf("the plugin registered %d GPUs with the kubelet before it could read the kubelet's record", n)
+	}
+	close(g.open)
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
 }
