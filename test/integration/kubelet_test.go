@@ -233,3 +233,56 @@ func TestInitContainerGPUsOnKubelet(t *testing.T) {
 		t.Errorf("corrections %+v; the kubelet served the plan", cs)
 	}
 }
+
+// TestSidecarBesideAppOnKubelet admits a pod whose sidecar (a restartable
+// init container) and app container each hold a share of one GPU, as the
+// scheduler plans them (they run together, so their shares add up). The
+// kubelet does not pass a sidecar's devices on: each container gets its own
+// percent IDs, both on the planned GPU, and the record needs no correction.
+func TestSidecarBesideAppOnKubelet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, ledger, _, inv := pluginOnKubelet(ctx, t, "node-a", false)
+	uuids := uuidsOf(inv)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
+
+	pct := func(n int64) v1.ResourceList {
+		return v1.ResourceList{v1.ResourceName(handoff.Percent): *resource.NewQuantity(n, resource.DecimalSI)}
+	}
+	always := v1.ContainerRestartPolicyAlways
+	a := assignment.Assignment{"proxy": {{UUID: uuids[5], Percent: 20}}, "main": {{UUID: uuids[5], Percent: 30}}}
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "with-sidecar", Namespace: "default", UID: "uid-with-sidecar",
+			Annotations: map[string]string{assignment.Annotation: a.String()}},
+		Spec: v1.PodSpec{
+			InitContainers: []v1.Container{{Name: "proxy", RestartPolicy: &always, Resources: v1.ResourceRequirements{Limits: pct(20)}}},
+			Containers:     []v1.Container{{Name: "main", Resources: v1.ResourceRequirements{Limits: pct(30)}}},
+		},
+	}
+	if err := ledger.UpsertPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.admit(ctx, pod); err != nil {
+		t.Fatalf("admission: %v", err)
+	}
+	for c, want := range map[string]int{"proxy": 20, "main": 30} {
+		ids := k.m.GetDevices(string(pod.UID), c)[string(handoff.Percent)]
+		if len(ids) != want {
+			t.Errorf("%s got %d percent IDs, want %d", c, len(ids), want)
+		}
+		for id := range ids {
+			if u, _, _ := handoff.ParsePercentID(id); u != uuids[5] {
+				t.Errorf("%s got %s, not on the planned GPU", c, id)
+				break
+			}
+		}
+	}
+	devs, err := k.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger.ObserveKubelet(devs)
+	if cs := ledger.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections %+v; the kubelet served the plan", cs)
+	}
+}
