@@ -111,6 +111,18 @@ type Ledger struct {
 	steered map[owner]bool
 	// podsChanged is closed and replaced at every pod update.
 	podsChanged chan struct{}
+	// ghosts are pods gone from the API that the kubelet still lists, by
+	// namespace/name: the device IDs it listed for them when they went.
+	// PodResources names pods, not UIDs, so without them the devices of a
+	// force-deleted pod would be credited to a new pod of the same name.
+	ghosts map[string]ghost
+}
+
+// ghost is a pod deleted from the API whose devices the kubelet may still
+// hold.
+type ghost struct {
+	uid types.UID
+	ids map[string]bool // resource/id
 }
 
 // inflightTTL bounds how long an allocation the kubelet never reports is
@@ -121,7 +133,7 @@ const inflightTTL = 2 * time.Minute
 func NewLedger(uuids []string) *Ledger {
 	l := &Ledger{now: time.Now, unhealthy: map[string]bool{}, pods: map[types.UID]*podRecord{},
 		kubelet: map[owner][]ContainerDevices{}, offered: map[string]owner{}, steered: map[owner]bool{},
-		podsChanged: make(chan struct{})}
+		podsChanged: make(chan struct{}), ghosts: map[string]ghost{}}
 	l.SetGPUs(uuids)
 	return l
 }
@@ -170,7 +182,7 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	close(l.podsChanged)
 	l.podsChanged = make(chan struct{})
 	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
-		delete(l.pods, pod.UID)
+		l.forgetLocked(pod.UID)
 		return nil
 	}
 	// An exchange lives in the claims until the correction it causes
@@ -187,7 +199,33 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 func (l *Ledger) DeletePod(uid types.UID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.forgetLocked(uid)
+}
+
+// forgetLocked drops a pod. If the kubelet's last listing shows devices
+// for it, they stay the ghost's until a listing no longer shows them: the
+// kubelet never gives one device to two pods at once, so while listed they
+// are not a new same-name pod's.
+func (l *Ledger) forgetLocked(uid types.UID) {
+	p := l.pods[uid]
 	delete(l.pods, uid)
+	if p == nil {
+		return
+	}
+	ids := map[string]bool{}
+	for o, ds := range l.kubelet {
+		if o.pod != uid {
+			continue
+		}
+		for _, d := range ds {
+			for _, id := range d.IDs {
+				ids[string(d.Resource)+"/"+id] = true
+			}
+		}
+	}
+	if len(ids) > 0 {
+		l.ghosts[p.namespace+"/"+p.name] = ghost{uid: uid, ids: ids}
+	}
 }
 
 // claimsOf turns an assignment into per-container claims.
@@ -253,16 +291,50 @@ func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
 	for _, p := range l.pods {
 		byName[p.namespace+"/"+p.name] = p.uid
 	}
+	ghostListed := map[string]bool{}
 	for _, d := range devs {
-		uid, ok := byName[d.Namespace+"/"+d.Pod]
+		name := d.Namespace + "/" + d.Pod
+		uid, ok := byName[name]
 		if !ok {
 			// A pod the informer has not shown yet still holds its devices.
-			uid = types.UID("name:" + d.Namespace + "/" + d.Pod)
+			uid = types.UID("name:" + name)
+		}
+		// The IDs a deleted pod of this name still held are its own, not
+		// those of the pod that now has the name.
+		if g, haunted := l.ghosts[name]; haunted {
+			var mine, its []string
+			for _, id := range d.IDs {
+				if g.ids[string(d.Resource)+"/"+id] {
+					its = append(its, id)
+				} else {
+					mine = append(mine, id)
+				}
+			}
+			for _, id := range its {
+				listed[string(d.Resource)+"/"+id] = true
+			}
+			if len(its) > 0 {
+				ghostListed[name] = true
+				gd := d
+				gd.IDs = its
+				o := owner{g.uid, d.Container}
+				l.kubelet[o] = append(l.kubelet[o], gd)
+			}
+			d.IDs = mine
+		}
+		for _, id := range d.IDs {
+			listed[string(d.Resource)+"/"+id] = true
+		}
+		if len(d.IDs) == 0 {
+			continue
 		}
 		o := owner{uid, d.Container}
 		l.kubelet[o] = append(l.kubelet[o], d)
-		for _, id := range d.IDs {
-			listed[string(d.Resource)+"/"+id] = true
+	}
+	// A ghost whose devices the kubelet no longer lists is gone for good.
+	for name := range l.ghosts {
+		if !ghostListed[name] {
+			delete(l.ghosts, name)
 		}
 	}
 	now := l.now()

@@ -526,3 +526,47 @@ func TestInitContainerHoldsItsGPUForThePodsLife(t *testing.T) {
 		t.Error("after a plugin restart, GPU-0 was given out whole")
 	}
 }
+
+// TestSameNameReplacement: a pod force-deleted from the API while the
+// kubelet still holds its GPU is replaced by a pod of the same name. The
+// kubelet's listing names both "default/job"; the old pod's GPU stays its
+// own, so the new pod is neither corrected to it nor taken as admitted.
+func TestSameNameReplacement(t *testing.T) {
+	l := NewLedger(uuids(3))
+	old := boundPod("job", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})
+	if err := l.UpsertPod(old); err != nil {
+		t.Fatal(err)
+	}
+	listOld := ContainerDevices{Namespace: "default", Pod: "job", Container: "main", Resource: Whole, IDs: []string{"GPU-0"}}
+	l.ObserveKubelet([]ContainerDevices{listOld})
+	l.DeletePod(old.UID)
+
+	repl := boundPod("job", 2, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 100}}})
+	repl.UID = "uid-job-2"
+	if err := l.UpsertPod(repl); err != nil {
+		t.Fatal(err)
+	}
+	l.ObserveKubelet([]ContainerDevices{listOld})
+	if cs := l.Corrections(); len(cs) != 0 {
+		t.Fatalf("the old pod's GPU was credited to its replacement: %+v", cs)
+	}
+	if ids, ok := l.Match(Whole, []string{"GPU-1", "GPU-2"}, nil, 1); !ok || fmt.Sprint(ids) != "[GPU-1]" {
+		t.Errorf("the replacement is not steered to its GPU: %v %v", ids, ok)
+	}
+	if !l.Unhealthy(Percent)[PercentID("GPU-0", 0)] {
+		t.Error("the old pod's GPU is offered as shares while the kubelet holds it")
+	}
+	// Both are listed under one name; each keeps its own GPU.
+	l.ObserveKubelet([]ContainerDevices{listOld, {Namespace: "default", Pod: "job", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}}})
+	if cs := l.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections with both listed: %+v", cs)
+	}
+	// The old pod's containers are gone: its GPU is free again.
+	l.ObserveKubelet([]ContainerDevices{{Namespace: "default", Pod: "job", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}}})
+	if l.Unhealthy(Percent)[PercentID("GPU-0", 0)] {
+		t.Error("GPU-0 stays held after the old pod left the listing")
+	}
+	if cs := l.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections after the old pod went: %+v", cs)
+	}
+}

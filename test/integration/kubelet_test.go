@@ -286,3 +286,49 @@ func TestSidecarBesideAppOnKubelet(t *testing.T) {
 		t.Errorf("corrections %+v; the kubelet served the plan", cs)
 	}
 }
+
+// TestSameNameReplacementOnKubelet: a pod is force-deleted from the API
+// while the kubelet still runs it, and a pod of the same name is placed on
+// another GPU. The kubelet lists both as "default/job"; the new pod is
+// steered to its own GPU and its annotation is left alone.
+func TestSameNameReplacementOnKubelet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, ledger, _, inv := pluginOnKubelet(ctx, t, "node-a", false)
+	uuids := uuidsOf(inv)
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
+	observe := func() {
+		devs, err := k.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ledger.ObserveKubelet(devs)
+	}
+
+	old := assignedPod("job", assignment.Assignment{"main": {{UUID: uuids[3], Percent: 100}}}, v1.ResourceName(handoff.Whole), 1)
+	if err := ledger.UpsertPod(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.admit(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	observe()
+	ledger.DeletePod(old.UID) // force-deleted; the kubelet still runs it
+
+	repl := assignedPod("job", assignment.Assignment{"main": {{UUID: uuids[5], Percent: 100}}}, v1.ResourceName(handoff.Whole), 1)
+	repl.UID = "uid-job-2"
+	if err := ledger.UpsertPod(repl); err != nil {
+		t.Fatal(err)
+	}
+	observe()
+	if err := k.admit(ctx, repl); err != nil {
+		t.Fatalf("admission of the replacement: %v", err)
+	}
+	if got := k.m.GetDevices(string(repl.UID), "main")[string(handoff.Whole)]; len(got) != 1 || got[uuids[5]] == nil {
+		t.Errorf("the replacement got %v, want GPU 5", got)
+	}
+	observe()
+	if cs := ledger.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections %+v; the old pod's GPU was credited to the new one", cs)
+	}
+}
