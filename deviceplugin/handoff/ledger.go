@@ -126,8 +126,14 @@ type ghost struct {
 }
 
 // inflightTTL bounds how long an allocation the kubelet never reports is
-// kept: a container whose start failed never shows up in PodResources.
-const inflightTTL = 2 * time.Minute
+// kept. The kubelet lists a pod as soon as its admission ends, which is
+// milliseconds after its last Allocate; an allocation still not shown after
+// this long belongs to a pod whose admission failed, and the kubelet frees
+// its devices at its next allocation. Keeping it longer would keep the GPU
+// out of the other resource's count for nothing. Allocations for regular
+// init containers, which the kubelet never lists, are kept while their pod
+// exists instead (see keepLocked).
+const inflightTTL = 10 * time.Second
 
 // NewLedger returns a ledger for the node's GPUs.
 func NewLedger(uuids []string) *Ledger {
@@ -347,7 +353,7 @@ func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
 				break
 			}
 		}
-		if !shown && now.Sub(a.at) < inflightTTL {
+		if !shown && (now.Sub(a.at) < inflightTTL || l.keepLocked(a)) {
 			kept = append(kept, a)
 			continue
 		}
@@ -414,6 +420,31 @@ func MergeContainerDevices(devs []ContainerDevices) []ContainerDevices {
 		return x.Resource < y.Resource
 	})
 	return out
+}
+
+// keepLocked reports whether an allocation the listing does not show is
+// still held past inflightTTL: one steered to a regular init container
+// (never listed) of a pod that exists and that the listing does not show
+// yet (once it does, heldLocked counts the pod's init claims).
+func (l *Ledger) keepLocked(a allocation) bool {
+	if a.owner == nil {
+		return false
+	}
+	p := l.pods[a.owner.pod]
+	if p == nil {
+		return false
+	}
+	for o := range l.kubelet {
+		if o.pod == p.uid {
+			return false
+		}
+	}
+	for _, c := range p.claims {
+		if c.owner == *a.owner {
+			return c.init
+		}
+	}
+	return false
 }
 
 // exchangeLocked repairs steering that served the wrong pod. When the

@@ -570,3 +570,42 @@ func TestSameNameReplacement(t *testing.T) {
 		t.Errorf("corrections after the old pod went: %+v", cs)
 	}
 }
+
+// TestFailedAdmissionReleasesSoon: an allocation the kubelet never lists
+// (its pod failed admission) stops holding its GPU after inflightTTL, not
+// minutes later; one for an init container of a pod still waiting to be
+// listed is kept.
+func TestFailedAdmissionReleasesSoon(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	l := NewLedger(uuids(2))
+	l.now = func() time.Time { return clock }
+	if _, err := l.Allocate(Whole, []string{"GPU-0"}); err != nil {
+		t.Fatal(err)
+	}
+	// An init container's GPU, steered to its claim.
+	p := boundPod("staged", 1, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 100}}})
+	p.Spec.InitContainers = []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: v1.ResourceList{
+		v1.ResourceName(Whole): *resource.NewQuantity(1, resource.DecimalSI)}}}}
+	p.Annotations[assignment.Annotation] = assignment.Assignment{"prep": {{UUID: "GPU-1", Percent: 100}}, "main": {{UUID: "GPU-1", Percent: 100}}}.String()
+	if err := l.UpsertPod(p); err != nil {
+		t.Fatal(err)
+	}
+	if ids := l.Preferred(Whole, []string{"GPU-1"}, nil, 1); fmt.Sprint(ids) != "[GPU-1]" {
+		t.Fatalf("preferred %v", ids)
+	}
+	if _, err := l.Allocate(Whole, []string{"GPU-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Unhealthy(Percent)[PercentID("GPU-0", 0)] {
+		t.Fatal("a fresh allocation does not hold its GPU")
+	}
+	clock = clock.Add(inflightTTL + time.Second)
+	l.ObserveKubelet(nil)
+	unhealthy := l.Unhealthy(Percent)
+	if unhealthy[PercentID("GPU-0", 0)] {
+		t.Error("the GPU of a failed admission is still held after inflightTTL")
+	}
+	if !unhealthy[PercentID("GPU-1", 0)] {
+		t.Error("the init container's GPU was released while its pod waits to be listed")
+	}
+}
