@@ -19,6 +19,7 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -29,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/podgpu"
 )
 
 // owner is one container of one pod.
@@ -174,14 +176,8 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	raw, ok := pod.Annotations[assignment.Annotation]
 	if ok {
 		rec.annotation = raw
-		var a assignment.Assignment
-		if a, err = assignment.Parse(raw); err == nil {
-			rec.claims, err = claimsOf(pod, a)
-		}
+		rec.claims, err = claimsOf(pod)
 		rec.valid = err == nil
-		if err != nil {
-			rec.claims = nil
-		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -234,49 +230,46 @@ func (l *Ledger) forgetLocked(uid types.UID) {
 	}
 }
 
-// claimsOf turns an assignment into per-container claims.
-func claimsOf(pod *v1.Pod, a assignment.Assignment) ([]*claim, error) {
-	containers := map[string]*v1.Container{}
+// claimsOf turns a pod's assignment into per-container claims. Which part
+// of an annotation is trusted is pkg/podgpu's rule, the one the scheduler
+// follows: only containers that ask for GPUs, each given exactly what it
+// asks; anything else is an error, and the pod gets no claims, so an
+// annotation cannot reserve GPUs nobody will use. A share recorded in
+// parts over several GPUs (the kubelet's truth, written back by the
+// reconciler) is one claim on those GPUs.
+func claimsOf(pod *v1.Pod) ([]*claim, error) {
+	h := podgpu.Of(pod)
+	if h.State != podgpu.Recorded {
+		if h.Problem == "" {
+			return nil, fmt.Errorf("%s cannot be used", assignment.Annotation)
+		}
+		return nil, errors.New(h.Problem)
+	}
 	init := map[string]bool{}
 	order := map[string]int{}
 	for i := range pod.Spec.InitContainers {
 		c := &pod.Spec.InitContainers[i]
-		containers[c.Name] = c
 		init[c.Name] = c.RestartPolicy == nil || *c.RestartPolicy != v1.ContainerRestartPolicyAlways
 		order[c.Name] = i
 	}
 	for i := range pod.Spec.Containers {
-		containers[pod.Spec.Containers[i].Name] = &pod.Spec.Containers[i]
 		order[pod.Spec.Containers[i].Name] = len(pod.Spec.InitContainers) + i
 	}
 	var out []*claim
-	for _, name := range a.Containers() {
-		devs := a[name]
+	for _, name := range h.Assignment.Containers() {
+		devs := h.Assignment[name]
 		c := &claim{owner: owner{pod.UID, name}, pod: pod.Namespace + "/" + pod.Name, created: pod.CreationTimestamp.Time, init: init[name], order: order[name]}
-		whole := devs[0].Percent == 100
+		c.resource = Whole
+		if devs[0].Percent < 100 {
+			c.resource = Percent
+		}
 		for _, d := range devs {
-			if (d.Percent == 100) != whole {
-				return nil, fmt.Errorf("%s: container %q mixes whole GPUs and shares", assignment.Annotation, name)
-			}
 			c.uuids = append(c.uuids, d.UUID)
-		}
-		if whole {
-			c.resource, c.size = Whole, len(devs)
-		} else {
-			if len(devs) != 1 {
-				return nil, fmt.Errorf("%s: container %q has shares of %d GPUs; a share is on one GPU", assignment.Annotation, name, len(devs))
+			if c.resource == Whole {
+				c.size++
+			} else {
+				c.size += d.Percent
 			}
-			c.resource, c.size = Percent, devs[0].Percent
-		}
-		// Only a container that asks the kubelet for exactly this can hold
-		// a claim: an annotation must not reserve GPUs nobody will use.
-		ctr := containers[name]
-		if ctr == nil {
-			return nil, fmt.Errorf("%s names container %q, which the pod does not have", assignment.Annotation, name)
-		}
-		q, ok := ctr.Resources.Limits[v1.ResourceName(c.resource)]
-		if !ok || q.Value() != int64(c.size) {
-			return nil, fmt.Errorf("%s gives container %q %d of %s, which it does not ask for", assignment.Annotation, name, c.size, c.resource)
 		}
 		sort.Strings(c.uuids)
 		out = append(out, c)

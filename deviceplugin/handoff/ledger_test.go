@@ -609,3 +609,27 @@ func TestFailedAdmissionReleasesSoon(t *testing.T) {
 		t.Error("the init container's GPU was released while its pod waits to be listed")
 	}
 }
+
+// TestSplitShareIsAClaim: a share the kubelet spread over GPUs, once the
+// reconciler has written it back, is the pod's claim, not an annotation to
+// ignore (the scheduler counts it the same way, pkg/podgpu).
+func TestSplitShareIsAClaim(t *testing.T) {
+	l := NewLedger(uuids(2))
+	p := boundPod("split", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 30}}})
+	p.Spec.Containers[0].Resources.Limits = v1.ResourceList{v1.ResourceName(Percent): *resource.NewQuantity(50, resource.DecimalSI)}
+	p.Annotations[assignment.Annotation] = assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 30}, {UUID: "GPU-1", Percent: 20}}}.String()
+	if err := l.UpsertPod(p); err != nil {
+		t.Fatalf("the written-back truth was refused: %v", err)
+	}
+	var ids []string
+	for n := 0; n < 30; n++ {
+		ids = append(ids, PercentID("GPU-0", n))
+	}
+	for n := 0; n < 20; n++ {
+		ids = append(ids, PercentID("GPU-1", n))
+	}
+	l.ObserveKubelet([]ContainerDevices{{Namespace: "default", Pod: "split", Container: "main", Resource: Percent, IDs: ids}})
+	if cs := l.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections %+v", cs)
+	}
+}
