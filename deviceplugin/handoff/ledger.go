@@ -540,19 +540,23 @@ type usage struct {
 	whole, shared map[string]bool
 }
 
+// claim marks the GPUs of a claim as held in its mode.
+func (u usage) claim(c *claim) {
+	for _, uuid := range c.uuids {
+		if c.resource == Whole {
+			u.whole[uuid] = true
+		} else {
+			u.shared[uuid] = true
+		}
+	}
+}
+
 func (l *Ledger) usageLocked() usage {
 	u := l.heldLocked()
 	for _, p := range l.pods {
 		for _, c := range p.claims {
-			if l.admittedLocked(c) {
-				continue
-			}
-			for _, uuid := range c.uuids {
-				if c.resource == Whole {
-					u.whole[uuid] = true
-				} else {
-					u.shared[uuid] = true
-				}
+			if !l.admittedLocked(c) {
+				u.claim(c)
 			}
 		}
 	}
@@ -595,15 +599,8 @@ func (l *Ledger) heldLocked() usage {
 			continue
 		}
 		for _, c := range p.claims {
-			if !c.init {
-				continue
-			}
-			for _, uuid := range c.uuids {
-				if c.resource == Whole {
-					u.whole[uuid] = true
-				} else {
-					u.shared[uuid] = true
-				}
+			if c.init {
+				u.claim(c)
 			}
 		}
 	}

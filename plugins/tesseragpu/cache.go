@@ -144,6 +144,7 @@ type podRecord struct {
 	// on GPUs publishLocked works out as binpack would place it (guessUse),
 	// or, where it cannot, on every GPU of the node.
 	guess    *v1.Pod
+	guessReq *device.Request
 	guessUse map[string]int
 	// assumed is true between Reserve and the informer seeing the pod
 	// bound; such records are dropped only by Unreserve or deletion.
@@ -450,14 +451,15 @@ func (c *gpuCache) setGPUNode(gn *v1alpha1.GPUNode) {
 	r.rv, r.gn, r.inv = gn.ResourceVersion, gn, inv
 	c.publishLocked(r)
 	c.stalenessLocked(r, now)
-	_, had := c.noExecute[gn.Name]
-	if hasNoExecute(inv) {
+	// A NoExecute taint set or lifted changes what the evictor must do.
+	had, has := c.noExecute[gn.Name], hasNoExecute(inv)
+	if has {
 		c.noExecute[gn.Name] = true
 	} else {
 		delete(c.noExecute, gn.Name)
 	}
 	c.unlock(changed)
-	if had || c.noExecuteOn(gn.Name) {
+	if had || has {
 		c.evictKick()
 	}
 }
@@ -473,12 +475,6 @@ func hasNoExecute(inv *device.Inventory) bool {
 		}
 	}
 	return false
-}
-
-func (c *gpuCache) noExecuteOn(node string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.noExecute[node]
 }
 
 // taintedUse is a pod that holds GPUs with NoExecute device taints.
@@ -554,12 +550,9 @@ const (
 // heartbeat counts from when the scheduler sees it.
 func firstSeen(gn *v1alpha1.GPUNode, now time.Time) time.Time {
 	var at time.Time
-	for _, f := range gn.ManagedFields {
-		if f.Time != nil && f.Time.After(at) {
-			at = f.Time.Time
-		}
-	}
-	if at.IsZero() && gn.Status.HeartbeatTime != nil {
+	if w := lastWrite(gn.ManagedFields); w != nil {
+		at = w.Time
+	} else if gn.Status.HeartbeatTime != nil {
 		at = gn.Status.HeartbeatTime.Time
 	}
 	if at.After(now) {
@@ -722,19 +715,23 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 	}
 	use := h.Use
 	var guess *v1.Pod
+	var guessReq *device.Request
 	if h.State == podgpu.Unrecorded {
-		guess = pod
+		guess, guessReq = pod, h.Request
 	}
 	if old != nil && old.node == pod.Spec.NodeName && old.state == h.State && sameUse(old.use, use) {
 		// Confirmation of an assumed pod, or a repeated event.
 		old.assumed = false
 		old.identify(pod)
+		kick := c.noExecute[old.node]
 		c.unlock(false)
-		c.evictKick()
+		if kick {
+			c.evictKick()
+		}
 		return
 	}
 	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, use: use,
-		requested: requestedGPUs(pod), state: h.State, guess: guess}
+		requested: requestedGPUs(pod), state: h.State, guess: guess, guessReq: guessReq}
 	rec.identify(pod)
 	if old != nil && !old.assumed && old.node == rec.node && old.use != nil && use != nil {
 		// A bound pod's assignment was rewritten, normally by the device
@@ -758,9 +755,13 @@ func (c *gpuCache) upsertPod(pod *v1.Pod) {
 		c.removeLocked(old)
 	}
 	c.addLocked(rec)
+	// Only pods on nodes with NoExecute taints concern the evictor.
+	kick := c.noExecute[rec.node]
 	// A corrected assignment may free devices (once the grace ends).
 	c.unlock(old != nil)
-	c.evictKick()
+	if kick {
+		c.evictKick()
+	}
 }
 
 // identify records what the NoExecute evictor needs of the pod.
@@ -923,14 +924,14 @@ func (c *gpuCache) publishLocked(r *nodeRecord) {
 			// which GPU it really holds is unknown.
 			c.logger.V(4).Info("Pod holds a GPU the inventory does not list", "pod", p.key, "node", r.name)
 		}
-		st.count(p, r.inv)
+		st.count(p, h)
 	}
 	// Pods whose GPUs are not recorded take what they ask on the GPUs
 	// left, in a fixed order so that every publish guesses alike.
 	slices.SortFunc(guessed, func(a, b *podRecord) int { return strings.Compare(string(a.uid), string(b.uid)) })
 	for _, p := range guessed {
-		p.guessUse = st.guess(p.guess)
-		st.count(p, r.inv)
+		p.guessUse = st.guess(p.guess, p.guessReq)
+		st.count(p, p.hold(r.inv))
 	}
 	// The new state is counted in before the old one is counted out, so
 	// that a model on this node alone keeps its tally entry.
@@ -960,8 +961,7 @@ func newNodeState(inv *device.Inventory) *nodeState {
 func (st *nodeState) clone() *nodeState {
 	c := newNodeState(st.inv)
 	copy(c.used, st.used)
-	c.unknown = st.unknown
-	c.holders = st.holders
+	c.unknown, c.holders, c.requested = st.unknown, st.holders, st.requested
 	return c
 }
 
@@ -1015,7 +1015,7 @@ func (c *gpuCache) agreed(st *nodeState, ni fwk.NodeInfo, also types.UID) *nodeS
 	out := newNodeState(r.inv)
 	for _, p := range r.pods {
 		if inSnapshot(p.uid) {
-			out.count(p, r.inv)
+			out.count(p, p.hold(r.inv))
 		}
 	}
 	return out
@@ -1061,33 +1061,30 @@ func (p *podRecord) hold(inv *device.Inventory) podHold {
 // capacity, as binpack would, on any GPU (the kubelet gave it GPUs without
 // regard to health, device taints or models), and returns what it takes;
 // nil when it does not fit or the node's inventory is unknown.
-func (st *nodeState) guess(pod *v1.Pod) map[string]int {
-	if st.inv == nil || st.inv.Len() == 0 {
+func (st *nodeState) guess(pod *v1.Pod, asked *device.Request) map[string]int {
+	if st.inv == nil || st.inv.Len() == 0 || asked.Empty() {
 		return nil
 	}
-	req, err := gpu.ParsePod(pod)
-	if err != nil || req.Empty() {
-		return nil
-	}
+	req := *asked
 	req.Models, req.Tolerations = nil, nil
 	all := uint64(1)<<st.inv.Len() - 1
 	if st.inv.Len() == 64 {
 		all = ^uint64(0)
 	}
-	p, ok := device.Plan(st.inv, st.used, req, all, 0, device.Binpack)
+	p, ok := device.Plan(st.inv, st.used, &req, all, 0, device.Binpack)
 	if !ok {
 		return nil
 	}
-	use, err := podgpu.PeakUse(pod, placed(st.inv, req, p))
+	use, err := podgpu.PeakUse(pod, placed(st.inv, &req, p))
 	if err != nil {
 		return nil
 	}
 	return use
 }
 
-// count counts a pod of the node in.
-func (st *nodeState) count(p *podRecord, inv *device.Inventory) {
-	st.add(p.hold(inv), 1)
+// count counts in a pod of the node, which takes h of it.
+func (st *nodeState) count(p *podRecord, h podHold) {
+	st.add(h, 1)
 	st.holders = append(st.holders, p.uid)
 	st.requested[0] += p.requested[0]
 	st.requested[1] += p.requested[1]

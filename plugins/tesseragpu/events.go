@@ -85,18 +85,25 @@ func trimManagedFields(obj any) (any, error) {
 	if err != nil || m.GetManagedFields() == nil {
 		return obj, nil
 	}
-	var latest *metav1.Time
-	for _, f := range m.GetManagedFields() {
-		if f.Time != nil && (latest == nil || f.Time.After(latest.Time)) {
-			latest = f.Time
-		}
-	}
+	latest := lastWrite(m.GetManagedFields())
 	if latest == nil {
 		m.SetManagedFields(nil)
 	} else {
 		m.SetManagedFields([]metav1.ManagedFieldsEntry{{Time: latest}})
 	}
 	return obj, nil
+}
+
+// lastWrite is the time of the latest write the managed fields record,
+// nil when none has a time.
+func lastWrite(fields []metav1.ManagedFieldsEntry) *metav1.Time {
+	var latest *metav1.Time
+	for _, f := range fields {
+		if f.Time != nil && (latest == nil || f.Time.After(latest.Time)) {
+			latest = f.Time
+		}
+	}
+	return latest
 }
 
 // EventsToRegister requeues pods rejected for GPU reasons when a GPUNode

@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"context"
+	"maps"
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
@@ -141,9 +142,10 @@ func (pl *TesseraGPU) RemovePod(ctx context.Context, cs fwk.CycleState, _ *v1.Po
 		// The cache counts nothing of it here (a pod without GPUs).
 		return nil
 	}
-	removed := make(map[types.UID]podHold, len(w.removed)+1)
-	for k, v := range w.removed {
-		removed[k] = v
+	// Copied, not changed: other copies of the cycle state share the map.
+	removed := maps.Clone(w.removed)
+	if removed == nil {
+		removed = map[types.UID]podHold{}
 	}
 	removed[pod.UID] = h
 	w.removed = removed
@@ -161,13 +163,8 @@ func (pl *TesseraGPU) AddPod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, 
 		return nil
 	}
 	if _, gone := w.removed[pod.UID]; gone {
-		removed := make(map[types.UID]podHold, len(w.removed))
-		for k, v := range w.removed {
-			if k != pod.UID {
-				removed[k] = v
-			}
-		}
-		w.removed = removed
+		w.removed = maps.Clone(w.removed)
+		delete(w.removed, pod.UID)
 		s.set(node, w)
 		return nil
 	}
