@@ -207,9 +207,40 @@ func (e *env) bulkRound(t *testing.T, node string, seed int64) (lat []time.Durat
 // servedAsChosen reports whether the kubelet gave the pod's container the
 // GPUs and shares its annotation names.
 func (e *env) servedAsChosen(k *kubelet, p *v1.Pod) bool {
+	annotation, kubelet, err := mainDevices(k, p)
+	return err == nil && annotation == kubelet
+}
+
+// compareWithKubelet returns "" when every admitted pod's annotation equals
+// the kubelet's record of its containers, or a description of the first
+// difference.
+func (e *env) compareWithKubelet(k *kubelet, admitted map[string]bool) string {
+	pods, err := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !admitted[p.Name] {
+			continue
+		}
+		annotation, kubelet, err := mainDevices(k, p)
+		if err != nil {
+			return fmt.Sprintf("%s: %v", p.Name, err)
+		}
+		if annotation != kubelet {
+			return fmt.Sprintf("%s: annotation %v, kubelet %v", p.Name, annotation, kubelet)
+		}
+	}
+	return ""
+}
+
+// mainDevices is what the pod's annotation gives its container "main", and
+// what the kubelet gave it, each as a sorted list of GPU:percent.
+func mainDevices(k *kubelet, p *v1.Pod) (annotation, kubelet string, err error) {
 	a, err := assignment.Parse(p.Annotations[assignment.Annotation])
 	if err != nil {
-		return false
+		return "", "", err
 	}
 	var want, got []string
 	for _, x := range a["main"] {
@@ -226,47 +257,7 @@ func (e *env) servedAsChosen(k *kubelet, p *v1.Pod) bool {
 	}
 	sort.Strings(want)
 	sort.Strings(got)
-	return fmt.Sprint(want) == fmt.Sprint(got)
-}
-
-// compareWithKubelet returns "" when every admitted pod's annotation equals
-// the kubelet's record of its containers, or a description of the first
-// difference.
-func (e *env) compareWithKubelet(k *kubelet, admitted map[string]bool) string {
-	pods, err := e.c.Client.CoreV1().Pods("default").List(e.ctx, metav1.ListOptions{})
-	if err != nil {
-		return err.Error()
-	}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if !admitted[p.Name] {
-			continue
-		}
-		a, err := assignment.Parse(p.Annotations[assignment.Annotation])
-		if err != nil {
-			return fmt.Sprintf("%s: %v", p.Name, err)
-		}
-		var want []string
-		for res, ids := range k.m.GetDevices(string(p.UID), "main") {
-			var list []string
-			for id := range ids {
-				list = append(list, id)
-			}
-			for _, x := range devicesOfTruth(handoff.ContainerDevices{Resource: handoff.Resource(res), IDs: list}) {
-				want = append(want, fmt.Sprintf("%s:%d", x.UUID, x.Percent))
-			}
-		}
-		var got []string
-		for _, x := range a["main"] {
-			got = append(got, fmt.Sprintf("%s:%d", x.UUID, x.Percent))
-		}
-		sort.Strings(want)
-		sort.Strings(got)
-		if fmt.Sprint(want) != fmt.Sprint(got) {
-			return fmt.Sprintf("%s: annotation %v, kubelet %v", p.Name, got, want)
-		}
-	}
-	return ""
+	return fmt.Sprint(want), fmt.Sprint(got), nil
 }
 
 // devicesOfTruth groups a container's device IDs per GPU.

@@ -171,6 +171,53 @@ func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
 	}
 }
 
+// planPod is a pod with one init container and one app container, each
+// with the given GPU limits, and the scheduler's assignment a.
+func planPod(name string, a assignment.Assignment, init, app v1.Container) *v1.Pod {
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name),
+			Annotations: map[string]string{assignment.Annotation: a.String()}},
+		Spec: v1.PodSpec{InitContainers: []v1.Container{init}, Containers: []v1.Container{app}},
+	}
+}
+
+// gpuLimit is a container resource list asking n of a GPU resource.
+func gpuLimit(r handoff.Resource, n int64) v1.ResourceRequirements {
+	return v1.ResourceRequirements{Limits: v1.ResourceList{v1.ResourceName(r): *resource.NewQuantity(n, resource.DecimalSI)}}
+}
+
+// admitPlanned tells the ledger of the pod, as its informer would, and has
+// the kubelet admit it.
+func admitPlanned(ctx context.Context, t *testing.T, k *kubelet, ledger *handoff.Ledger, pod *v1.Pod) {
+	t.Helper()
+	if err := ledger.UpsertPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.admit(ctx, pod); err != nil {
+		t.Fatalf("admission of %s: %v", pod.Name, err)
+	}
+}
+
+// observe hands the ledger the kubelet's record, as the reconciler does,
+// and returns it.
+func observe(ctx context.Context, t *testing.T, k *kubelet, ledger *handoff.Ledger) []handoff.ContainerDevices {
+	t.Helper()
+	devs, err := k.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger.ObserveKubelet(devs)
+	return devs
+}
+
+// noCorrections fails the test if the ledger would rewrite an annotation.
+func noCorrections(t *testing.T, ledger *handoff.Ledger, why string) {
+	t.Helper()
+	if cs := ledger.Corrections(); len(cs) != 0 {
+		t.Errorf("corrections %+v; %s", cs, why)
+	}
+}
+
 // TestInitContainerGPUsOnKubelet admits, through the real kubelet device
 // manager, a pod whose init container and app container each ask for one
 // whole GPU: the scheduler plans one GPU for both (the kubelet hands the
@@ -184,22 +231,10 @@ func TestInitContainerGPUsOnKubelet(t *testing.T) {
 	uuids := uuidsOf(inv)
 	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
 
-	one := v1.ResourceList{v1.ResourceName(handoff.Whole): *resource.NewQuantity(1, resource.DecimalSI)}
 	a := assignment.Assignment{"prep": {{UUID: uuids[2], Percent: 100}}, "main": {{UUID: uuids[2], Percent: 100}}}
-	pod := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "staged", Namespace: "default", UID: "uid-staged",
-			Annotations: map[string]string{assignment.Annotation: a.String()}},
-		Spec: v1.PodSpec{
-			InitContainers: []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: one}}},
-			Containers:     []v1.Container{{Name: "main", Resources: v1.ResourceRequirements{Limits: one}}},
-		},
-	}
-	if err := ledger.UpsertPod(pod); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.admit(ctx, pod); err != nil {
-		t.Fatalf("admission: %v", err)
-	}
+	pod := planPod("staged", a, v1.Container{Name: "prep", Resources: gpuLimit(handoff.Whole, 1)},
+		v1.Container{Name: "main", Resources: gpuLimit(handoff.Whole, 1)})
+	admitPlanned(ctx, t, k, ledger, pod)
 	for _, c := range []string{"prep", "main"} {
 		got := k.m.GetDevices(string(pod.UID), c)[string(handoff.Whole)]
 		if _, ok := got[uuids[2]]; len(got) != 1 || !ok {
@@ -207,17 +242,8 @@ func TestInitContainerGPUsOnKubelet(t *testing.T) {
 		}
 	}
 	// A 30% share alongside, to see the listing's shape.
-	share := assignedPod("share", assignment.Assignment{"main": {{UUID: uuids[6], Percent: 30}}}, v1.ResourceName(handoff.Percent), 30)
-	if err := ledger.UpsertPod(share); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.admit(ctx, share); err != nil {
-		t.Fatal(err)
-	}
-	devs, err := k.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admitPlanned(ctx, t, k, ledger, assignedPod("share", assignment.Assignment{"main": {{UUID: uuids[6], Percent: 30}}}, v1.ResourceName(handoff.Percent), 30))
+	devs := observe(ctx, t, k, ledger)
 	perContainer := map[string]int{}
 	for _, d := range devs {
 		if len(d.IDs) != 1 {
@@ -228,10 +254,7 @@ func TestInitContainerGPUsOnKubelet(t *testing.T) {
 	if want := map[string]int{"staged/main": 1, "share/main": 30}; fmt.Sprint(perContainer) != fmt.Sprint(want) {
 		t.Errorf("listing entries per container %v, want %v (no init containers, one entry per ID)", perContainer, want)
 	}
-	ledger.ObserveKubelet(devs)
-	if cs := ledger.Corrections(); len(cs) != 0 {
-		t.Errorf("corrections %+v; the kubelet served the plan", cs)
-	}
+	noCorrections(t, ledger, "the kubelet served the plan")
 }
 
 // TestSidecarBesideAppOnKubelet admits a pod whose sidecar (a restartable
@@ -246,25 +269,11 @@ func TestSidecarBesideAppOnKubelet(t *testing.T) {
 	uuids := uuidsOf(inv)
 	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
 
-	pct := func(n int64) v1.ResourceList {
-		return v1.ResourceList{v1.ResourceName(handoff.Percent): *resource.NewQuantity(n, resource.DecimalSI)}
-	}
 	always := v1.ContainerRestartPolicyAlways
 	a := assignment.Assignment{"proxy": {{UUID: uuids[5], Percent: 20}}, "main": {{UUID: uuids[5], Percent: 30}}}
-	pod := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "with-sidecar", Namespace: "default", UID: "uid-with-sidecar",
-			Annotations: map[string]string{assignment.Annotation: a.String()}},
-		Spec: v1.PodSpec{
-			InitContainers: []v1.Container{{Name: "proxy", RestartPolicy: &always, Resources: v1.ResourceRequirements{Limits: pct(20)}}},
-			Containers:     []v1.Container{{Name: "main", Resources: v1.ResourceRequirements{Limits: pct(30)}}},
-		},
-	}
-	if err := ledger.UpsertPod(pod); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.admit(ctx, pod); err != nil {
-		t.Fatalf("admission: %v", err)
-	}
+	pod := planPod("with-sidecar", a, v1.Container{Name: "proxy", RestartPolicy: &always, Resources: gpuLimit(handoff.Percent, 20)},
+		v1.Container{Name: "main", Resources: gpuLimit(handoff.Percent, 30)})
+	admitPlanned(ctx, t, k, ledger, pod)
 	for c, want := range map[string]int{"proxy": 20, "main": 30} {
 		ids := k.m.GetDevices(string(pod.UID), c)[string(handoff.Percent)]
 		if len(ids) != want {
@@ -277,14 +286,8 @@ func TestSidecarBesideAppOnKubelet(t *testing.T) {
 			}
 		}
 	}
-	devs, err := k.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger.ObserveKubelet(devs)
-	if cs := ledger.Corrections(); len(cs) != 0 {
-		t.Errorf("corrections %+v; the kubelet served the plan", cs)
-	}
+	observe(ctx, t, k, ledger)
+	noCorrections(t, ledger, "the kubelet served the plan")
 }
 
 // TestSameNameReplacementOnKubelet: a pod is force-deleted from the API
@@ -297,22 +300,10 @@ func TestSameNameReplacementOnKubelet(t *testing.T) {
 	k, ledger, _, inv := pluginOnKubelet(ctx, t, "node-a", false)
 	uuids := uuidsOf(inv)
 	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
-	observe := func() {
-		devs, err := k.List(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ledger.ObserveKubelet(devs)
-	}
 
 	old := assignedPod("job", assignment.Assignment{"main": {{UUID: uuids[3], Percent: 100}}}, v1.ResourceName(handoff.Whole), 1)
-	if err := ledger.UpsertPod(old); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.admit(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	observe()
+	admitPlanned(ctx, t, k, ledger, old)
+	observe(ctx, t, k, ledger)
 	ledger.DeletePod(old.UID) // force-deleted; the kubelet still runs it
 
 	repl := assignedPod("job", assignment.Assignment{"main": {{UUID: uuids[5], Percent: 100}}}, v1.ResourceName(handoff.Whole), 1)
@@ -320,15 +311,13 @@ func TestSameNameReplacementOnKubelet(t *testing.T) {
 	if err := ledger.UpsertPod(repl); err != nil {
 		t.Fatal(err)
 	}
-	observe()
+	observe(ctx, t, k, ledger)
 	if err := k.admit(ctx, repl); err != nil {
 		t.Fatalf("admission of the replacement: %v", err)
 	}
 	if got := k.m.GetDevices(string(repl.UID), "main")[string(handoff.Whole)]; len(got) != 1 || got[uuids[5]] == nil {
 		t.Errorf("the replacement got %v, want GPU 5", got)
 	}
-	observe()
-	if cs := ledger.Corrections(); len(cs) != 0 {
-		t.Errorf("corrections %+v; the old pod's GPU was credited to the new one", cs)
-	}
+	observe(ctx, t, k, ledger)
+	noCorrections(t, ledger, "the old pod's GPU was credited to the new one")
 }
