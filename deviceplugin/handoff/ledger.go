@@ -185,6 +185,7 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	l.podsChanged = make(chan struct{})
 	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
 		l.forgetLocked(pod.UID)
+		l.releaseInflightLocked(pod.UID)
 		return nil
 	}
 	// An exchange lives in the claims until the correction it causes
@@ -228,6 +229,24 @@ func (l *Ledger) forgetLocked(uid types.UID) {
 	if len(ids) > 0 {
 		l.ghosts[p.namespace+"/"+p.name] = ghost{uid: uid, ids: ids}
 	}
+}
+
+// releaseInflightLocked drops the allocations steered to a pod that has
+// ended. A pod that fails admission (UnexpectedAdmissionError) ends without
+// ever running a container, and the kubelet takes its devices back at its
+// next allocation; waiting out inflightTTL would keep the GPU out of the
+// other resource's count for nothing. A finished pod's containers have
+// stopped, so its devices are free too.
+func (l *Ledger) releaseInflightLocked(uid types.UID) {
+	kept := l.inflight[:0]
+	for _, a := range l.inflight {
+		if a.owner != nil && a.owner.pod == uid {
+			delete(l.steered, *a.owner)
+			continue
+		}
+		kept = append(kept, a)
+	}
+	l.inflight = kept
 }
 
 // claimsOf turns a pod's assignment into per-container claims. Which part

@@ -610,6 +610,41 @@ func TestFailedAdmissionReleasesSoon(t *testing.T) {
 	}
 }
 
+// TestRejectedPodReleasesAtOnce: when the pod informer shows a pod Failed
+// (the kubelet rejected it at admission) the GPU steered to it is free at
+// once, without waiting for inflightTTL; another pod's allocation stays.
+func TestRejectedPodReleasesAtOnce(t *testing.T) {
+	l := NewLedger(uuids(2))
+	rejected := boundPod("rejected", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})
+	other := boundPod("other", 1, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 100}}})
+	for _, p := range []*v1.Pod{rejected, other} {
+		if err := l.UpsertPod(p); err != nil {
+			t.Fatal(err)
+		}
+		u := p.Name
+		want := map[string]string{"rejected": "GPU-0", "other": "GPU-1"}[u]
+		if ids := l.Preferred(Whole, []string{"GPU-0", "GPU-1"}, nil, 1); fmt.Sprint(ids) != "["+want+"]" {
+			t.Fatalf("preferred %v for %s", ids, u)
+		}
+		if _, err := l.Allocate(Whole, []string{want}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failed := rejected.DeepCopy()
+	failed.Status.Phase = v1.PodFailed
+	failed.Status.Reason = "UnexpectedAdmissionError"
+	if err := l.UpsertPod(failed); err != nil {
+		t.Fatal(err)
+	}
+	unhealthy := l.Unhealthy(Percent)
+	if unhealthy[PercentID("GPU-0", 0)] {
+		t.Error("the GPU of a rejected pod is still held")
+	}
+	if !unhealthy[PercentID("GPU-1", 0)] {
+		t.Error("another pod's fresh allocation was released with the rejected pod's")
+	}
+}
+
 // TestSplitShareIsAClaim: a share the kubelet spread over GPUs, once the
 // reconciler has written it back, is the pod's claim, not an annotation to
 // ignore (the scheduler counts it the same way, pkg/podgpu).

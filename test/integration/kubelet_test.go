@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -17,6 +18,8 @@ import (
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
 	"github.com/tessera-gpu/tessera/deviceplugin/server"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
 // shortTempDir returns a temporary directory with a short path: unix socket
@@ -320,4 +323,157 @@ func TestSameNameReplacementOnKubelet(t *testing.T) {
 	}
 	observe(ctx, t, k, ledger)
 	noCorrections(t, ledger, "the old pod's GPU was credited to the new one")
+}
+
+// schedulerPlan is the assignment the scheduler's planner makes for pod on
+// an empty node with inv's GPUs (binpack), so the node-side tests admit
+// what the scheduler really asks for, not a hand-written guess.
+func schedulerPlan(t *testing.T, inv discovery.Inventory, pod *v1.Pod) assignment.Assignment {
+	t.Helper()
+	req, err := gpu.ParsePod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []device.DeviceSpec
+	for _, g := range inv.GPUs {
+		specs = append(specs, device.DeviceSpec{ID: g.UUID, Model: g.Model, MemoryMiB: g.MemoryMiB, NUMANode: g.NUMANode, Healthy: true})
+	}
+	di := device.NewInventory("node", time.Now(), specs)
+	usable, avoid, why := device.Usable(di, req)
+	if why != device.Fits {
+		t.Fatalf("no usable GPUs: %v", why)
+	}
+	p, ok := device.Plan(di, make([]int, di.Len()), req, usable, avoid, device.Binpack)
+	if !ok {
+		t.Fatal("the planner cannot place the pod on an empty node")
+	}
+	a := assignment.Assignment{}
+	for i, gs := range p.Grants(req) {
+		for _, g := range gs {
+			name := req.Containers[i].Name
+			a[name] = append(a[name], assignment.Device{UUID: di.Devices[g.Device].ID, Percent: g.Units})
+		}
+	}
+	return a
+}
+
+// kubeletLoad is how much of each GPU the kubelet's own record gives out,
+// init containers included (the kubelet keeps their devices for the pod's
+// life): 100 for a whole GPU, 1 per percent ID.
+func kubeletLoad(k *kubelet) map[string]int {
+	load := map[string]int{}
+	for _, p := range k.activePods() {
+		for _, c := range append(append([]v1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+			devs := k.m.GetDevices(string(p.UID), c.Name)
+			for id := range devs[string(handoff.Whole)] {
+				load[id] += 100
+			}
+			for id := range devs[string(handoff.Percent)] {
+				u, _, _ := handoff.ParsePercentID(id)
+				load[u]++
+			}
+		}
+	}
+	return load
+}
+
+// TestInitShareThenWholeAppOnKubelet admits a pod whose init container
+// asks for a 30 % share and whose app container asks for a whole GPU, as
+// the scheduler plans it. The kubelet keeps the init container's percent
+// IDs for the pod's life and cannot hand them on to a whole-GPU request,
+// so the plan must put the share on another GPU than the whole one; the
+// device plugin must admit both, and the record needs no correction.
+func TestInitShareThenWholeAppOnKubelet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k, ledger, _, inv := pluginOnKubelet(ctx, t, "node-a", false)
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
+
+	pod := planPod("mixed-init", nil, v1.Container{Name: "prep", Resources: gpuLimit(handoff.Percent, 30)},
+		v1.Container{Name: "main", Resources: gpuLimit(handoff.Whole, 1)})
+	a := schedulerPlan(t, inv, pod)
+	if a["prep"][0].UUID == a["main"][0].UUID {
+		t.Fatalf("the plan %s puts the init share on the app's whole GPU", a)
+	}
+	pod.Annotations[assignment.Annotation] = a.String()
+	admitPlanned(ctx, t, k, ledger, pod)
+	observe(ctx, t, k, ledger)
+	noCorrections(t, ledger, "the kubelet served the plan")
+	for u, n := range kubeletLoad(k) {
+		if n > 100 {
+			t.Errorf("GPU %s at %d%%", u, n)
+		}
+	}
+	// The share's GPU no longer counts whole, the whole GPU offers no
+	// shares, and both stay so after the init container has run.
+	k.waitAllocatable(v1.ResourceName(handoff.Whole), 7)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 700)
+}
+
+// TestPluginRestartKeepsInitGPUsOnKubelet: an init container holds a whole
+// GPU (the app container asks only a share, so nothing takes the GPU over)
+// when the device plugin restarts with a blank ledger. The new ledger reads
+// the pods and the kubelet's record before serving, as the agent does, so
+// pods of another scheduler admitted afterwards never get shares of that
+// GPU: no GPU is given out beyond 100 %.
+func TestPluginRestartKeepsInitGPUsOnKubelet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := startKubelet(t, shortTempDir(t))
+	_, inv := fakeNodeGPUs(t, "dgxh100", "node-a")
+	ledger := handoff.NewLedger(uuidsOf(inv))
+	pctx, stopPlugin := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = server.New(server.Options{Dir: k.dir}, ledger, serverGPUs(inv)).Run(pctx)
+	}()
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
+
+	pod := planPod("warm", nil, v1.Container{Name: "prep", Resources: gpuLimit(handoff.Whole, 1)},
+		v1.Container{Name: "main", Resources: gpuLimit(handoff.Percent, 40)})
+	a := schedulerPlan(t, inv, pod)
+	pod.Annotations[assignment.Annotation] = a.String()
+	admitPlanned(ctx, t, k, ledger, pod)
+	observe(ctx, t, k, ledger)
+	noCorrections(t, ledger, "the kubelet served the plan")
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 700)
+
+	// The plugin goes away and comes back with nothing in memory.
+	stopPlugin()
+	<-stopped
+	// The kubelet drops a vanished plugin's devices from allocatable (pods
+	// admitted in that window fail with "no healthy devices present");
+	// wait for that, so the count below is the new plugin's.
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 0)
+	ledger = handoff.NewLedger(uuidsOf(inv))
+	if err := ledger.UpsertPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	observe(ctx, t, k, ledger)
+	go server.New(server.Options{Dir: k.dir}, ledger, serverGPUs(inv)).Run(ctx)
+	k.waitAllocatable(v1.ResourceName(handoff.Percent), 700)
+
+	// Seven pods of another scheduler (no assignment) ask 90 % each: six
+	// fit on the six empty GPUs, and the seventh must not be put on the
+	// init container's GPU.
+	for i := 0; i < 7; i++ {
+		foreign := assignedPod(fmt.Sprintf("foreign-%d", i), nil, v1.ResourceName(handoff.Percent), 90)
+		delete(foreign.Annotations, assignment.Annotation)
+		if err := ledger.UpsertPod(foreign); err != nil {
+			t.Fatal(err)
+		}
+		err := k.admit(ctx, foreign)
+		if i < 6 && err != nil {
+			t.Errorf("foreign pod %d not admitted with an empty GPU left: %v", i, err)
+		}
+		observe(ctx, t, k, ledger)
+	}
+	held := a["prep"][0].UUID
+	for u, n := range kubeletLoad(k) {
+		if n > 100 {
+			t.Errorf("GPU %s at %d%% (the init container's GPU is %s)", u, n, held)
+		}
+	}
 }
