@@ -7,7 +7,8 @@
 # `kubectl apply -k manifests/install`. The chart is the only source; the
 # rendered files are checked by hack/verify-manifests.sh and the tests.
 # Before rendering it copies the scheduler profile, config/examples/tessera-scheduler.yaml,
-# into the chart (files/), which cannot read files outside its directory.
+# into the chart (files/), which cannot read files outside its directory,
+# and renders the values table of the chart's README (hack/chartdoc).
 #
 # Usage: HELM=bin/helm hack/update-manifests.sh [OUTDIR]
 # With OUTDIR, it renders there and changes nothing in the tree.
@@ -32,8 +33,10 @@ ORDER=(
     crd.yaml
     scheduler-rbac.yaml
     assignment-admission-policy.yaml
+    scheduler-optin-policy.yaml
     scheduler-config.yaml
     scheduler-deployment.yaml
+    scheduler-pdb.yaml
     deviceplugin-rbac.yaml
     deviceplugin-admission-policy.yaml
     deviceplugin-daemonset.yaml
@@ -46,6 +49,8 @@ fi
 if [[ -z "${OUT}" ]]; then
     OUT=manifests/install
     cp config/examples/tessera-scheduler.yaml "${CHART}/files/tessera-scheduler.yaml"
+    # The README's values table is rendered from values.yaml.
+    go run ./hack/chartdoc "${CHART}"
 fi
 
 tmp="$(mktemp -d)"

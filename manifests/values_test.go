@@ -17,123 +17,82 @@ limitations under the License.
 package manifests
 
 import (
+	"encoding/json"
 	"os"
-	"regexp"
-	"sort"
-	"strings"
+	"slices"
 	"testing"
 
-	"sigs.k8s.io/yaml"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/tessera-gpu/tessera/config"
+	"github.com/tessera-gpu/tessera/deviceplugin/fakegpu"
+	"github.com/tessera-gpu/tessera/internal/chartdoc"
 )
 
-// TestChartValuesDocumented checks that every value of the chart is in the
-// values table of its README (a row for the value itself or for a map that
-// holds it), that every row names a value that exists, and that each row's
-// value carries a "# --" comment in values.yaml.
+// TestChartValuesDocumented checks that the values table of the chart's
+// README is the one hack/chartdoc renders from values.yaml (every value has
+// a "# --" comment there, or it fails to render).
 func TestChartValuesDocumented(t *testing.T) {
 	raw, err := os.ReadFile("charts/tessera/values.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var values map[string]any
-	if err := yaml.Unmarshal(raw, &values); err != nil {
+	rows, err := chartdoc.Rows(raw)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var leaves []string
-	all := map[string]bool{}
-	var walk func(prefix string, v any)
-	walk = func(prefix string, v any) {
-		all[prefix] = true
-		m, ok := v.(map[string]any)
-		if !ok || len(m) == 0 {
-			leaves = append(leaves, prefix)
-			return
-		}
-		for k, sub := range m {
-			walk(prefix+"."+k, sub)
-		}
-	}
-	for k, v := range values {
-		walk(k, v)
-	}
-	sort.Strings(leaves)
-
 	readme, err := os.ReadFile("charts/tessera/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\|").FindAllStringSubmatch(string(readme), -1) {
-		rows[m[1]] = true
+	want, err := chartdoc.Replace(string(readme), chartdoc.Table(rows))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(rows) == 0 {
-		t.Fatal("README.md has no values table")
+	if diff := cmp.Diff(want, string(readme)); diff != "" {
+		t.Errorf("the README's values table is out of date; run make manifests (-want +got):\n%s", diff)
 	}
-	for _, leaf := range leaves {
-		documented := false
-		for p := leaf; ; {
-			if rows[p] {
-				documented = true
-				break
-			}
-			i := strings.LastIndex(p, ".")
-			if i < 0 {
-				break
-			}
-			p = p[:i]
-		}
-		if !documented {
-			t.Errorf("value %s is not in the README's values table", leaf)
-		}
-	}
-	for row := range rows {
-		if !all[row] {
-			t.Errorf("the README documents %s, which values.yaml does not have", row)
-		}
-	}
+}
 
-	// Each documented key is preceded by a "# --" comment block.
-	lines := strings.Split(string(raw), "\n")
-	commented := map[string]bool{}
-	var stack []struct {
-		indent int
-		key    string
+// TestChartSchemaEnums checks that the lists values.schema.json accepts
+// are the binaries' own: the scheduler's strategies, the device plugin's
+// fake machines and health taint effects.
+func TestChartSchemaEnums(t *testing.T) {
+	raw, err := os.ReadFile("charts/tessera/values.schema.json")
+	if err != nil {
+		t.Fatal(err)
 	}
-	key := regexp.MustCompile(`^(\s*)([A-Za-z0-9_.-]+):`)
-	inComment := false
-	for _, l := range lines {
-		trimmed := strings.TrimSpace(l)
-		if strings.HasPrefix(trimmed, "# --") {
-			inComment = true
-			continue
-		}
-		if strings.HasPrefix(trimmed, "#") {
-			continue
-		}
-		m := key.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		indent := len(m[1])
-		for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
-			stack = stack[:len(stack)-1]
-		}
-		stack = append(stack, struct {
-			indent int
-			key    string
-		}{indent, m[2]})
-		if inComment {
-			var path []string
-			for _, s := range stack {
-				path = append(path, s.key)
+	var schema map[string]any
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatalf("values.schema.json: %v", err)
+	}
+	enum := func(path ...string) []string {
+		var node any = schema
+		for _, p := range path {
+			m, ok := node.(map[string]any)
+			if !ok {
+				t.Fatalf("values.schema.json has no %v", path)
 			}
-			commented[strings.Join(path, ".")] = true
-			inComment = false
+			node = m[p]
 		}
+		list, _ := node.([]any)
+		var out []string
+		for _, v := range list {
+			out = append(out, v.(string))
+		}
+		return out
 	}
-	for row := range rows {
-		if !commented[row] {
-			t.Errorf("values.yaml has no \"# --\" comment for %s", row)
-		}
+	gpuArgs := []string{"properties", "scheduler", "properties", "pluginArgs", "properties", "TesseraGPU", "properties"}
+	strategies := enum(append(gpuArgs, "scoringStrategy", "properties", "type", "enum")...)
+	if diff := cmp.Diff([]string{string(config.ScoringStrategyBinpack), string(config.ScoringStrategySpread), string(config.ScoringStrategyFragmentation)}, strategies); diff != "" {
+		t.Errorf("strategies (-binaries +schema):\n%s", diff)
+	}
+	fake := enum("properties", "devicePlugin", "properties", "fakeMode", "enum")
+	if diff := cmp.Diff(append([]string{""}, fakegpu.Kinds()...), fake); diff != "" {
+		t.Errorf("fake machines (-device plugin +schema):\n%s", diff)
+	}
+	effects := enum("properties", "devicePlugin", "properties", "healthTaintEffect", "enum")
+	if !slices.Equal(effects, []string{"NoSchedule", "NoExecute"}) {
+		t.Errorf("health taint effects %v", effects)
 	}
 }

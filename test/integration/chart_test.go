@@ -29,9 +29,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -144,8 +146,10 @@ var (
 		"Namespace": true, "CustomResourceDefinition": true,
 		"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
 		"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+		"MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
 	}
-	applyDryRun = map[string]bool{"ServiceAccount": true, "ConfigMap": true, "Deployment": true, "DaemonSet": true}
+	applyDryRun = map[string]bool{"ServiceAccount": true, "ConfigMap": true, "Deployment": true, "DaemonSet": true,
+		"PodDisruptionBudget": true}
 )
 
 // applyChart applies every rendered object and reports each error.
@@ -594,6 +598,87 @@ func TestChartOverrides(t *testing.T) {
 	if _, err := helmTemplate(t, release, ns, "scheduler.replicas=2", "scheduler.leaderElection.enabled=false"); err == nil ||
 		!strings.Contains(err.Error(), "leaderElection") {
 		t.Errorf("two replicas without leader election: err = %v, want the chart to refuse", err)
+	}
+}
+
+// TestChartRejectsBadValues: values.schema.json makes helm refuse a
+// misspelt key or a bad value before anything reaches the cluster, naming
+// the value, where without it the scheduler would exit at start-up.
+func TestChartRejectsBadValues(t *testing.T) {
+	helmBinary(t)
+	for set, want := range map[string]string{
+		"scheduler.pluginArgs.TesseraGPU.scoringStrategy.type=binpak": "/scheduler/pluginArgs/TesseraGPU/scoringStrategy/type",
+		"scheduler.pluginArgs.TesseraGPU.inventoryStaleness=2min":     "/scheduler/pluginArgs/TesseraGPU/inventoryStaleness",
+		"scheduler.pluginArgs.TesseraGPU.weights.gpu=101":             "/scheduler/pluginArgs/TesseraGPU/weights/gpu",
+		"scheduler.pluginArgs.TesseraGPU.scoringStratgy.type=spread":  "scoringStratgy",
+		"scheduler.leaderElection.leaseDuration=15":                   "/scheduler/leaderElection/leaseDuration",
+		"scheduler.replicass=2":                                       "replicass",
+		"devicePlugin.fakeMode=dgxh1000":                              "/devicePlugin/fakeMode",
+		"devicePlugin.heartbeat=30 s":                                 "/devicePlugin/heartbeat",
+		"devicePlugin.healthTaintEffect=Evict":                        "/devicePlugin/healthTaintEffect",
+		"devicePlugin.image.pullPolicy=Sometimes":                     "/devicePlugin/image/pullPolicy",
+	} {
+		_, err := helmTemplate(t, "tessera", "tessera-system", set)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: err = %v, want one naming %s", set, err, want)
+		}
+	}
+	// Values a user may give, beside the defaults: other plugins' args,
+	// durations in any Go form, a digest.
+	if _, err := helmTemplate(t, "tessera", "tessera-system",
+		"scheduler.pluginArgs.NodeResourcesFit.scoringStrategy.type=MostAllocated",
+		"scheduler.pluginArgs.TesseraGPU.inventoryStaleness=1m30s",
+		"devicePlugin.heartbeat=500ms",
+		"devicePlugin.image.digest=sha256:"+strings.Repeat("0", 64)); err != nil {
+		t.Errorf("valid values refused: %v", err)
+	}
+}
+
+// TestChartConventions: every object carries app.kubernetes.io/name (the
+// component's, as on its pods), a PodDisruptionBudget keeps a standby
+// scheduler through drains once there is more than one replica, and
+// imageRegistry moves both images to a mirror.
+func TestChartConventions(t *testing.T) {
+	helmBinary(t)
+	out, err := helmTemplate(t, "tessera", "tessera-system", "namespace.create=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range parseObjects(t, out) {
+		if o.GetLabels()["app.kubernetes.io/name"] == "" || o.GetLabels()["app.kubernetes.io/instance"] != "tessera" {
+			t.Errorf("%s %s has labels %v", o.GetKind(), o.GetName(), o.GetLabels())
+		}
+		if o.GetKind() == "PodDisruptionBudget" {
+			t.Errorf("a PodDisruptionBudget for one replica would block every drain of its node")
+		}
+	}
+
+	out, err = helmTemplate(t, "tessera", "tessera-system", "scheduler.replicas=3",
+		"imageRegistry=registry.example.com:5000/mirror",
+		"scheduler.image.repository=tessera-scheduler",
+		"devicePlugin.image.digest=sha256:"+strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := parseObjects(t, out)
+	var pdb policyv1.PodDisruptionBudget
+	toTyped(t, findObject(t, objs, "PodDisruptionBudget", "tessera-scheduler"), &pdb)
+	var dep appsv1.Deployment
+	toTyped(t, findObject(t, objs, "Deployment", "tessera-scheduler"), &dep)
+	sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sel.Matches(labels.Set(dep.Spec.Template.Labels)) || pdb.Spec.MinAvailable.IntValue() != 1 {
+		t.Errorf("PodDisruptionBudget %+v does not keep one scheduler pod %v", pdb.Spec, dep.Spec.Template.Labels)
+	}
+	if got := dep.Spec.Template.Spec.Containers[0].Image; got != "registry.example.com:5000/mirror/tessera-scheduler:v0.1.0" {
+		t.Errorf("scheduler image %s", got)
+	}
+	var ds appsv1.DaemonSet
+	toTyped(t, findObject(t, objs, "DaemonSet", "tessera-device-plugin"), &ds)
+	if got, want := ds.Spec.Template.Spec.Containers[0].Image, "registry.example.com:5000/mirror/tessera-gpu/tessera-device-plugin@sha256:"+strings.Repeat("ab", 32); got != want {
+		t.Errorf("device plugin image %s, want %s", got, want)
 	}
 }
 

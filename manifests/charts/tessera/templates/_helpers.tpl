@@ -53,6 +53,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
+{{/* Labels of an object that belongs to one component; call with
+(list $ "scheduler") or (list $ "device-plugin"). app.kubernetes.io/name is
+the component's, as on its pods, so `kubectl get all,cm,sa,role,clusterrole
+-l app.kubernetes.io/name=tessera-scheduler` finds all of it. */}}
+{{- define "tessera.componentLabels" -}}
+{{- $root := index . 0 -}}
+{{ include "tessera.labels" $root }}
+app.kubernetes.io/name: tessera-{{ index . 1 }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
 {{/* Selector labels of a component; call with (list $ "component-name"). */}}
 {{- define "tessera.selectorLabels" -}}
 {{- $root := index . 0 -}}
@@ -60,11 +71,28 @@ app.kubernetes.io/name: {{ index . 1 }}
 app.kubernetes.io/instance: {{ $root.Release.Name }}
 {{- end -}}
 
-{{/* An image reference; call with (list $ .Values.<component>.image). */}}
+{{/* An image reference; call with (list $ .Values.<component>.image). The
+top-level imageRegistry, when set, replaces the registry of the repository
+(its first path part when that names a host: it has a dot or a port, or is
+localhost) or is put in front of a repository that names none. A digest
+pins the image and wins over the tag. */}}
 {{- define "tessera.image" -}}
 {{- $root := index . 0 -}}
 {{- $img := index . 1 -}}
-{{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) -}}
+{{- $repo := $img.repository -}}
+{{- with $root.Values.imageRegistry -}}
+{{- $parts := splitList "/" $repo -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repo = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo -}}
+{{- end -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default $root.Chart.AppVersion $img.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -110,4 +138,25 @@ merged over each profile's pluginConfig.
 {{- end -}}
 {{- $_ := set $prof "pluginConfig" $pcs -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+The pods both opt-in policies select: created in a namespace that opted in
+(their bindings' namespaceSelector), asking for a GPU resource in any
+container, and naming no scheduler. The API server has already defaulted an
+empty spec.schedulerName to default-scheduler when admission runs, so the
+two cannot be told apart. Pods that name another scheduler are left alone.
+*/}}
+{{- define "tessera.optIn.conditions" -}}
+{{- $gpus := toJson .Values.scheduler.optIn.gpuResources -}}
+- name: names-no-other-scheduler
+  expression: >-
+    !has(object.spec.schedulerName) || object.spec.schedulerName == "" ||
+    object.spec.schedulerName == "default-scheduler"
+- name: asks-for-a-gpu
+  expression: >-
+    (object.spec.containers + (has(object.spec.initContainers) ? object.spec.initContainers : [])).exists(c,
+    has(c.resources) && (
+    (has(c.resources.limits) && c.resources.limits.exists(r, r in {{ $gpus }})) ||
+    (has(c.resources.requests) && c.resources.requests.exists(r, r in {{ $gpus }}))))
 {{- end -}}
