@@ -33,6 +33,7 @@ ORDER=(
     crd.yaml
     scheduler-rbac.yaml
     assignment-admission-policy.yaml
+    scheduler-gpunode-policy.yaml
     scheduler-optin-policy.yaml
     scheduler-config.yaml
     scheduler-deployment.yaml

@@ -52,6 +52,13 @@ var SchedulerRBAC []byte
 //go:embed install/assignment-admission-policy.yaml
 var AssignmentAdmissionPolicy []byte
 
+// SchedulerGPUNodePolicy is install/scheduler-gpunode-policy.yaml: the
+// ValidatingAdmissionPolicy that lets tessera-scheduler change nothing in a
+// GPUNode's status but set its InventoryFresh condition to False.
+//
+//go:embed install/scheduler-gpunode-policy.yaml
+var SchedulerGPUNodePolicy []byte
+
 // SchedulerConfig is install/scheduler-config.yaml: the ConfigMap with
 // tessera-scheduler's KubeSchedulerConfiguration.
 //

@@ -156,6 +156,7 @@ func TestCRDMetadata(t *testing.T) {
 		{"GPUs", "integer", ".status.gpuCount"},
 		{"Healthy", "integer", ".status.healthyCount"},
 		{"Models", "string", ".status.models"},
+		{"Fresh", "string", `.status.conditions[?(@.type=="InventoryFresh")].status`},
 		{"Heartbeat", "date", ".status.heartbeatTime"},
 		{"Age", "date", ".metadata.creationTimestamp"},
 	}

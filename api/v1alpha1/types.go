@@ -71,7 +71,38 @@ type GPUNodeStatus struct {
 	// printer columns.
 	// +optional
 	Models string `json:"models,omitempty"`
+	// Conditions are InventoryFresh and AllGPUsHealthy, for `kubectl wait`
+	// and health checks. The device plugin sets both with every heartbeat;
+	// tessera-scheduler sets InventoryFresh to False when the heartbeat
+	// stops, since a dead plugin cannot.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// Condition types and reasons of a GPUNode.
+const (
+	// ConditionInventoryFresh is True while the device plugin's heartbeat
+	// is current, and False once tessera-scheduler has seen none for its
+	// staleness bound (it then places no GPU pods on the node).
+	ConditionInventoryFresh = "InventoryFresh"
+	// ConditionAllGPUsHealthy is True when the node has GPUs and every one
+	// is healthy.
+	ConditionAllGPUsHealthy = "AllGPUsHealthy"
+
+	// ReasonHeartbeat: the device plugin has just confirmed the inventory.
+	ReasonHeartbeat = "Heartbeat"
+	// ReasonHeartbeatStale: no heartbeat for the scheduler's staleness
+	// bound.
+	ReasonHeartbeatStale = "HeartbeatStale"
+	// ReasonAllHealthy: every GPU is healthy.
+	ReasonAllHealthy = "AllHealthy"
+	// ReasonGPUsUnhealthy: at least one GPU is not.
+	ReasonGPUsUnhealthy = "GPUsUnhealthy"
+	// ReasonNoGPUs: the device plugin found no GPUs.
+	ReasonNoGPUs = "NoGPUs"
+)
 
 // GPU describes one physical GPU.
 type GPU struct {

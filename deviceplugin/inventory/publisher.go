@@ -170,7 +170,10 @@ func (p *Publisher) sync(ctx context.Context) error {
 			return fmt.Errorf("reading GPUNode %s: %w", p.node, err)
 		}
 		gn = gn.DeepCopy()
-		gn.Status = p.status(p.now())
+		now := p.now()
+		old := gn.Status.Conditions
+		gn.Status = p.status(now)
+		SetConditions(&gn.Status, old, gn.Generation, now)
 		gn, err = client.UpdateStatus(ctx, gn, metav1.UpdateOptions{})
 		if err != nil {
 			if apierrors.IsConflict(err) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
@@ -66,6 +67,41 @@ func BuildStatus(inv discovery.Inventory, states map[string]health.Change, effec
 	sort.Strings(names)
 	st.Models = strings.Join(names, ",")
 	return st
+}
+
+// SetConditions puts the heartbeat's conditions on st: InventoryFresh True
+// (the plugin is reporting) and AllGPUsHealthy from the GPUs' health. old
+// are the conditions the GPUNode has now: a condition whose status does not
+// change keeps its transition time, and conditions of other types (none
+// today) are kept. generation is the GPUNode's metadata.generation, so that
+// a reader can tell the conditions speak for its current spec.
+func SetConditions(st *v1alpha1.GPUNodeStatus, old []metav1.Condition, generation int64, now time.Time) {
+	st.Conditions = append([]metav1.Condition(nil), old...)
+	at := metav1.NewTime(now)
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: v1alpha1.ConditionInventoryFresh, Status: metav1.ConditionTrue, ObservedGeneration: generation,
+		LastTransitionTime: at, Reason: v1alpha1.ReasonHeartbeat,
+		Message: fmt.Sprintf("the device plugin reported %d GPUs at %s", st.GPUCount, now.UTC().Format(time.RFC3339)),
+	})
+	healthy := metav1.Condition{Type: v1alpha1.ConditionAllGPUsHealthy, ObservedGeneration: generation, LastTransitionTime: at}
+	switch {
+	case st.GPUCount == 0:
+		healthy.Status, healthy.Reason = metav1.ConditionFalse, v1alpha1.ReasonNoGPUs
+		healthy.Message = "the device plugin found no GPUs (is the NVIDIA driver loaded?)"
+	case st.HealthyCount == st.GPUCount:
+		healthy.Status, healthy.Reason = metav1.ConditionTrue, v1alpha1.ReasonAllHealthy
+		healthy.Message = fmt.Sprintf("all %d GPUs are healthy", st.GPUCount)
+	default:
+		var bad []string
+		for _, g := range st.GPUs {
+			if !g.Health.Healthy {
+				bad = append(bad, fmt.Sprintf("%s (%s)", g.UUID, g.Health.Reason))
+			}
+		}
+		healthy.Status, healthy.Reason = metav1.ConditionFalse, v1alpha1.ReasonGPUsUnhealthy
+		healthy.Message = fmt.Sprintf("%d of %d GPUs are unhealthy: %s", len(bad), st.GPUCount, strings.Join(bad, ", "))
+	}
+	meta.SetStatusCondition(&st.Conditions, healthy)
 }
 
 // Taints are the device taints that follow from a GPU's health: one that

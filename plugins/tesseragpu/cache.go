@@ -14,6 +14,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	resourcehelper "k8s.io/component-helpers/resource"
@@ -177,6 +178,10 @@ type gpuCache struct {
 	normal func(regarding runtime.Object, reason, note string)
 	// evictKick asks the NoExecute evictor for a pass; it never blocks.
 	evictKick func()
+	// markStale sets the GPUNode's InventoryFresh condition to False with
+	// the message; it never blocks. The plugin sets it when it starts
+	// watching.
+	markStale func(gn *v1alpha1.GPUNode, message string)
 	// stop, once closed, ends the timers that watch heartbeats.
 	stop <-chan struct{}
 
@@ -601,6 +606,9 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 		}
 		c.logger.Info("GPU inventory is stale", "gpuNode", gn.Name, "staleAt", at)
 		c.warn(gpuNodeRef(gn), reasonInventoryStale, note)
+		if c.markStale != nil && !conditionIs(gn, v1alpha1.ConditionInventoryFresh, metav1.ConditionFalse) {
+			c.markStale(gn, note)
+		}
 	case !stale && r.stale.Load():
 		c.logger.Info("GPU inventory is fresh again", "gpuNode", gn.Name)
 		c.normal(gpuNodeRef(gn), reasonInventoryFresh, fmt.Sprintf("heartbeat is current again; node %s takes GPU pods again", gn.Name))
@@ -621,6 +629,16 @@ func (c *gpuCache) stalenessLocked(r *nodeRecord, now time.Time) {
 	} else {
 		r.staleTimer.Reset(d)
 	}
+}
+
+// conditionIs reports whether the GPUNode has condition typ with status.
+func conditionIs(gn *v1alpha1.GPUNode, typ string, status metav1.ConditionStatus) bool {
+	for _, c := range gn.Status.Conditions {
+		if c.Type == typ {
+			return c.Status == status
+		}
+	}
+	return false
 }
 
 // setStaleLocked sets the node's stale flag and moves the node between

@@ -76,14 +76,16 @@ func TestNodeMapSurvivesChurn(t *testing.T) {
 
 // TestInformerTrimsManagedFields: the GPUNode informer's transform leaves
 // the object whole except for its managedFields, of which it keeps only the
-// time of the latest write.
+// time of the latest write, not counting the scheduler's own.
 func TestInformerTrimsManagedFields(t *testing.T) {
 	gn := gpuNode("a", 2, "A100")
-	early, late := metav1.NewTime(now.Add(-time.Hour)), metav1.NewTime(now)
+	early, late, latest := metav1.NewTime(now.Add(-time.Hour)), metav1.NewTime(now), metav1.NewTime(now.Add(time.Hour))
 	gn.ManagedFields = []metav1.ManagedFieldsEntry{
 		{Manager: "tessera-device-plugin", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", Time: &late,
 			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}},
 		{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply, Time: &early},
+		// The scheduler's own InventoryFresh=False is no sign of life.
+		{Manager: fieldManager, Operation: metav1.ManagedFieldsOperationApply, Subresource: "status", Time: &latest},
 	}
 	out, err := trimManagedFields(gn)
 	if err != nil {

@@ -2,14 +2,17 @@ package tesseragpu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -26,7 +29,7 @@ import (
 // resource through a dynamic informer of its own.
 const gpuNodeEvents fwk.EventResource = "gpunodes.v1alpha1.tessera.io"
 
-var metav1PatchOptions = metav1.PatchOptions{FieldManager: "tessera-scheduler"}
+var metav1PatchOptions = metav1.PatchOptions{FieldManager: fieldManager}
 
 // watch feeds the cache from the pod informer the scheduler already runs and
 // from a GPUNode informer of the plugin's own. It returns a function that
@@ -52,6 +55,9 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	client, err := versioned.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("building the GPUNode client: %w", err)
+	}
+	pl.cache.markStale = func(gn *v1alpha1.GPUNode, message string) {
+		go markStale(ctx, client, gn, message)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimManagedFields))
 	gnReg, err := factory.Tessera().V1alpha1().GPUNodes().Informer().AddEventHandler(pl.gpuNodeHandler())
@@ -94,11 +100,47 @@ func trimManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
+// fieldManager names the scheduler's writes: the assignment patch of
+// PreBind and the InventoryFresh condition of a GPUNode whose heartbeat
+// stopped.
+const fieldManager = "tessera-scheduler"
+
+// markStale sets the GPUNode's InventoryFresh condition to False, as the
+// scheduler's own field manager, with server-side apply on the status
+// subresource: it owns that one condition and nothing else, and the device
+// plugin's next heartbeat sets it True again. A dead plugin cannot say its
+// inventory is stale, so the scheduler, which already judges staleness,
+// says it for `kubectl wait` and health checks. A failed write is logged;
+// the next transition tries again.
+func markStale(ctx context.Context, client versioned.Interface, gn *v1alpha1.GPUNode, message string) {
+	cond := metav1.Condition{Type: v1alpha1.ConditionInventoryFresh, Status: metav1.ConditionFalse,
+		ObservedGeneration: gn.Generation, LastTransitionTime: metav1.Now(),
+		Reason: v1alpha1.ReasonHeartbeatStale, Message: message}
+	body, err := json.Marshal(map[string]any{
+		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": "GPUNode",
+		"metadata": map[string]any{"name": gn.Name, "uid": gn.UID},
+		"status":   map[string]any{"conditions": []metav1.Condition{cond}},
+	})
+	if err == nil {
+		force := true
+		_, err = client.TesseraV1alpha1().GPUNodes().Patch(ctx, gn.Name, types.ApplyPatchType, body,
+			metav1.PatchOptions{FieldManager: fieldManager, Force: &force}, "status")
+	}
+	if err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+		klog.FromContext(ctx).Error(err, "Cannot mark the GPUNode's inventory stale", "gpuNode", gn.Name)
+	}
+}
+
 // lastWrite is the time of the latest write the managed fields record,
-// nil when none has a time.
+// nil when none has a time. The scheduler's own write of the InventoryFresh
+// condition does not count: it says the node is dead, and must not make a
+// restarted scheduler think the node wrote.
 func lastWrite(fields []metav1.ManagedFieldsEntry) *metav1.Time {
 	var latest *metav1.Time
 	for _, f := range fields {
+		if f.Manager == fieldManager {
+			continue
+		}
 		if f.Time != nil && (latest == nil || f.Time.After(latest.Time)) {
 			latest = f.Time
 		}

@@ -27,13 +27,19 @@ import (
 // kubelet k, and returns a function that stops it.
 func (e *env) startAgent(node, kind string, k *kubelet) func() {
 	e.t.Helper()
+	return e.startAgentBeating(node, kind, k, 5*time.Second)
+}
+
+// startAgentBeating is startAgent with the given heartbeat period.
+func (e *env) startAgentBeating(node, kind string, k *kubelet, heartbeat time.Duration) func() {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		err := agent.Run(ctx, agent.Config{
 			NodeName: node, Kube: e.c.Client, GPU: e.c.GPU, Fake: kind,
-			DevicePluginDir: k.dir, Heartbeat: 5 * time.Second, ReconcileInterval: 500 * time.Millisecond,
+			DevicePluginDir: k.dir, Heartbeat: heartbeat, ReconcileInterval: 500 * time.Millisecond,
 			Health: health.DefaultConfig(), KubeletRecord: k,
 		}, nil)
 		if err != nil {
