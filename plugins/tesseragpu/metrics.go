@@ -66,6 +66,9 @@ var (
 	allocatedDesc = metrics.NewDesc(metricsSubsystem+"_gpus_allocated",
 		"GPUs' worth of capacity held by pods, by model, as the scheduler accounts it (a 40% share counts 0.4).",
 		[]string{"model"}, nil, metrics.ALPHA, "")
+	fragmentedDesc = metrics.NewDesc(metricsSubsystem+"_gpus_fragmented",
+		"GPUs' worth of free capacity on healthy, partly used GPUs, by model: capacity that shares can use but whole-GPU requests cannot.",
+		[]string{"model"}, nil, metrics.ALPHA, "")
 	gpuNodesDesc = metrics.NewDesc(metricsSubsystem+"_gpu_nodes",
 		"Nodes with a GPU inventory, by whether it is trusted: fresh, stale (heartbeat older than inventoryStaleness), or held (pods hold GPUs the cache cannot pin, so none is offered).",
 		[]string{"inventory"}, nil, metrics.ALPHA, "")
@@ -98,6 +101,7 @@ func (ic *inventoryCollector) track(ctx context.Context, c *gpuCache) {
 func (ic *inventoryCollector) DescribeWithStability(ch chan<- *metrics.Desc) {
 	ch <- gpusDesc
 	ch <- allocatedDesc
+	ch <- fragmentedDesc
 	ch <- gpuNodesDesc
 }
 
@@ -118,6 +122,7 @@ func (ic *inventoryCollector) CollectWithStability(ch chan<- metrics.Metric) {
 			ch <- metrics.NewLazyConstMetric(gpusDesc, metrics.GaugeValue, float64(ms.gpus[i]), m, state)
 		}
 		ch <- metrics.NewLazyConstMetric(allocatedDesc, metrics.GaugeValue, float64(ms.units)/device.FullUnits, m)
+		ch <- metrics.NewLazyConstMetric(fragmentedDesc, metrics.GaugeValue, float64(ms.gpus[gpuPartial]*device.FullUnits-ms.partialUnits)/device.FullUnits, m)
 	}
 	ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, float64(sum.fresh), "fresh")
 	ch <- metrics.NewLazyConstMetric(gpuNodesDesc, metrics.GaugeValue, float64(sum.stale), "stale")
@@ -138,6 +143,8 @@ var gpuStates = [...]string{gpuFree: "free", gpuPartial: "partial", gpuFull: "fu
 type modelSummary struct {
 	gpus  [len(gpuStates)]int
 	units int
+	// partialUnits are the units used on the GPUs counted partial.
+	partialUnits int
 }
 
 // inventorySummary counts a cache's GPUs by model and state, and its GPU
@@ -186,6 +193,7 @@ func (sum *inventorySummary) count(st *nodeState, stale bool, sign int) {
 			ms.gpus[gpuFull] += sign
 		default:
 			ms.gpus[gpuPartial] += sign
+			ms.partialUnits += sign * used
 		}
 		if ms.gpus == [len(gpuStates)]int{} {
 			delete(sum.models, d.Model)

@@ -769,6 +769,9 @@ tessera_scheduler_gpus{model="H100",state="unhealthy"} 0
 # HELP tessera_scheduler_gpus_allocated [ALPHA] GPUs' worth of capacity held by pods, by model, as the scheduler accounts it (a 40% share counts 0.4).
 # TYPE tessera_scheduler_gpus_allocated gauge
 tessera_scheduler_gpus_allocated{model="H100"} 0.4
+# HELP tessera_scheduler_gpus_fragmented [ALPHA] GPUs' worth of free capacity on healthy, partly used GPUs, by model: capacity that shares can use but whole-GPU requests cannot.
+# TYPE tessera_scheduler_gpus_fragmented gauge
+tessera_scheduler_gpus_fragmented{model="H100"} 0.6
 `
 	if err := testutil.CustomCollectAndCompare(ic, strings.NewReader(want)); err != nil {
 		t.Error(err)

@@ -71,6 +71,7 @@ func TestPlacesWholeMultiAndFractionalPods(t *testing.T) {
 		`tessera_scheduler_gpus{model="NVIDIA H100 80GB HBM3",state="full"} 11`,
 		`tessera_scheduler_gpus{model="NVIDIA H100 80GB HBM3",state="partial"} 1`,
 		`tessera_scheduler_gpus_allocated{model="NVIDIA H100 80GB HBM3"} 11.3`,
+		`tessera_scheduler_gpus_fragmented{model="NVIDIA H100 80GB HBM3"} 0.7`,
 		`tessera_scheduler_gpu_nodes{inventory="fresh"} 2`,
 		`tessera_scheduler_placements_total{kind="whole",strategy="binpack"}`,
 		`tessera_scheduler_placements_total{kind="share",strategy="binpack"}`,
