@@ -53,7 +53,7 @@ func run() error {
 	fs.StringVar(&cfg.DevicePluginDir, "device-plugin-dir", pluginapi.DevicePluginPath, "the kubelet's device-plugin directory")
 	fs.StringVar(&cfg.PodResourcesSocket, "pod-resources-socket", "/var/lib/kubelet/pod-resources/kubelet.sock", "the kubelet's PodResources API socket")
 	fs.BoolVar(&cfg.TaintNode, "taint-node", false, "add the taint nvidia.com/gpu=present:NoSchedule to this node")
-	fs.StringVar(&cfg.MetricsAddress, "metrics-bind-address", ":9400", "address of the /metrics and /healthz endpoint; 0 disables it")
+	fs.StringVar(&cfg.MetricsAddress, "metrics-bind-address", ":9410", "address of the /metrics and /healthz endpoint; 0 disables it")
 	fs.BoolVar(&cfg.CDI, "cdi", false, "return CDI device names (nvidia.com/gpu=<uuid>) from Allocate")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 30*time.Second, "how often the GPUNode heartbeat is refreshed; keep it well under the scheduler's inventoryStaleness")
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", 5*time.Second, "how often the kubelet's allocations are compared with the pods' assignments")

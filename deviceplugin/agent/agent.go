@@ -165,6 +165,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	if len(uuids) > 0 {
 		a.monitor = health.NewMonitor(a.lib, uuids, cfg.Health)
 	}
+	defer metrics.SetGPUSource(cfg.NodeName, func() []metrics.GPU { return a.gpuMetrics(ledger) })()
 	done := make(chan struct{})
 	run := func(f func()) {
 		go func() {
@@ -232,6 +233,26 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		<-done
 	}
 	return nil
+}
+
+// gpuMetrics is each GPU as the per-GPU gauges report it: the inventory,
+// the monitor's health and what the kubelet has given out.
+func (a *Agent) gpuMetrics(ledger *handoff.Ledger) []metrics.GPU {
+	var states map[string]health.Change
+	if a.monitor != nil {
+		states = a.monitor.State()
+	}
+	allocated := ledger.Allocated()
+	out := make([]metrics.GPU, 0, len(a.inv.GPUs))
+	for _, g := range a.inv.GPUs {
+		healthy := true
+		if h, ok := states[g.UUID]; ok {
+			healthy = h.Healthy
+		}
+		out = append(out, metrics.GPU{UUID: g.UUID, Index: g.Index, Model: g.Model, PCIBusID: g.PCIBusID,
+			NUMANode: g.NUMANode, Healthy: healthy, AllocatedPercent: allocated[g.UUID]})
+	}
+	return out
 }
 
 // open initialises NVML or the fake machine and runs discovery.

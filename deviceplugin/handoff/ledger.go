@@ -443,13 +443,8 @@ func (l *Ledger) keepLocked(a allocation) bool {
 		return false
 	}
 	p := l.pods[a.owner.pod]
-	if p == nil {
+	if p == nil || l.listedLocked(p.uid) {
 		return false
-	}
-	for o := range l.kubelet {
-		if o.pod == p.uid {
-			return false
-		}
 	}
 	for _, c := range p.claims {
 		if c.owner == *a.owner {
@@ -624,6 +619,93 @@ func (l *Ledger) heldLocked() usage {
 		}
 	}
 	return u
+}
+
+// Allocated is how much of each GPU the kubelet has given out, in percent:
+// 100 for a GPU held whole, else the percent IDs held. It counts the
+// kubelet's record and the allocations since, and the devices of init
+// containers of listed pods, which the record never shows (a share an init
+// container handed on to a later container of its pod is in the record
+// already and is not counted twice). Every known GPU has an entry.
+func (l *Ledger) Allocated() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	whole := map[string]bool{}
+	ids := map[string]map[string]bool{} // GPU -> percent IDs
+	sharesOf := map[types.UID]map[string]bool{}
+	mark := func(pod types.UID, r Resource, list []string) {
+		for _, id := range list {
+			if r == Whole {
+				whole[id] = true
+				continue
+			}
+			u, _, ok := ParsePercentID(id)
+			if !ok {
+				continue
+			}
+			if ids[u] == nil {
+				ids[u] = map[string]bool{}
+			}
+			ids[u][id] = true
+			if pod != "" {
+				if sharesOf[pod] == nil {
+					sharesOf[pod] = map[string]bool{}
+				}
+				sharesOf[pod][u] = true
+			}
+		}
+	}
+	for o, ds := range l.kubelet {
+		for _, d := range ds {
+			mark(o.pod, d.Resource, d.IDs)
+		}
+	}
+	for _, a := range l.inflight {
+		var pod types.UID
+		if a.owner != nil {
+			pod = a.owner.pod
+		}
+		mark(pod, a.resource, a.ids)
+	}
+	extra := map[string]int{}
+	for _, p := range l.pods {
+		if !l.listedLocked(p.uid) {
+			continue
+		}
+		for _, c := range p.claims {
+			if !c.init {
+				continue
+			}
+			for _, u := range c.uuids {
+				switch {
+				case c.resource == Whole:
+					whole[u] = true
+				case !sharesOf[p.uid][u]:
+					extra[u] += c.size
+				}
+			}
+		}
+	}
+	out := make(map[string]int, len(l.gpus))
+	for u := range l.gpus {
+		if whole[u] {
+			out[u] = 100
+		} else {
+			out[u] = min(100, len(ids[u])+extra[u])
+		}
+	}
+	return out
+}
+
+// listedLocked reports whether the kubelet's record shows a container of
+// the pod.
+func (l *Ledger) listedLocked(uid types.UID) bool {
+	for o := range l.kubelet {
+		if o.pod == uid {
+			return true
+		}
+	}
+	return false
 }
 
 // conflictLocked names the first GPU behind ids that is already given out

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -666,5 +668,45 @@ func TestSplitShareIsAClaim(t *testing.T) {
 	l.ObserveKubelet([]ContainerDevices{{Namespace: "default", Pod: "split", Container: "main", Resource: Percent, IDs: ids}})
 	if cs := l.Corrections(); len(cs) != 0 {
 		t.Errorf("corrections %+v", cs)
+	}
+}
+
+// TestAllocated: per-GPU allocation as the kubelet gave it: whole GPUs at
+// 100, shares by their percent IDs, an init container's whole GPU (never
+// listed) for its listed pod, an init share handed on to the app container
+// counted once, and allocations not listed yet.
+func TestAllocated(t *testing.T) {
+	l := NewLedger(uuids(4))
+	p := boundPod("staged", 1, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 20}}})
+	p.Spec.InitContainers = []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: v1.ResourceList{
+		v1.ResourceName(Whole): *resource.NewQuantity(1, resource.DecimalSI)}}}}
+	p.Annotations[assignment.Annotation] = assignment.Assignment{"prep": {{UUID: "GPU-0", Percent: 100}}, "main": {{UUID: "GPU-1", Percent: 20}}}.String()
+	if err := l.UpsertPod(p); err != nil {
+		t.Fatal(err)
+	}
+	q := boundPod("reuse", 1, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 30}}})
+	q.Spec.InitContainers = []v1.Container{{Name: "prep", Resources: v1.ResourceRequirements{Limits: v1.ResourceList{
+		v1.ResourceName(Percent): *resource.NewQuantity(10, resource.DecimalSI)}}}}
+	q.Annotations[assignment.Annotation] = assignment.Assignment{"prep": {{UUID: "GPU-1", Percent: 10}}, "main": {{UUID: "GPU-1", Percent: 30}}}.String()
+	if err := l.UpsertPod(q); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(uuid string, from, n int) []string {
+		var out []string
+		for i := from; i < from+n; i++ {
+			out = append(out, PercentID(uuid, i))
+		}
+		return out
+	}
+	l.ObserveKubelet([]ContainerDevices{
+		{Namespace: "default", Pod: "staged", Container: "main", Resource: Percent, IDs: ids("GPU-1", 0, 20)},
+		{Namespace: "default", Pod: "reuse", Container: "main", Resource: Percent, IDs: ids("GPU-1", 20, 30)},
+	})
+	if _, err := l.Allocate(Whole, []string{"GPU-3"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"GPU-0": 100, "GPU-1": 50, "GPU-2": 0, "GPU-3": 100}
+	if diff := cmp.Diff(want, l.Allocated()); diff != "" {
+		t.Errorf("allocated (-want +got):\n%s", diff)
 	}
 }

@@ -79,7 +79,9 @@ func TestAgentPublishesInventoryAndHealth(t *testing.T) {
 	e.waitGPUNodeEvent(gn, "GPUUnhealthy", "GPU "+bad+": unhealthy: XID 79")
 	e.waitEvent("holder", "GPUUnhealthy: GPU "+bad+", which this pod holds on node dgx, is unhealthy: XID 79")
 	if m := scrapeDevicePluginMetrics(t); !strings.Contains(m, `tessera_device_plugin_xid_events_total{gpu="`+bad+`",xid="79"} 1`) ||
-		!strings.Contains(m, `tessera_device_plugin_gpu_health_transitions_total{gpu="`+bad+`",healthy="false"} 1`) || strings.Contains(m, `xid="13"`) {
+		!strings.Contains(m, `tessera_device_plugin_gpu_health_transitions_total{gpu="`+bad+`",healthy="false"} 1`) || strings.Contains(m, `xid="13"`) ||
+		!strings.Contains(m, `tessera_device_plugin_gpu_healthy{gpu="`+bad+`",node="dgx"} 0`) ||
+		strings.Count(m, `tessera_device_plugin_gpu_healthy{gpu=`) != 8 || strings.Count(m, `tessera_device_plugin_gpu_info{gpu=`) != 8 {
 		t.Errorf("device plugin metrics after XIDs 13 and 79:\n%s", m)
 	}
 	// Eight whole-GPU pods: seven fit, the eighth does not, and none gets

@@ -471,9 +471,17 @@ func TestPluginRestartKeepsInitGPUsOnKubelet(t *testing.T) {
 		observe(ctx, t, k, ledger)
 	}
 	held := a["prep"][0].UUID
-	for u, n := range kubeletLoad(k) {
+	load := kubeletLoad(k)
+	for u, n := range load {
 		if n > 100 {
 			t.Errorf("GPU %s at %d%% (the init container's GPU is %s)", u, n, held)
+		}
+	}
+	// The device plugin's per-GPU allocation gauge reads the restarted
+	// ledger: it must be what the kubelet really gave out.
+	for u, n := range ledger.Allocated() {
+		if n != load[u] {
+			t.Errorf("the ledger counts GPU %s at %d%%, the kubelet at %d%%", u, n, load[u])
 		}
 	}
 }
