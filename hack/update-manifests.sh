@@ -41,6 +41,7 @@ ORDER=(
     deviceplugin-rbac.yaml
     deviceplugin-admission-policy.yaml
     deviceplugin-daemonset.yaml
+    monitoring.yaml
 )
 
 if [[ ! -x "${HELM}" ]]; then

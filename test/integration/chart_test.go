@@ -30,6 +30,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -82,7 +83,13 @@ func helmBinary(t *testing.T) string {
 // helmTemplate renders the chart as release in namespace with --set values.
 func helmTemplate(t *testing.T, release, namespace string, set ...string) ([]byte, error) {
 	t.Helper()
-	args := []string{"template", release, chartDir, "--namespace", namespace}
+	return helmTemplateWith(t, release, namespace, nil, set...)
+}
+
+// helmTemplateWith is helmTemplate with extra helm flags.
+func helmTemplateWith(t *testing.T, release, namespace string, flags []string, set ...string) ([]byte, error) {
+	t.Helper()
+	args := append([]string{"template", release, chartDir, "--namespace", namespace}, flags...)
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
@@ -149,7 +156,7 @@ var (
 		"MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
 	}
 	applyDryRun = map[string]bool{"ServiceAccount": true, "ConfigMap": true, "Deployment": true, "DaemonSet": true,
-		"PodDisruptionBudget": true}
+		"PodDisruptionBudget": true, "Service": true}
 )
 
 // applyChart applies every rendered object and reports each error.
@@ -682,6 +689,80 @@ func TestChartConventions(t *testing.T) {
 	}
 }
 
+// TestChartMonitoring renders the monitoring kit: by default only the
+// metrics Services and the metrics-reader ClusterRole (without the
+// Prometheus Operator's API, "auto" renders no monitors); with the API
+// served, ServiceMonitors that select those Services and a PrometheusRule
+// with the shipped alerts; on request, the dashboard ConfigMap with the
+// shipped dashboard and a binding for Prometheus' service account.
+func TestChartMonitoring(t *testing.T) {
+	helmBinary(t)
+	kinds := func(objs []*unstructured.Unstructured) map[string]int {
+		out := map[string]int{}
+		for _, o := range objs {
+			out[o.GetKind()]++
+		}
+		return out
+	}
+	out, err := helmTemplate(t, "tessera", "tessera-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kinds(parseObjects(t, out)); k["ServiceMonitor"]+k["PodMonitor"]+k["PrometheusRule"] != 0 || k["Service"] != 2 {
+		t.Errorf("default render without the Prometheus Operator: %v", k)
+	}
+	out, err = helmTemplateWith(t, "tessera", "tessera-system",
+		[]string{"--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"},
+		"monitoring.dashboard.enabled=true", "monitoring.serviceMonitor.labels.release=prom",
+		"monitoring.metricsReader.subjects[0].name=prometheus", "monitoring.metricsReader.subjects[0].namespace=monitoring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := parseObjects(t, out)
+	if k := kinds(objs); k["ServiceMonitor"] != 2 || k["PrometheusRule"] != 1 || k["PodMonitor"] != 0 {
+		t.Errorf("with the Prometheus Operator's API: %v", k)
+	}
+	var dep appsv1.Deployment
+	toTyped(t, findObject(t, objs, "Deployment", "tessera-scheduler"), &dep)
+	var svc v1.Service
+	toTyped(t, findObject(t, objs, "Service", "tessera-scheduler-metrics"), &svc)
+	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dep.Spec.Template.Labels)) || svc.Spec.Ports[0].TargetPort.String() != "https" {
+		t.Errorf("the scheduler's metrics Service %+v does not reach its pods %v", svc.Spec, dep.Spec.Template.Labels)
+	}
+	sm := findObject(t, objs, "ServiceMonitor", "tessera-scheduler")
+	sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+	if !labels.SelectorFromSet(sel).Matches(labels.Set(svc.Labels)) || sm.GetLabels()["release"] != "prom" {
+		t.Errorf("the scheduler's ServiceMonitor selects %v, labels %v; the Service has %v", sel, sm.GetLabels(), svc.Labels)
+	}
+	rule := findObject(t, objs, "PrometheusRule", "tessera")
+	groups, _, _ := unstructured.NestedSlice(rule.Object, "spec", "groups")
+	alerts, err := os.ReadFile(filepath.Join(chartDir, "files", "monitoring", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []any
+	if err := yaml.Unmarshal(alerts, &want); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, groups); diff != "" {
+		t.Errorf("PrometheusRule groups differ from files/monitoring/alerts.yaml (-file +rendered):\n%s", diff)
+	}
+	var cm v1.ConfigMap
+	toTyped(t, findObject(t, objs, "ConfigMap", "tessera-dashboard"), &cm)
+	dash, err := os.ReadFile(filepath.Join(chartDir, "files", "monitoring", "dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Labels["grafana_dashboard"] != "1" || strings.TrimSpace(cm.Data["tessera-gpu-scheduling.json"]) != strings.TrimSpace(string(dash)) {
+		t.Errorf("dashboard ConfigMap labels %v, or its JSON differs from files/monitoring/dashboard.json", cm.Labels)
+	}
+	var crb rbacv1.ClusterRoleBinding
+	toTyped(t, findObject(t, objs, "ClusterRoleBinding", "tessera-metrics-reader"), &crb)
+	if crb.RoleRef.Name != "tessera-metrics-reader" || len(crb.Subjects) != 1 || crb.Subjects[0].Namespace != "monitoring" {
+		t.Errorf("metrics-reader binding %+v", crb)
+	}
+}
+
 // TestChartFragmentationStrategy renders the chart with the fragmentation
 // strategy and its settings given as values, as the chart's README shows,
 // and checks that the scheduler loads them: the values reach the plugin's
@@ -713,9 +794,14 @@ func TestChartFragmentationStrategy(t *testing.T) {
 		t.Errorf("seed = %+v, want one class of 4 CPUs and one whole GPU, weight 3", f.Seed)
 	}
 
-	// The chart passes a bad setting through; the scheduler refuses it when
-	// it builds the plugin's args, naming the field.
-	out, err = helmTemplate(t, "tessera", "kube-system", prefix+"type=fragmentation", prefix+"fragmentation.coverage=0")
+	// The chart's schema refuses a bad setting, naming the value; with the
+	// schema skipped, the scheduler refuses it when it builds the plugin's
+	// args, naming the field.
+	if _, err := helmTemplate(t, "tessera", "kube-system", prefix+"type=fragmentation", prefix+"fragmentation.coverage=0"); err == nil ||
+		!strings.Contains(err.Error(), "/scheduler/pluginArgs/TesseraGPU/scoringStrategy/fragmentation/coverage") {
+		t.Errorf("coverage 0: err = %v, want the schema to refuse it", err)
+	}
+	out, err = helmTemplateWith(t, "tessera", "kube-system", []string{"--skip-schema-validation"}, prefix+"type=fragmentation", prefix+"fragmentation.coverage=0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,3 +160,16 @@ two cannot be told apart. Pods that name another scheduler are left alone.
     (has(c.resources.limits) && c.resources.limits.exists(r, r in {{ $gpus }})) ||
     (has(c.resources.requests) && c.resources.requests.exists(r, r in {{ $gpus }}))))
 {{- end -}}
+
+{{/*
+Whether to render a monitoring object; call with (list $ value "group/version/Kind").
+value true renders it, false does not, "auto" renders it when the cluster
+serves the kind (helm template, without a cluster, renders none).
+*/}}
+{{- define "tessera.monitoring.want" -}}
+{{- $root := index . 0 -}}
+{{- $v := toString (index . 1) -}}
+{{- if or (eq $v "true") (and (eq $v "auto") ($root.Capabilities.APIVersions.Has (index . 2))) -}}
+true
+{{- end -}}
+{{- end -}}
