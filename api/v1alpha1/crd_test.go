@@ -19,6 +19,7 @@ package v1alpha1_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -39,27 +40,25 @@ import (
 	"github.com/tessera-gpu/tessera/manifests"
 )
 
-// designExample is the example GPUNode of DESIGN.md section 3, verbatim.
-const designExample = `
-apiVersion: tessera.io/v1alpha1
-kind: GPUNode
-metadata: {name: node-a}
-status:
-  driverVersion: "550.54.15"
-  cudaDriverVersion: 12040
-  heartbeatTime: "2026-11-26T10:00:00Z"
-  gpus:
-  - uuid: GPU-8c0e6f3a-...      # NVML UUID
-    index: 0
-    model: NVIDIA H100 80GB HBM3 # NVML product name, verbatim
-    memoryMiB: 81920
-    computeCapability: "9.0"
-    numaNode: 0
-    pciBusID: "00000000:18:00.0"
-    nvlinkPeers: [GPU-...]
-    health: {healthy: true, reason: "", since: "2026-11-26T09:00:00Z"}
-    taints: [{key: tessera.io/xid, value: "79", effect: NoSchedule}]
-`
+// designExample is the example GPUNode of docs/design.md (the YAML block
+// after its "gpunode example" marker), so the example users read is the one
+// the test decodes.
+func designExample(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/design.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "<!-- gpunode example -->\n```yaml\n")
+	if !ok {
+		t.Fatal("docs/design.md has no gpunode example")
+	}
+	example, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("docs/design.md: the gpunode example does not end")
+	}
+	return example
+}
 
 // loadCRD parses the embedded CRD manifest strictly, applies the v1 defaults
 // and returns it together with its internal form.
@@ -339,7 +338,7 @@ func compareShape(t *testing.T, path string, typ reflect.Type, s *apiextensionsv
 	}
 }
 
-// TestDesignExample checks that the DESIGN.md example decodes strictly into
+// TestDesignExample checks that the docs/design.md example decodes strictly into
 // the Go type, is accepted by the CRD schema without pruning anything, and
 // that what Go writes back is accepted too.
 func TestDesignExample(t *testing.T) {
@@ -355,8 +354,8 @@ func TestDesignExample(t *testing.T) {
 	}
 
 	var node v1alpha1.GPUNode
-	if err := yaml.UnmarshalStrict([]byte(designExample), &node); err != nil {
-		t.Fatalf("strict decoding of the DESIGN example into GPUNode: %v", err)
+	if err := yaml.UnmarshalStrict([]byte(designExample(t)), &node); err != nil {
+		t.Fatalf("strict decoding of the design example into GPUNode: %v", err)
 	}
 	if len(node.Status.GPUs) != 1 {
 		t.Fatalf("decoded %d GPUs, want 1", len(node.Status.GPUs))
@@ -373,7 +372,7 @@ func TestDesignExample(t *testing.T) {
 	if err != nil {
 		t.Fatalf("encoding GPUNode: %v", err)
 	}
-	for name, data := range map[string][]byte{"DESIGN example": []byte(designExample), "re-encoded from Go": fromGo} {
+	for name, data := range map[string][]byte{"design example": []byte(designExample(t)), "re-encoded from Go": fromGo} {
 		obj := toUnstructured(t, data)
 		if errs := validation.ValidateCustomResource(nil, obj, validator); len(errs) > 0 {
 			t.Errorf("%s: rejected by the CRD schema: %v", name, errs.ToAggregate())
@@ -385,7 +384,7 @@ func TestDesignExample(t *testing.T) {
 	}
 
 	// Sanity check of the pruning check itself.
-	obj := toUnstructured(t, []byte(designExample))
+	obj := toUnstructured(t, []byte(designExample(t)))
 	gpu0(obj)["bogus"] = "x"
 	unknown := pruning.PruneWithOptions(obj, structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
 	if !slices.Equal(unknown, []string{"status.gpus[0].bogus"}) {
@@ -415,7 +414,7 @@ func TestCRDSchemaValidation(t *testing.T) {
 		name   string
 		mutate func(map[string]any)
 	}{
-		{"as in DESIGN", func(map[string]any) {}},
+		{"as in the design", func(map[string]any) {}},
 		{"unknown NUMA node", func(o map[string]any) { gpu0(o)["numaNode"] = int64(-1) }},
 		{"unhealthy", func(o map[string]any) { health(o)["healthy"] = false; health(o)["reason"] = "XID 79" }},
 		{"zero memory", func(o map[string]any) { gpu0(o)["memoryMiB"] = int64(0) }},
@@ -430,7 +429,7 @@ func TestCRDSchemaValidation(t *testing.T) {
 	}
 	for _, tc := range good {
 		t.Run("accepts/"+tc.name, func(t *testing.T) {
-			obj := toUnstructured(t, []byte(designExample))
+			obj := toUnstructured(t, []byte(designExample(t)))
 			tc.mutate(obj)
 			if errs := validation.ValidateCustomResource(nil, obj, validator); len(errs) > 0 {
 				t.Errorf("rejected: %v", errs.ToAggregate())
@@ -473,7 +472,7 @@ func TestCRDSchemaValidation(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run("rejects/"+tc.name, func(t *testing.T) {
-			obj := toUnstructured(t, []byte(designExample))
+			obj := toUnstructured(t, []byte(designExample(t)))
 			tc.mutate(obj)
 			errs := validation.ValidateCustomResource(nil, obj, validator)
 			if len(errs) == 0 {
