@@ -38,7 +38,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
-	"github.com/tessera-gpu/tessera/pkg/schedulerapp"
+	tesseraplugins "github.com/tessera-gpu/tessera/plugins"
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu"
 )
 
@@ -84,11 +84,11 @@ type pluginRef struct {
 func (r *pluginRef) set(pl fwk.Plugin) { r.mu.Lock(); r.pl = pl; r.mu.Unlock() }
 func (r *pluginRef) get() fwk.Plugin   { r.mu.Lock(); defer r.mu.Unlock(); return r.pl }
 
-// registry is schedulerapp.Registry() with TesseraGPU's factory wrapped to
+// registry is plugins.Registry() with TesseraGPU's factory wrapped to
 // remember the instance, so the benchmark can wait until the plugin's own
 // GPUNode informer has caught up before pods are created.
 func registry() frameworkruntime.Registry {
-	r := schedulerapp.Registry()
+	r := tesseraplugins.Registry()
 	newGPU := r[tesseragpu.Name]
 	r[tesseragpu.Name] = func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
 		pl, err := newGPU(ctx, obj, h)

@@ -35,7 +35,7 @@ import (
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"
 	configv1 "github.com/tessera-gpu/tessera/config/v1"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
-	"github.com/tessera-gpu/tessera/pkg/schedulerapp"
+	tesseraplugins "github.com/tessera-gpu/tessera/plugins"
 )
 
 // A strategy is one placement policy of the comparison: which plugin
@@ -239,7 +239,7 @@ func replay(ctx context.Context, cl *cluster, st strategy, allPods, order []trac
 	informerFactory := informers.NewSharedInformerFactory(client, 0)
 	snapshot := internalcache.NewSnapshot(nil, cl.nodes)
 	registry := plugins.NewInTreeRegistry()
-	if err := registry.Merge(schedulerapp.Registry()); err != nil {
+	if err := registry.Merge(tesseraplugins.Registry()); err != nil {
 		return nil, err
 	}
 	if err := registry.Merge(baselineRegistry()); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,14 +53,19 @@ func TestCommandLine(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{name: "help", args: []string{"--help"}, stdout: "kubectl tessera nodes [NAME...]"},
+		{name: "help", args: []string{"--help"}, stdout: "kubectl tessera [command]"},
 		{name: "help command", args: []string{"help"}, stdout: "--scheduler-name string"},
+		{name: "help of a command", args: []string{"explain", "--help"}, stdout: "kubectl tessera explain POD [flags]"},
 		{name: "version flag", args: []string{"--version"}, stdout: "kubectl-tessera "},
 		{name: "version command", args: []string{"version"}, stdout: "kubernetes v1.37.2"},
+		{name: "completion", args: []string{"completion", "bash"}, stdout: "__start_tessera"},
 		{name: "unknown command", args: []string{"gpus"}, code: 1, stderr: `unknown command "gpus"`},
 		{name: "unknown flag", args: []string{"--bogus"}, code: 1, stderr: "unknown flag: --bogus"},
-		{name: "bad output", args: []string{"-o", "yaml"}, code: 1, stderr: `unknown output format "yaml"`},
-		{name: "pending takes no names", args: []string{"pending", "x"}, code: 1, stderr: "unexpected arguments"},
+		{name: "bad output", args: []string{"-o", "yamll"}, code: 1, stderr: `unknown output format "yamll"`},
+		{name: "custom columns without columns", args: []string{"nodes", "-o", "custom-columns="}, code: 1, stderr: "no custom columns given"},
+		{name: "pending takes no names", args: []string{"pending", "x"}, code: 1, stderr: `unknown command "x"`},
+		{name: "explain needs a pod", args: []string{"explain"}, code: 1, stderr: "accepts 1 arg(s), received 0"},
+		{name: "bad selector", args: []string{"nodes", "-l", "a=(b"}, code: 1, stderr: `invalid label selector "a=(b"`},
 		{name: "empty scheduler name", args: []string{"--scheduler-name="}, code: 1, stderr: "--scheduler-name must not be empty"},
 		{name: "missing kubeconfig", args: []string{"--kubeconfig", filepath.Join(t.TempDir(), "none")}, code: 1, stderr: "none: no such file"},
 		// Port 1 on loopback refuses connections.
@@ -106,8 +112,24 @@ func TestAgainstCluster(t *testing.T) {
 		{"nodes", []string{"nodes"}},
 		{"nodes-named", []string{"nodes", "h100-b", "cpu-1"}},
 		{"nodes-not-found", []string{"nodes", "a100", "gpu-9"}},
+		{"overview-summarised", []string{"--max-gpu-rows", "4"}},
+		{"overview-jsonpath", []string{"-o", "jsonpath={range .nodes[*]}{.name}{\": \"}{.gpus[*].used}{\"\\n\"}{end}"}},
+		{"summary", []string{"summary"}},
+		{"summary-wide-selector", []string{"summary", "-o", "wide", "-l", "kubernetes.io/hostname in (h100-a,a100)"}},
+		{"summary-json", []string{"summary", "-o", "json"}},
+		{"nodes-custom-columns", []string{"nodes", "-o", "custom-columns=NODE:.node,GPU:.index,MODEL:.model,USED:.used,HOLDERS:.holders[*].pod"}},
+		{"nodes-selector-yaml", []string{"nodes", "-l", "kubernetes.io/hostname=a100", "-o", "yaml"}},
+		{"nodes-no-match", []string{"nodes", "-l", "pool=none"}},
 		{"pending", []string{"pending"}},
+		{"pending-all-no-headers", []string{"pending", "-A", "--no-headers"}},
+		{"pending-custom-columns", []string{"pending", "-A", "-o", "custom-columns=NAMESPACE:.namespace,POD:.pod,REQUEST:.request"}},
 		{"pending-namespace-wide", []string{"pending", "-n", "ml", "-o", "wide"}},
+		{"explain-too-big", []string{"explain", "too-big"}},
+		{"explain-model", []string{"explain", "-n", "ml", "a30-job"}},
+		{"explain-share-one-node", []string{"explain", "-n", "ml", "retried", "--node", "h100-a"}},
+		{"explain-yaml", []string{"explain", "-n", "ml", "fresh", "-o", "yaml"}},
+		{"explain-bound", []string{"explain", "-n", "ml", "train"}},
+		{"explain-not-found", []string{"explain", "nope"}},
 		{"pending-none", []string{"pending", "-n", "kube-public"}},
 		{"pending-other-scheduler", []string{"pending", "--scheduler-name", "default-scheduler"}},
 		{"forbidden", []string{"--as", "alice"}},
@@ -117,6 +139,8 @@ func TestAgainstCluster(t *testing.T) {
 			compare(t, tc.golden, transcript(ctx, c.Kubeconfig, tc.args))
 		})
 	}
+
+	t.Run("watch", func(t *testing.T) { f.watch(c.Kubeconfig) })
 
 	// Last, as in a cluster where Tessera was never installed: no CRD.
 	t.Run("no-crd", func(t *testing.T) {
@@ -387,5 +411,57 @@ func (f *fixture) deleteCRD() {
 	})
 	if err != nil {
 		f.t.Fatalf("the GPUNode resource is still served: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// watch runs `nodes --watch`: it prints the table, then, when a pod is
+// bound to a GPU, the row of that GPU again with its new holder, without
+// headers, and it stops cleanly when its context ends.
+func (f *fixture) watch(kubeconfig string) {
+	t := f.t
+	ctx, cancel := context.WithCancel(f.ctx)
+	var stdout, stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"--kubeconfig", kubeconfig, "nodes", "a100", "--watch"}, &stdout, &stderr)
+	}()
+	waitFor := func(what string, ok func(string) bool) {
+		t.Helper()
+		err := wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			return ok(stdout.String()), nil
+		})
+		if err != nil {
+			t.Fatalf("%s; stdout:\n%s\nstderr:\n%s", what, stdout.String(), stderr.String())
+		}
+	}
+	waitFor("no first listing", func(s string) bool { return strings.Contains(s, "NODE") })
+	first := stdout.String()
+	f.bound("default", "watched", "a100", share(40), assigned("main", localcluster.FakeGPUUUID("a100", 0), 40))
+	waitFor("the new holder never showed", func(s string) bool { return strings.Contains(s, "default/watched[main] 40%") })
+	update := strings.TrimPrefix(stdout.String(), first)
+	if strings.Contains(update, "NODE") || !strings.Contains(update, "40%") {
+		t.Errorf("the update repeats the header or lacks the new use:\n%s", update)
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Errorf("exit code %d after the watch was stopped; stderr:\n%s", c, stderr.String())
 	}
 }

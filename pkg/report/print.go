@@ -1,9 +1,11 @@
 package report
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,70 +16,167 @@ import (
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 )
 
-// Format is an output format of Write.
-type Format string
-
-const (
-	// Table is the default: one row per GPU with its holders, then the
-	// pending pods.
-	Table Format = ""
+// PrintOptions change how the tables are written.
+type PrintOptions struct {
 	// Wide adds full UUIDs, memory, NUMA node, NVLink peers, heartbeat and
 	// health ages, the pods on GPU nodes that hold no GPU, and the pending
 	// pods' model lists.
-	Wide Format = "wide"
-	// JSON is the Snapshot as indented JSON, for scripts.
-	JSON Format = "json"
-)
-
-// Formats lists the accepted formats by name, for flag help.
-var Formats = []string{"wide", "json"}
-
-// ParseFormat turns an -o value into a Format.
-func ParseFormat(s string) (Format, error) {
-	switch f := Format(s); f {
-	case Table, Wide, JSON:
-		return f, nil
-	}
-	return "", fmt.Errorf("unknown output format %q; use one of: %s", s, strings.Join(Formats, ", "))
+	Wide bool
+	// NoHeaders leaves out the header lines.
+	NoHeaders bool
 }
 
 // Print writes the snapshot as tables.
 func (s *Snapshot) Print(w io.Writer) {
-	_ = s.Write(w, Table)
+	s.WriteTables(w, PrintOptions{})
 }
 
-// Write writes the snapshot in the format. Tables are left out for sections
-// with nothing in them; callers say "nothing found" as they see fit.
-func (s *Snapshot) Write(w io.Writer, f Format) error {
-	if f == JSON {
-		b, err := json.MarshalIndent(s, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
-	}
-	wide := f == Wide
+// WriteTables writes one row per GPU with its holders, then the pending
+// pods. Tables are left out for sections with nothing in them; callers say
+// "nothing found" as they see fit.
+func (s *Snapshot) WriteTables(w io.Writer, o PrintOptions) {
 	if len(s.Nodes) > 0 {
-		s.writeNodes(w, wide)
+		s.writeNodes(w, o)
 		s.writeNodeEvents(w)
 	}
 	if len(s.Pending) > 0 {
-		if len(s.Nodes) > 0 {
+		if len(s.Nodes) > 0 && !o.NoHeaders {
 			fmt.Fprintln(w)
 		}
-		s.writePending(w, wide)
+		s.writePending(w, o)
 	}
-	return nil
 }
 
-func (s *Snapshot) writeNodes(w io.Writer, wide bool) {
+// WriteSummary writes one row per node, for clusters too large to list
+// every GPU, then the pending pods.
+func (s *Snapshot) WriteSummary(w io.Writer, o PrintOptions) {
+	if len(s.Nodes) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		cols := []string{"NODE", "MODELS", "GPUS", "FREE", "PARTIAL", "FULL", "UNHEALTHY", "ALLOCATED"}
+		if o.Wide {
+			cols = append(cols, "HEARTBEAT", "PODS", "NOTES")
+		}
+		if !o.NoHeaders {
+			fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		}
+		for _, n := range s.Summaries() {
+			cells := []string{n.Name, dash(n.Models), fmt.Sprint(n.GPUs), fmt.Sprint(n.Free), fmt.Sprint(n.Partial),
+				fmt.Sprint(n.Full), fmt.Sprint(n.Unhealthy), fmt.Sprintf("%s/%d", strconv.FormatFloat(n.Allocated, 'f', -1, 64), n.GPUs)}
+			if o.Wide {
+				var notes []string
+				if n.UnknownPods > 0 {
+					notes = append(notes, pods(n.UnknownPods)+" of unknown GPU use")
+				}
+				if n.UnrecordedPods > 0 {
+					notes = append(notes, pods(n.UnrecordedPods)+" not recorded yet")
+				}
+				cells = append(cells, s.age(n.HeartbeatTime), fmt.Sprint(n.Pods), dash(strings.Join(notes, ", ")))
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
+		tw.Flush()
+	}
+	if len(s.Pending) > 0 {
+		if len(s.Nodes) > 0 && !o.NoHeaders {
+			fmt.Fprintln(w)
+		}
+		s.writePending(w, o)
+	}
+}
+
+// pods says "1 pod" or "n pods".
+func pods(n int) string {
+	if n == 1 {
+		return "1 pod"
+	}
+	return fmt.Sprintf("%d pods", n)
+}
+
+// NodeSummary is one node's GPUs counted by state.
+type NodeSummary struct {
+	Name string `json:"name"`
+	// Models lists the node's distinct GPU models, comma-separated.
+	Models string `json:"models"`
+	// GPUs counts the node's GPUs; Free, Partial and Full the healthy ones
+	// with nothing, some or all of them held; Unhealthy the rest.
+	GPUs      int `json:"gpus"`
+	Free      int `json:"free"`
+	Partial   int `json:"partial"`
+	Full      int `json:"full"`
+	Unhealthy int `json:"unhealthy"`
+	// Allocated is the GPUs' worth held (a 40% share counts 0.4).
+	Allocated float64 `json:"allocated"`
+	// Pods counts the distinct pods holding GPUs.
+	Pods int `json:"pods"`
+	// UnknownPods and UnrecordedPods count the node's pods of unknown and
+	// of not yet recorded GPU use.
+	UnknownPods    int          `json:"unknownPods,omitempty"`
+	UnrecordedPods int          `json:"unrecordedPods,omitempty"`
+	HeartbeatTime  *metav1.Time `json:"heartbeatTime,omitempty"`
+}
+
+// Summaries counts each node's GPUs by state.
+func (s *Snapshot) Summaries() []NodeSummary {
+	out := make([]NodeSummary, 0, len(s.Nodes))
+	for _, n := range s.Nodes {
+		sum := NodeSummary{Name: n.Name, GPUs: len(n.GPUs), UnknownPods: len(n.Unknown), UnrecordedPods: len(n.Unrecorded),
+			HeartbeatTime: n.HeartbeatTime}
+		models := map[string]bool{}
+		pods := map[string]bool{}
+		units := 0
+		for _, g := range n.GPUs {
+			models[g.Model] = true
+			units += min(g.Used, 100)
+			switch {
+			case !g.Health.Healthy:
+				sum.Unhealthy++
+			case g.Used == 0:
+				sum.Free++
+			case g.Used >= 100:
+				sum.Full++
+			default:
+				sum.Partial++
+			}
+			for _, h := range g.Holders {
+				pods[h.Namespace+"/"+h.Pod] = true
+			}
+		}
+		sum.Models = strings.Join(slices.Sorted(maps.Keys(models)), ",")
+		sum.Allocated = float64(units) / 100
+		sum.Pods = len(pods)
+		out = append(out, sum)
+	}
+	return out
+}
+
+// GPUItem is one GPU with its node, the unit of `-o custom-columns` in the
+// GPU views.
+type GPUItem struct {
+	Node string `json:"node"`
+	GPURow
+}
+
+// GPUItems lists every GPU of the snapshot with its node.
+func (s *Snapshot) GPUItems() []GPUItem {
+	var out []GPUItem
+	for _, n := range s.Nodes {
+		for _, g := range n.GPUs {
+			out = append(out, GPUItem{Node: n.Name, GPURow: g})
+		}
+	}
+	return out
+}
+
+func (s *Snapshot) writeNodes(w io.Writer, o PrintOptions) {
+	wide := o.Wide
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	cols := []string{"NODE", "GPU", "MODEL", "HEALTH", "TAINTS", "USED", "HELD BY"}
 	if wide {
 		cols = []string{"NODE", "HEARTBEAT", "GPU", "UUID", "MODEL", "MEMORY", "NUMA", "NVLINK", "HEALTH", "TAINTS", "USED", "HELD BY"}
 	}
-	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	if !o.NoHeaders {
+		fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	}
 	// note puts a line under a node's rows, in the HELD BY column.
 	note := func(text string) {
 		fmt.Fprintln(tw, strings.Repeat("\t", len(cols)-1)+text)
@@ -141,11 +240,14 @@ func (s *Snapshot) writeNodeEvents(w io.Writer) {
 	}
 }
 
-func (s *Snapshot) writePending(w io.Writer, wide bool) {
+func (s *Snapshot) writePending(w io.Writer, o PrintOptions) {
+	wide := o.Wide
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if wide {
+	switch {
+	case o.NoHeaders:
+	case wide:
 		fmt.Fprintln(tw, "PENDING POD\tREQUEST\tMODELS\tWHY")
-	} else {
+	default:
 		fmt.Fprintln(tw, "PENDING POD\tREQUEST\tWHY")
 	}
 	for _, p := range s.Pending {

@@ -141,6 +141,49 @@ type Options struct {
 	// NodeEvents adds each node's latest GPUNode events (health changes,
 	// unusable inventory) to its row.
 	NodeEvents bool
+	// NodeSelector, a label selector, limits the node rows to the nodes
+	// whose Node labels match it.
+	NodeSelector string
+}
+
+// pageSize bounds each list call, so that a large cluster is read in pages
+// rather than in one response of every pod.
+const pageSize = 500
+
+// eachPage lists with list in pages of pageSize, calling each on every
+// page's items.
+func eachPage[L any](ctx context.Context, opts metav1.ListOptions, list func(context.Context, metav1.ListOptions) (L, error), each func(L) error, cont func(L) string) error {
+	opts.Limit = pageSize
+	for {
+		page, err := list(ctx, opts)
+		if err != nil {
+			return err
+		}
+		if err := each(page); err != nil {
+			return err
+		}
+		if opts.Continue = cont(page); opts.Continue == "" {
+			return nil
+		}
+	}
+}
+
+// listEvents lists the core/v1 events of namespace matching sel, in pages.
+func listEvents(ctx context.Context, kube kubernetes.Interface, namespace string, sel fields.Selector) ([]v1.Event, error) {
+	var out []v1.Event
+	err := eachPage(ctx, metav1.ListOptions{FieldSelector: sel.String()}, kube.CoreV1().Events(namespace).List,
+		func(l *v1.EventList) error { out = append(out, l.Items...); return nil },
+		func(l *v1.EventList) string { return l.Continue })
+	return out, err
+}
+
+// listPods lists the pods of namespace matching opts, in pages.
+func listPods(ctx context.Context, kube kubernetes.Interface, namespace string, opts metav1.ListOptions) ([]v1.Pod, error) {
+	var out []v1.Pod
+	err := eachPage(ctx, opts, kube.CoreV1().Pods(namespace).List,
+		func(l *v1.PodList) error { out = append(out, l.Items...); return nil },
+		func(l *v1.PodList) string { return l.Continue })
+	return out, err
 }
 
 // MaxNodeEvents is how many of a GPUNode's latest events a row keeps.
@@ -192,21 +235,39 @@ func Take(ctx context.Context, kube kubernetes.Interface, gpus versioned.Interfa
 func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Interface, opts Options) ([]NodeRow, []string, error) {
 	// The GPUNode list comes first even for named nodes: it is one object
 	// per node, and it is what tells a cluster without Tessera apart.
-	gns, err := gpus.TesseraV1alpha1().GPUNodes().List(ctx, metav1.ListOptions{})
+	var gns []v1alpha1.GPUNode
+	err := eachPage(ctx, metav1.ListOptions{}, gpus.TesseraV1alpha1().GPUNodes().List,
+		func(l *v1alpha1.GPUNodeList) error { gns = append(gns, l.Items...); return nil },
+		func(l *v1alpha1.GPUNodeList) string { return l.Continue })
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, nil, fmt.Errorf("listing GPUNodes: %w (%v)", ErrNoGPUNodeAPI, err)
 		}
 		return nil, nil, fmt.Errorf("listing GPUNodes: %w", err)
 	}
+	var selected map[string]bool
+	if opts.NodeSelector != "" {
+		selected = map[string]bool{}
+		err := eachPage(ctx, metav1.ListOptions{LabelSelector: opts.NodeSelector}, kube.CoreV1().Nodes().List,
+			func(l *v1.NodeList) error {
+				for _, n := range l.Items {
+					selected[n.Name] = true
+				}
+				return nil
+			},
+			func(l *v1.NodeList) string { return l.Continue })
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing nodes with labels %s: %w", opts.NodeSelector, err)
+		}
+	}
 	rows := map[string]*NodeRow{}
 	named := map[string]bool{}
 	for _, n := range opts.Nodes {
 		named[n] = true
 	}
-	for i := range gns.Items {
-		gn := &gns.Items[i]
-		if len(named) > 0 && !named[gn.Name] {
+	for i := range gns {
+		gn := &gns[i]
+		if len(named) > 0 && !named[gn.Name] || selected != nil && !selected[gn.Name] {
 			continue
 		}
 		rows[gn.Name] = inventoryRow(gn)
@@ -230,14 +291,18 @@ func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Int
 			rows[name] = &NodeRow{Name: name}
 		}
 	case opts.AllNodes:
-		nodes, err := kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		err := eachPage(ctx, metav1.ListOptions{LabelSelector: opts.NodeSelector}, kube.CoreV1().Nodes().List,
+			func(l *v1.NodeList) error {
+				for _, n := range l.Items {
+					if rows[n.Name] == nil {
+						rows[n.Name] = &NodeRow{Name: n.Name}
+					}
+				}
+				return nil
+			},
+			func(l *v1.NodeList) string { return l.Continue })
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing nodes: %w", err)
-		}
-		for _, n := range nodes.Items {
-			if rows[n.Name] == nil {
-				rows[n.Name] = &NodeRow{Name: n.Name}
-			}
 		}
 	}
 	if err := addHolders(ctx, kube, rows, opts.Nodes); err != nil {
@@ -298,19 +363,19 @@ func addHolders(ctx context.Context, kube kubernetes.Interface, rows map[string]
 		// cluster.
 		for name := range rows {
 			sel := fields.AndSelectors(append([]fields.Selector{fields.OneTermEqualSelector("spec.nodeName", name)}, running...)...)
-			list, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+			list, err := listPods(ctx, kube, "", metav1.ListOptions{FieldSelector: sel.String()})
 			if err != nil {
 				return fmt.Errorf("listing pods on node %s: %w", name, err)
 			}
-			pods = append(pods, list.Items...)
+			pods = append(pods, list...)
 		}
 	} else {
 		sel := fields.AndSelectors(append([]fields.Selector{fields.OneTermNotEqualSelector("spec.nodeName", "")}, running...)...)
-		list, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+		list, err := listPods(ctx, kube, "", metav1.ListOptions{FieldSelector: sel.String()})
 		if err != nil {
 			return fmt.Errorf("listing pods: %w", err)
 		}
-		pods = list.Items
+		pods = list
 	}
 	for i := range pods {
 		fileBoundPod(rows[pods[i].Spec.NodeName], &pods[i])
@@ -377,8 +442,7 @@ func fileBoundPod(r *NodeRow, p *v1.Pod) {
 // GPUNode without the object's UID, so a UID match (what kubectl describe
 // does) would miss them. A user who may not list events gets rows without.
 func addNodeEvents(ctx context.Context, kube kubernetes.Interface, rows map[string]*NodeRow) error {
-	evs, err := kube.CoreV1().Events("").List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("involvedObject.kind", "GPUNode").String()})
+	evs, err := listEvents(ctx, kube, "", fields.OneTermEqualSelector("involvedObject.kind", "GPUNode"))
 	if apierrors.IsForbidden(err) {
 		return nil
 	}
@@ -386,8 +450,8 @@ func addNodeEvents(ctx context.Context, kube kubernetes.Interface, rows map[stri
 		return fmt.Errorf("listing GPUNode events: %w", err)
 	}
 	byNode := map[string][]NodeEvent{}
-	for i := range evs.Items {
-		e := &evs.Items[i]
+	for i := range evs {
+		e := &evs[i]
 		if rows[e.InvolvedObject.Name] == nil {
 			continue
 		}
@@ -427,16 +491,15 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 		fields.OneTermEqualSelector("spec.schedulerName", opts.SchedulerName),
 		fields.OneTermNotEqualSelector("status.phase", string(v1.PodSucceeded)),
 		fields.OneTermNotEqualSelector("status.phase", string(v1.PodFailed)))
-	pods, err := kube.CoreV1().Pods(opts.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel.String()})
+	pods, err := listPods(ctx, kube, opts.Namespace, metav1.ListOptions{FieldSelector: sel.String()})
 	if err != nil {
 		return nil, fmt.Errorf("listing pending pods: %w", err)
 	}
-	if len(pods.Items) == 0 {
+	if len(pods) == 0 {
 		return nil, nil
 	}
 	// One list of FailedScheduling events rather than one per pod.
-	evs, err := kube.CoreV1().Events(opts.Namespace).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("reason", "FailedScheduling").String()})
+	evs, err := listEvents(ctx, kube, opts.Namespace, fields.OneTermEqualSelector("reason", "FailedScheduling"))
 	var reasons map[types.UID]string
 	switch {
 	case apierrors.IsForbidden(err):
@@ -446,11 +509,11 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 	case err != nil:
 		return nil, fmt.Errorf("listing FailedScheduling events: %w", err)
 	default:
-		reasons = LatestMessages(evs.Items)
+		reasons = LatestMessages(evs)
 	}
-	out := make([]Pending, 0, len(pods.Items))
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	out := make([]Pending, 0, len(pods))
+	for i := range pods {
+		p := &pods[i]
 		why, ok := UnschedulableMessage(p)
 		if !ok {
 			why, ok = reasons[p.UID]

@@ -44,12 +44,12 @@ func TestWrite(t *testing.T) {
 		Pending: []Pending{{Namespace: "ml", Pod: "big", Request: "16 gpus", Models: "NVIDIA A30", Reason: "0/3 nodes are available:\n  too big."}},
 	}
 	for _, c := range []struct {
-		name   string
-		snap   *Snapshot
-		format Format
-		want   string
+		name string
+		snap *Snapshot
+		opts PrintOptions
+		want string
 	}{{
-		name: "table", snap: full, format: Table, want: `
+		name: "table", snap: full, want: `
 NODE   GPU              MODEL                  HEALTH              TAINTS                        USED  HELD BY
 cpu-1  -                (no GPUNode)                                                                   default/web
 empty  -                (no GPUs)                                                                      -
@@ -61,19 +61,26 @@ PENDING POD  REQUEST  WHY
 ml/big       16 gpus  0/3 nodes are available: too big.
 `,
 	}, {
-		name: "wide", snap: full, format: Wide, want: `
+		name: "wide", snap: full, opts: PrintOptions{Wide: true}, want: `
 NODE   HEARTBEAT  GPU  UUID                                      MODEL                  MEMORY   NUMA  NVLINK  HEALTH                        TAINTS                        USED  HELD BY
 cpu-1  -          -                                              (no GPUNode)                                                                                                    default/web
 empty  90s ago    -                                              (no GPUs)                                                                                                       -
 gpu-1  90s ago    0    GPU-a                                     NVIDIA H100 80GB HBM3  81920Mi  0     1       ok since 90s                  -                             80%   default/infer[main] 30%, ml/nb[lab] 50%
 ...`,
 	}, {
-		name: "pending only", snap: &Snapshot{Pending: full.Pending}, format: Table, want: `
+		name: "no headers", snap: &Snapshot{Nodes: full.Nodes[2:], Pending: full.Pending}, opts: PrintOptions{NoHeaders: true}, want: `
+gpu-1  0 GPU-a          NVIDIA H100 80GB HBM3  ok                  -                             80%  default/infer[main] 30%, ml/nb[lab] 50%
+       1 GPU-8c0e6f3a…  NVIDIA H100 80GB HBM3  unhealthy (XID 79)  tessera.io/xid=79:NoSchedule  0%   -
+                                                                                                      unknown GPU use, node counts as full: default/legacy (asks for GPUs but has no tessera.io/gpu-assignment)
+ml/big  16 gpus  0/3 nodes are available: too big.
+`,
+	}, {
+		name: "pending only", snap: &Snapshot{Pending: full.Pending}, want: `
 PENDING POD  REQUEST  WHY
 ml/big       16 gpus  0/3 nodes are available: too big.
 `,
 	}, {
-		name: "node events", format: Table, snap: &Snapshot{Now: t0.Add(time.Minute), Nodes: []NodeRow{{Name: "gpu-1", HasInventory: true,
+		name: "node events", snap: &Snapshot{Now: t0.Add(time.Minute), Nodes: []NodeRow{{Name: "gpu-1", HasInventory: true,
 			GPUs: []GPURow{{GPU: gpuOf(0, "GPU-a", true)}},
 			Events: []NodeEvent{
 				{Type: "Warning", Reason: "GPUUnhealthy", Message: "GPU GPU-a: unhealthy: XID 79", Count: 3, LastSeen: t0, Source: "tessera-device-plugin"},
@@ -89,13 +96,11 @@ Events of GPUNode gpu-1:
   30s ago       Normal   GPUHealthy    -                      GPU GPU-a: healthy again
 `,
 	}, {
-		name: "nothing", snap: &Snapshot{Nodes: []NodeRow{}, Pending: []Pending{}}, format: Table, want: "\n",
+		name: "nothing", snap: &Snapshot{Nodes: []NodeRow{}, Pending: []Pending{}}, want: "\n",
 	}} {
 		t.Run(c.name, func(t *testing.T) {
 			var b bytes.Buffer
-			if err := c.snap.Write(&b, c.format); err != nil {
-				t.Fatal(err)
-			}
+			c.snap.WriteTables(&b, c.opts)
 			got := "\n" + b.String()
 			if prefix, ok := strings.CutSuffix(c.want, "..."); ok {
 				// Only the first rows are pinned; the rest is checked below.
@@ -111,7 +116,7 @@ Events of GPUNode gpu-1:
 	}
 	t.Run("wide details", func(t *testing.T) {
 		var b bytes.Buffer
-		_ = full.Write(&b, Wide)
+		full.WriteTables(&b, PrintOptions{Wide: true})
 		for _, want := range []string{
 			"GPU-8c0e6f3a-1111-2222-3333-444455556666", // full UUIDs
 			"unhealthy (XID 79) since 90s",
@@ -123,7 +128,7 @@ Events of GPUNode gpu-1:
 				t.Errorf("wide output lacks %q:\n%s", want, b.String())
 			}
 		}
-		if strings.Contains(full.writeTable(Table), "kube-system/agent") {
+		if strings.Contains(full.writeTable(PrintOptions{}), "kube-system/agent") {
 			t.Error("the default table lists non-GPU pods of GPU nodes")
 		}
 	})
@@ -139,21 +144,21 @@ func normalize(s string) string {
 	return strings.Join(lines, "\n")
 }
 
-func (s *Snapshot) writeTable(f Format) string {
+func (s *Snapshot) writeTable(o PrintOptions) string {
 	var b bytes.Buffer
-	_ = s.Write(&b, f)
+	s.WriteTables(&b, o)
 	return b.String()
 }
 
 func TestJSON(t *testing.T) {
 	snap := &Snapshot{Nodes: []NodeRow{{Name: "n", HasInventory: true, GPUs: []GPURow{{GPU: gpuOf(0, "GPU-a", true), Used: 100,
 		Holders: []Holder{{Namespace: "default", Pod: "p", Container: "main", Percent: 100}}}}}}, Pending: []Pending{}}
-	var b bytes.Buffer
-	if err := snap.Write(&b, JSON); err != nil {
+	b, err := json.Marshal(snap)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var got map[string]any
-	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
 	}
 	g := got["nodes"].([]any)[0].(map[string]any)["gpus"].([]any)[0].(map[string]any)
@@ -165,18 +170,45 @@ func TestJSON(t *testing.T) {
 		}
 	}
 	if _, ok := got["pending"]; ok {
-		t.Errorf("an empty pending list is left out: %s", b.String())
+		t.Errorf("an empty pending list is left out: %s", b)
 	}
 }
 
-func TestParseFormat(t *testing.T) {
-	for in, want := range map[string]Format{"": Table, "wide": Wide, "json": JSON} {
-		if got, err := ParseFormat(in); err != nil || got != want {
-			t.Errorf("ParseFormat(%q) = %q, %v", in, got, err)
-		}
+// TestSummaries counts each node's GPUs by state and writes the per-node
+// table, with and without headers.
+func TestSummaries(t *testing.T) {
+	sick := gpuOf(3, "GPU-d", false)
+	sick.Model = "NVIDIA A100-SXM4-80GB"
+	snap := &Snapshot{Nodes: []NodeRow{
+		{Name: "gpu-1", HasInventory: true, GPUs: []GPURow{
+			{GPU: gpuOf(0, "GPU-a", true), Used: 100, Holders: []Holder{{Namespace: "ml", Pod: "train", Container: "main", Percent: 100}}},
+			{GPU: gpuOf(1, "GPU-b", true), Used: 40, Holders: []Holder{{Namespace: "ml", Pod: "train", Container: "side", Percent: 10},
+				{Namespace: "default", Pod: "infer", Container: "main", Percent: 30}}},
+			{GPU: gpuOf(2, "GPU-c", true)},
+			{GPU: sick},
+		}, Unrecorded: []string{"default/legacy (1 gpu; no annotation)"}},
+		{Name: "gpu-2", HasInventory: true},
+	}}
+	want := []NodeSummary{
+		{Name: "gpu-1", Models: "NVIDIA A100-SXM4-80GB,NVIDIA H100 80GB HBM3", GPUs: 4, Free: 1, Partial: 1, Full: 1, Unhealthy: 1,
+			Allocated: 1.4, Pods: 2, UnrecordedPods: 1},
+		{Name: "gpu-2"},
 	}
-	if _, err := ParseFormat("yaml"); err == nil || !strings.Contains(err.Error(), "wide, json") {
-		t.Errorf("ParseFormat(yaml) error = %v", err)
+	if diff := cmp.Diff(want, snap.Summaries()); diff != "" {
+		t.Errorf("summaries (-want +got):\n%s", diff)
+	}
+	var b bytes.Buffer
+	snap.WriteSummary(&b, PrintOptions{})
+	if got := normalize(b.String()); got != normalize(`NODE   MODELS                                       GPUS  FREE  PARTIAL  FULL  UNHEALTHY  ALLOCATED
+gpu-1  NVIDIA A100-SXM4-80GB,NVIDIA H100 80GB HBM3  4     1     1        1     1          1.4/4
+gpu-2  -                                            0     0     0        0     0          0/0
+`) {
+		t.Errorf("summary table:\n%s", got)
+	}
+	b.Reset()
+	snap.WriteSummary(&b, PrintOptions{NoHeaders: true, Wide: true})
+	if got := b.String(); strings.Contains(got, "NODE") || !strings.Contains(got, "1 pod not recorded yet") {
+		t.Errorf("wide summary without headers:\n%s", got)
 	}
 }
 
