@@ -20,9 +20,11 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tessera-gpu/tessera/config"
 	"github.com/tessera-gpu/tessera/deviceplugin/fakegpu"
@@ -94,5 +96,47 @@ func TestChartSchemaEnums(t *testing.T) {
 	effects := enum("properties", "devicePlugin", "properties", "healthTaintEffect", "enum")
 	if !slices.Equal(effects, []string{"NoSchedule", "NoExecute"}) {
 		t.Errorf("health taint effects %v", effects)
+	}
+}
+
+// TestKrewManifest checks the krew manifest template: it parses, names the
+// plugin's binary for every platform, and leaves only the placeholders the
+// release fills in.
+func TestKrewManifest(t *testing.T) {
+	raw, err := os.ReadFile("krew/tessera.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+		Spec struct {
+			Version          string `json:"version"`
+			Homepage         string `json:"homepage"`
+			ShortDescription string `json:"shortDescription"`
+			Description      string `json:"description"`
+			Platforms        []struct {
+				Selector struct {
+					MatchLabels map[string]string `json:"matchLabels"`
+				} `json:"selector"`
+				URI    string `json:"uri"`
+				Sha256 string `json:"sha256"`
+				Bin    string `json:"bin"`
+			} `json:"platforms"`
+		} `json:"spec"`
+	}
+	if err := yaml.UnmarshalStrict(raw, &m); err != nil {
+		t.Fatalf("krew/tessera.yaml: %v", err)
+	}
+	if m.Kind != "Plugin" || m.Metadata.Name != "tessera" || m.Spec.Version != "VERSION" || len(m.Spec.Platforms) < 4 {
+		t.Errorf("manifest %+v", m)
+	}
+	for _, p := range m.Spec.Platforms {
+		if !strings.HasPrefix(p.Bin, "kubectl-tessera") || !strings.Contains(p.URI, "VERSION") || !strings.HasPrefix(p.Sha256, "SHA256_") {
+			t.Errorf("platform %+v", p)
+		}
 	}
 }
