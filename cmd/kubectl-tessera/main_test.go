@@ -114,6 +114,7 @@ func TestAgainstCluster(t *testing.T) {
 		{"nodes-not-found", []string{"nodes", "a100", "gpu-9"}},
 		{"overview-summarised", []string{"--max-gpu-rows", "4"}},
 		{"overview-jsonpath", []string{"-o", "jsonpath={range .nodes[*]}{.name}{\": \"}{.gpus[*].used}{\"\\n\"}{end}"}},
+		{"pending-go-template", []string{"pending", "-A", "-o", "go-template={{range .pending}}{{.namespace}}/{{.pod}} {{.request}}{{\"\\n\"}}{{end}}"}},
 		{"summary", []string{"summary"}},
 		{"summary-wide-selector", []string{"summary", "-o", "wide", "-l", "kubernetes.io/hostname in (h100-a,a100)"}},
 		{"summary-json", []string{"summary", "-o", "json"}},
