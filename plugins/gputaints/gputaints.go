@@ -49,6 +49,7 @@ var (
 	_ fwk.PreScorePlugin    = &TaintToleration{}
 	_ fwk.ScorePlugin       = &TaintToleration{}
 	_ fwk.EnqueueExtensions = &TaintToleration{}
+	_ fwk.SignPlugin        = &TaintToleration{}
 )
 
 // Name returns the plugin's name.
@@ -92,6 +93,16 @@ func (pl *TaintToleration) computeState(pod *v1.Pod) *state {
 		}
 	}
 	return s
+}
+
+// SignPod lets the scheduler batch pods this plugin cannot tell apart:
+// Filter and Score read only the pod's tolerations and whether it asks for
+// a GPU resource (which implies the GPU-node toleration).
+func (pl *TaintToleration) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	return []fwk.SignFragment{
+		{Key: fwk.TolerationsSignerName, Value: fwk.TolerationsSigner(pod)},
+		{Key: "tessera.io/RequestsGPU()", Value: pl.requestsGPU(pod)},
+	}, nil
 }
 
 // toleratesKey reports whether some toleration covers a NoSchedule taint

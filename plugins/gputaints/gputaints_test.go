@@ -2,6 +2,7 @@ package gputaints
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
+	st "k8s.io/kubernetes/pkg/scheduler/testing"
 
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"
 )
@@ -109,5 +111,33 @@ func TestScore(t *testing.T) {
 	pl.NormalizeScore(context.Background(), nil, nil, scores)
 	if scores[0].Score != fwk.MaxNodeScore || scores[1].Score != 0 {
 		t.Errorf("normalized %v", scores)
+	}
+}
+
+// TestSignPod: the signature follows the tolerations and whether the pod
+// asks for a GPU, which are all Filter and Score read of the pod.
+func TestSignPod(t *testing.T) {
+	pl := newPlugin(configscheme.DefaultTesseraTaintTolerationArgs())
+	sign := func(p *v1.Pod) string {
+		frags, status := pl.SignPod(context.Background(), p)
+		if !status.IsSuccess() {
+			t.Fatal(status)
+		}
+		b, _ := json.Marshal(frags)
+		return string(b)
+	}
+	gpuPod := st.MakePod().Name("a").Req(map[v1.ResourceName]string{"nvidia.com/gpu": "1"}).Obj()
+	otherGPUPod := st.MakePod().Name("b").Label("x", "y").Req(map[v1.ResourceName]string{"nvidia.com/gpu": "2"}).Obj()
+	cpuPod := st.MakePod().Name("c").Obj()
+	tolerating := st.MakePod().Name("d").Req(map[v1.ResourceName]string{"nvidia.com/gpu": "1"}).
+		Toleration("dedicated").Obj()
+	if sign(gpuPod) != sign(otherGPUPod) {
+		t.Error("two GPU pods with the same tolerations have different signatures")
+	}
+	if sign(gpuPod) == sign(cpuPod) {
+		t.Error("a GPU pod and a CPU pod share a signature; only the GPU pod tolerates the GPU-node taint")
+	}
+	if sign(gpuPod) == sign(tolerating) {
+		t.Error("pods with different tolerations share a signature")
 	}
 }

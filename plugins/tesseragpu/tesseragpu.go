@@ -26,6 +26,7 @@ import (
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
@@ -94,6 +95,7 @@ var (
 	_ fwk.PreBindPlugin       = &TesseraGPU{}
 	_ fwk.BindPlugin          = &TesseraGPU{}
 	_ fwk.EnqueueExtensions   = &TesseraGPU{}
+	_ fwk.SignPlugin          = &TesseraGPU{}
 )
 
 // Name returns the plugin's name.
@@ -137,6 +139,50 @@ func readState(cs fwk.CycleState) (*cycleState, error) {
 		return nil, fmt.Errorf("%q in cycle state has type %T", stateKey, d)
 	}
 	return s, nil
+}
+
+// gpuRequestSignature is the part of a pod's GPU request that placement
+// reads: each container's demand in spec order (init containers marked),
+// and the allowed models. Container names are left out: they only label the
+// assignment Reserve writes for each pod.
+type gpuRequestSignature struct {
+	Invalid    string   `json:"invalid,omitempty"`
+	Containers []string `json:"containers,omitempty"`
+	Models     []string `json:"models,omitempty"`
+}
+
+// SignPod lets the scheduler batch consecutive pods that this plugin cannot
+// tell apart (opportunistic batching, KEP-5598): Filter and Score read the
+// GPU request and model list, the tolerations (device taints) and, under
+// the fragmentation strategy, the CPU request and the workload estimate the
+// scores are computed against, and the priority (nominated pods of at least
+// that priority hold their GPUs). Pods differing in any of these get
+// different signatures.
+func (pl *TesseraGPU) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	var sig gpuRequestSignature
+	req, err := gpu.ParsePod(pod)
+	switch {
+	case err != nil:
+		sig.Invalid = err.Error()
+	case req != nil:
+		for _, c := range req.Containers {
+			sig.Containers = append(sig.Containers, fmt.Sprintf("%d/%d/%t", c.Count, c.Units, c.Init))
+		}
+		sig.Models = slices.Sorted(slices.Values(req.Models))
+	}
+	out := []fwk.SignFragment{
+		{Key: "tessera.io/GPURequest()", Value: sig},
+		{Key: fwk.TolerationsSignerName, Value: fwk.TolerationsSigner(pod)},
+		// Which nominated pods hold GPUs against this one depends on it.
+		{Key: "tessera.io/Priority()", Value: corev1helpers.PodPriority(pod)},
+	}
+	if pl.workload != nil {
+		requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+		out = append(out,
+			fwk.SignFragment{Key: "tessera.io/CPURequest()", Value: requests.Cpu().MilliValue()},
+			fwk.SignFragment{Key: "tessera.io/WorkloadEstimate()", Value: pl.workload.snapshot().version})
+	}
+	return out, nil
 }
 
 // PreFilter parses and validates the pod's GPU request. Pods that ask for

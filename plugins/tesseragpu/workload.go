@@ -111,6 +111,9 @@ type estimate struct {
 	// each rebuild; pressure worked out from the scored shapes alone would
 	// be too low and flip on and off near its threshold.
 	all []device.WorkloadClass
+	// version counts the estimates published, so that a pod's signature
+	// can say which one its scores were computed against.
+	version uint64
 }
 
 // workload returns the current estimate's scored shapes; nil before any
@@ -208,7 +211,11 @@ func (e *workloadEstimator) rebuildLocked() {
 			covered += s.w
 		}
 	}
-	e.current.Store(&estimate{scored: device.NewWorkload(classes[:kept], e.cpuStarvation), all: classes})
+	var version uint64
+	if prev := e.current.Load(); prev != nil {
+		version = prev.version + 1
+	}
+	e.current.Store(&estimate{scored: device.NewWorkload(classes[:kept], e.cpuStarvation), all: classes, version: version})
 	e.classes.Store(int64(kept))
 	workloadClasses.Set(float64(kept))
 }
