@@ -27,7 +27,7 @@ FUZZTIME  ?= 30s
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate manifests images fuzz bench bench-short bench-micro bench-perf bench-machine bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -95,12 +95,25 @@ PERF_DATA   ?= _output/perf-data
 # More data dirs of earlier bench-perf runs to summarize with this one.
 PERF_MORE_DATA ?=
 
-bench: ## Run every benchmark (hot path, then throughput at 500 and 5,000 nodes) into bench/results.
-	$(MAKE) bench-micro bench-perf bench-machine
+bench: ## Run every benchmark (hot path, throughput at 500 and 5,000 nodes, scheduler-bound throughput) into bench/results.
+	$(MAKE) bench-micro bench-perf bench-bound bench-machine
 
-bench-short: ## The CI version of bench: hot path 100x once, throughput at 500 nodes once.
-	$(MAKE) bench-micro bench-perf BENCH_OUT=_output/bench-short BENCH_TIME=100x BENCH_COUNT=1 PERF_COUNT=1 PERF_FLAGS=-test.short
-	@cat _output/bench-short/hotpath-summary.md _output/bench-short/perf-summary.md
+bench-short: ## The CI version of bench: hot path 100x once, throughput at 500 nodes once, scheduler-bound at 100 nodes once.
+	$(MAKE) bench-micro bench-perf bench-bound BENCH_OUT=_output/bench-short BENCH_TIME=100x BENCH_COUNT=1 PERF_COUNT=1 PERF_FLAGS=-test.short \
+	  BOUND_COUNT=1 BOUND_FLAGS=-short
+	@cat _output/bench-short/hotpath-summary.md _output/bench-short/perf-summary.md _output/bench-short/bound.txt
+
+# Scheduler-bound throughput (bench/bound): every measured pod is pending
+# before the scheduler starts. BOUND_BENCH picks cases, e.g.
+# 'SchedulerBound/nodes=1000/fill=90/.*/whole'; -bound.system-spread adds
+# Tessera's profile with batching off.
+BOUND_BENCH ?= .
+BOUND_COUNT ?= 3
+BOUND_FLAGS ?=
+bench-bound: ## Scheduler-bound throughput, Tessera's profile vs kube-scheduler's default profile, same run.
+	@mkdir -p $(BENCH_OUT)
+	set -o pipefail; $(GO) test ./bench/bound -run='^$$' -bench='$(BOUND_BENCH)' -benchtime=1x -count=$(BOUND_COUNT) \
+	  -timeout=600m $(BOUND_FLAGS) 2>/dev/null | grep -E '^(Benchmark|ok|PASS|FAIL|goos|goarch|pkg|cpu)' | tee $(BENCH_OUT)/bound.txt
 
 bench-micro: ## Hot-path microbenchmarks (PreFilter, Filter, Score per node vs NodeResourcesFit).
 	@mkdir -p $(BENCH_OUT)
