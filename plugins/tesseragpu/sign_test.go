@@ -7,6 +7,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
 	"k8s.io/utils/ptr"
 
 	"github.com/tessera-gpu/tessera/config"
@@ -99,4 +100,24 @@ func TestSignPod(t *testing.T) {
 	})) != signature(t, binpack, base("p")) {
 		t.Error("under binpack, which does not read CPU, pods asking different CPU do not share a signature")
 	}
+}
+
+// BenchmarkSignPod is the per-pod cost SignPod adds to every scheduling
+// cycle, beside PreFilter's on the same pod.
+func BenchmarkSignPod(b *testing.B) {
+	pl := testPlugin(b, config.ScoringStrategyBinpack)
+	pod := makePod("p", whole("1"), annotate(gpu.ModelsAnnotation, "NVIDIA H100 80GB HBM3"), tolerate("maintenance"))
+	ctx := context.Background()
+	b.Run("SignPod", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = pl.SignPod(ctx, pod)
+		}
+	})
+	b.Run("PreFilter", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = pl.PreFilter(ctx, framework.NewCycleState(), pod, nil)
+		}
+	})
 }
