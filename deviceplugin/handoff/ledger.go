@@ -443,7 +443,7 @@ func (l *Ledger) keepLocked(a allocation) bool {
 		return false
 	}
 	p := l.pods[a.owner.pod]
-	if p == nil || l.listedLocked(p.uid) {
+	if p == nil || l.listedPodsLocked()[p.uid] {
 		return false
 	}
 	for _, c := range p.claims {
@@ -604,10 +604,7 @@ func (l *Ledger) heldLocked() usage {
 	// plugin). So, for every pod the listing shows, its init containers'
 	// claims count as held: derived from the pods and the listing, they
 	// survive both.
-	listed := map[types.UID]bool{}
-	for o := range l.kubelet {
-		listed[o.pod] = true
-	}
+	listed := l.listedPodsLocked()
 	for _, p := range l.pods {
 		if !listed[p.uid] {
 			continue
@@ -668,8 +665,9 @@ func (l *Ledger) Allocated() map[string]int {
 		mark(pod, a.resource, a.ids)
 	}
 	extra := map[string]int{}
+	listed := l.listedPodsLocked()
 	for _, p := range l.pods {
-		if !l.listedLocked(p.uid) {
+		if !listed[p.uid] {
 			continue
 		}
 		for _, c := range p.claims {
@@ -697,15 +695,14 @@ func (l *Ledger) Allocated() map[string]int {
 	return out
 }
 
-// listedLocked reports whether the kubelet's record shows a container of
-// the pod.
-func (l *Ledger) listedLocked(uid types.UID) bool {
+// listedPodsLocked is the set of pods the kubelet's record shows a
+// container of.
+func (l *Ledger) listedPodsLocked() map[types.UID]bool {
+	listed := map[types.UID]bool{}
 	for o := range l.kubelet {
-		if o.pod == uid {
-			return true
-		}
+		listed[o.pod] = true
 	}
-	return false
+	return listed
 }
 
 // conflictLocked names the first GPU behind ids that is already given out
