@@ -33,6 +33,7 @@ import (
 	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 
 	"github.com/tessera-gpu/tessera/config/examples"
+	"github.com/tessera-gpu/tessera/pkg/report"
 	tesseraplugins "github.com/tessera-gpu/tessera/plugins"
 )
 
@@ -204,24 +205,12 @@ func (o *explainOptions) explain(ctx context.Context, c *clients, pod *v1.Pod) (
 		ex.Notes = append(ex.Notes, "the pod's ResourceClaims are not evaluated")
 	}
 
-	nodes, err := listAll(ctx, func(opts metav1.ListOptions) ([]v1.Node, string, error) {
-		l, err := c.kube.CoreV1().Nodes().List(ctx, opts)
-		if err != nil {
-			return nil, "", err
-		}
-		return l.Items, l.Continue, nil
-	})
+	nodes, err := report.ListNodes(ctx, c.kube, metav1.ListOptions{})
 	if err != nil {
 		return nil, errors.New(describeAPIError(err, c.cfg))
 	}
-	pods, err := listAll(ctx, func(opts metav1.ListOptions) ([]v1.Pod, string, error) {
-		opts.FieldSelector = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
-		l, err := c.kube.CoreV1().Pods("").List(ctx, opts)
-		if err != nil {
-			return nil, "", err
-		}
-		return l.Items, l.Continue, nil
-	})
+	pods, err := report.ListPods(ctx, c.kube, "", metav1.ListOptions{
+		FieldSelector: "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"})
 	if err != nil {
 		return nil, errors.New(describeAPIError(err, c.cfg))
 	}
@@ -372,20 +361,3 @@ func dash(s string) string {
 type noQueue struct{}
 
 func (noQueue) Activate(klog.Logger, map[string]*v1.Pod) {}
-
-// listAll reads every page of a list.
-func listAll[T any](ctx context.Context, page func(metav1.ListOptions) ([]T, string, error)) ([]T, error) {
-	var out []T
-	opts := metav1.ListOptions{Limit: 500}
-	for {
-		items, cont, err := page(opts)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, items...)
-		if cont == "" || ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-		opts.Continue = cont
-	}
-}

@@ -177,8 +177,17 @@ func listEvents(ctx context.Context, kube kubernetes.Interface, namespace string
 	return out, err
 }
 
-// listPods lists the pods of namespace matching opts, in pages.
-func listPods(ctx context.Context, kube kubernetes.Interface, namespace string, opts metav1.ListOptions) ([]v1.Pod, error) {
+// ListNodes lists the nodes matching opts, in pages.
+func ListNodes(ctx context.Context, kube kubernetes.Interface, opts metav1.ListOptions) ([]v1.Node, error) {
+	var out []v1.Node
+	err := eachPage(ctx, opts, kube.CoreV1().Nodes().List,
+		func(l *v1.NodeList) error { out = append(out, l.Items...); return nil },
+		func(l *v1.NodeList) string { return l.Continue })
+	return out, err
+}
+
+// ListPods lists the pods of namespace matching opts, in pages.
+func ListPods(ctx context.Context, kube kubernetes.Interface, namespace string, opts metav1.ListOptions) ([]v1.Pod, error) {
 	var out []v1.Pod
 	err := eachPage(ctx, opts, kube.CoreV1().Pods(namespace).List,
 		func(l *v1.PodList) error { out = append(out, l.Items...); return nil },
@@ -248,16 +257,12 @@ func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Int
 	var selected map[string]bool
 	if opts.NodeSelector != "" {
 		selected = map[string]bool{}
-		err := eachPage(ctx, metav1.ListOptions{LabelSelector: opts.NodeSelector}, kube.CoreV1().Nodes().List,
-			func(l *v1.NodeList) error {
-				for _, n := range l.Items {
-					selected[n.Name] = true
-				}
-				return nil
-			},
-			func(l *v1.NodeList) string { return l.Continue })
+		nodes, err := ListNodes(ctx, kube, metav1.ListOptions{LabelSelector: opts.NodeSelector})
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing nodes with labels %s: %w", opts.NodeSelector, err)
+		}
+		for _, n := range nodes {
+			selected[n.Name] = true
 		}
 	}
 	rows := map[string]*NodeRow{}
@@ -291,18 +296,14 @@ func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Int
 			rows[name] = &NodeRow{Name: name}
 		}
 	case opts.AllNodes:
-		err := eachPage(ctx, metav1.ListOptions{LabelSelector: opts.NodeSelector}, kube.CoreV1().Nodes().List,
-			func(l *v1.NodeList) error {
-				for _, n := range l.Items {
-					if rows[n.Name] == nil {
-						rows[n.Name] = &NodeRow{Name: n.Name}
-					}
-				}
-				return nil
-			},
-			func(l *v1.NodeList) string { return l.Continue })
+		nodes, err := ListNodes(ctx, kube, metav1.ListOptions{LabelSelector: opts.NodeSelector})
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing nodes: %w", err)
+		}
+		for _, n := range nodes {
+			if rows[n.Name] == nil {
+				rows[n.Name] = &NodeRow{Name: n.Name}
+			}
 		}
 	}
 	if err := addHolders(ctx, kube, rows, opts.Nodes); err != nil {
@@ -363,7 +364,7 @@ func addHolders(ctx context.Context, kube kubernetes.Interface, rows map[string]
 		// cluster.
 		for name := range rows {
 			sel := fields.AndSelectors(append([]fields.Selector{fields.OneTermEqualSelector("spec.nodeName", name)}, running...)...)
-			list, err := listPods(ctx, kube, "", metav1.ListOptions{FieldSelector: sel.String()})
+			list, err := ListPods(ctx, kube, "", metav1.ListOptions{FieldSelector: sel.String()})
 			if err != nil {
 				return fmt.Errorf("listing pods on node %s: %w", name, err)
 			}
@@ -371,7 +372,7 @@ func addHolders(ctx context.Context, kube kubernetes.Interface, rows map[string]
 		}
 	} else {
 		sel := fields.AndSelectors(append([]fields.Selector{fields.OneTermNotEqualSelector("spec.nodeName", "")}, running...)...)
-		list, err := listPods(ctx, kube, "", metav1.ListOptions{FieldSelector: sel.String()})
+		list, err := ListPods(ctx, kube, "", metav1.ListOptions{FieldSelector: sel.String()})
 		if err != nil {
 			return fmt.Errorf("listing pods: %w", err)
 		}
@@ -491,7 +492,7 @@ func pendingPods(ctx context.Context, kube kubernetes.Interface, opts Options) (
 		fields.OneTermEqualSelector("spec.schedulerName", opts.SchedulerName),
 		fields.OneTermNotEqualSelector("status.phase", string(v1.PodSucceeded)),
 		fields.OneTermNotEqualSelector("status.phase", string(v1.PodFailed)))
-	pods, err := listPods(ctx, kube, opts.Namespace, metav1.ListOptions{FieldSelector: sel.String()})
+	pods, err := ListPods(ctx, kube, opts.Namespace, metav1.ListOptions{FieldSelector: sel.String()})
 	if err != nil {
 		return nil, fmt.Errorf("listing pending pods: %w", err)
 	}
