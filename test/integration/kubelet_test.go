@@ -326,8 +326,9 @@ func TestSameNameReplacementOnKubelet(t *testing.T) {
 }
 
 // schedulerPlan is the assignment the scheduler's planner makes for pod on
-// an empty node with inv's GPUs (binpack), so the node-side tests admit
-// what the scheduler really asks for, not a hand-written guess.
+// an empty node with inv's GPUs (binpack), written into the pod's
+// annotation as the Binding would, so the node-side tests admit what the
+// scheduler really asks for, not a hand-written guess.
 func schedulerPlan(t *testing.T, inv discovery.Inventory, pod *v1.Pod) assignment.Assignment {
 	t.Helper()
 	req, err := gpu.ParsePod(pod)
@@ -354,6 +355,7 @@ func schedulerPlan(t *testing.T, inv discovery.Inventory, pod *v1.Pod) assignmen
 			a[name] = append(a[name], assignment.Device{UUID: di.Devices[g.Device].ID, Percent: g.Units})
 		}
 	}
+	pod.Annotations[assignment.Annotation] = a.String()
 	return a
 }
 
@@ -396,7 +398,6 @@ func TestInitShareThenWholeAppOnKubelet(t *testing.T) {
 	if a["prep"][0].UUID == a["main"][0].UUID {
 		t.Fatalf("the plan %s puts the init share on the app's whole GPU", a)
 	}
-	pod.Annotations[assignment.Annotation] = a.String()
 	admitPlanned(ctx, t, k, ledger, pod)
 	observe(ctx, t, k, ledger)
 	noCorrections(t, ledger, "the kubelet served the plan")
@@ -434,7 +435,6 @@ func TestPluginRestartKeepsInitGPUsOnKubelet(t *testing.T) {
 	pod := planPod("warm", nil, v1.Container{Name: "prep", Resources: gpuLimit(handoff.Whole, 1)},
 		v1.Container{Name: "main", Resources: gpuLimit(handoff.Percent, 40)})
 	a := schedulerPlan(t, inv, pod)
-	pod.Annotations[assignment.Annotation] = a.String()
 	admitPlanned(ctx, t, k, ledger, pod)
 	observe(ctx, t, k, ledger)
 	noCorrections(t, ledger, "the kubelet served the plan")
