@@ -11,11 +11,10 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
-	"k8s.io/kubernetes/pkg/features"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/helper"
 	"k8s.io/kubernetes/pkg/scheduler/util"
 
@@ -253,20 +252,22 @@ func (pl *TaintToleration) admits(logger klog.Logger, s *state, node *v1.Node) b
 	return !(pl.guard && !s.gpuPod && !s.toleratesGPUTaint && pl.isGPUNode(node))
 }
 
-// New builds the plugin from its args.
-func New(_ context.Context, obj runtime.Object, _ fwk.Handle) (fwk.Plugin, error) {
+// New builds the plugin from its args and the scheduler's feature gates
+// (frameworkruntime.FactoryAdapter hands them over, as it does to in-tree
+// plugins).
+func New(_ context.Context, obj runtime.Object, _ fwk.Handle, fts feature.Features) (*TaintToleration, error) {
 	args, err := configscheme.DecodeTesseraTaintTolerationArgs(obj)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	return newPlugin(args), nil
+	return newPlugin(args, fts), nil
 }
 
-func newPlugin(args *config.TesseraTaintTolerationArgs) *TaintToleration {
+func newPlugin(args *config.TesseraTaintTolerationArgs, fts feature.Features) *TaintToleration {
 	pl := &TaintToleration{
 		taintKey:            args.GPUNodeTaintKey,
 		guard:               args.GuardGPUNodes,
-		comparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
+		comparisonOperators: fts.EnableTaintTolerationComparisonOperators,
 	}
 	for _, r := range args.GPUResourceNames {
 		pl.resources = append(pl.resources, v1.ResourceName(r))

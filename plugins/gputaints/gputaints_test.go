@@ -3,6 +3,7 @@ package gputaints
 import (
 	"context"
 	"encoding/json"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -40,12 +41,16 @@ func TestFilter(t *testing.T) {
 	tolerateGPU := v1.Toleration{Key: "nvidia.com/gpu", Operator: v1.TolerationOpExists}
 	other := v1.Taint{Key: "dedicated", Value: "infra", Effect: v1.TaintEffectNoSchedule}
 	evict := v1.Taint{Key: "nvidia.com/gpu", Value: "broken", Effect: v1.TaintEffectNoExecute}
+	tier5 := v1.Taint{Key: "tier", Value: "5", Effect: v1.TaintEffectNoSchedule}
+	tierGt3 := v1.Toleration{Key: "tier", Operator: v1.TolerationOpGt, Value: "3", Effect: v1.TaintEffectNoSchedule}
 	tests := []struct {
 		name  string
 		guard bool
-		pod   *v1.Pod
-		node  fwk.NodeInfo
-		want  string
+		// fts are the scheduler's feature gates the plugin is built with.
+		fts  feature.Features
+		pod  *v1.Pod
+		node fwk.NodeInfo
+		want string
 	}{
 		{name: "gpu pod tolerates gpu taint implicitly", pod: pod("nvidia.com/gpu"), node: node("n", 8, gpuTaint)},
 		{name: "share pod tolerates gpu taint implicitly", pod: pod("tessera.io/gpu-percent"), node: node("n", 8, gpuTaint)},
@@ -62,12 +67,16 @@ func TestFilter(t *testing.T) {
 			pod: pod("", v1.Toleration{Key: "nvidia.com/gpu", Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoExecute}), node: node("n", 8), want: ReasonGuarded},
 		{name: "guard ignores cpu nodes", guard: true, pod: pod(""), node: node("n", 0)},
 		{name: "guard lets gpu pods in", guard: true, pod: pod("nvidia.com/gpu"), node: node("n", 8)},
+		// Comparison operators follow the gate the framework hands over.
+		{name: "Gt toleration with comparison operators", fts: feature.Features{EnableTaintTolerationComparisonOperators: true},
+			pod: pod("", tierGt3), node: node("n", 0, tier5)},
+		{name: "Gt toleration without comparison operators", pod: pod("", tierGt3), node: node("n", 0, tier5), want: ReasonUntolerated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := configscheme.DefaultTesseraTaintTolerationArgs()
 			args.GuardGPUNodes = tt.guard
-			pl := newPlugin(args)
+			pl := newPlugin(args, tt.fts)
 			cs := framework.NewCycleState()
 			if _, st := pl.PreFilter(context.Background(), cs, tt.pod, nil); !st.IsSuccess() {
 				t.Fatal(st)
@@ -91,7 +100,7 @@ func TestFilter(t *testing.T) {
 func TestScore(t *testing.T) {
 	prefer := v1.Taint{Key: "nvidia.com/gpu", Effect: v1.TaintEffectPreferNoSchedule}
 	soft := v1.Taint{Key: "spot", Effect: v1.TaintEffectPreferNoSchedule}
-	pl := newPlugin(configscheme.DefaultTesseraTaintTolerationArgs())
+	pl := newPlugin(configscheme.DefaultTesseraTaintTolerationArgs(), feature.Features{})
 	score := func(p *v1.Pod, ni fwk.NodeInfo) int64 {
 		cs := framework.NewCycleState()
 		pl.PreFilter(context.Background(), cs, p, nil)
@@ -117,7 +126,7 @@ func TestScore(t *testing.T) {
 // TestSignPod: the signature follows the tolerations and whether the pod
 // asks for a GPU, which are all Filter and Score read of the pod.
 func TestSignPod(t *testing.T) {
-	pl := newPlugin(configscheme.DefaultTesseraTaintTolerationArgs())
+	pl := newPlugin(configscheme.DefaultTesseraTaintTolerationArgs(), feature.Features{})
 	sign := func(p *v1.Pod) string {
 		frags, status := pl.SignPod(context.Background(), p)
 		if !status.IsSuccess() {

@@ -124,7 +124,7 @@ func strategyPlugin(tb testing.TB, strategy config.ScoringStrategyType) (pl *Tes
 	if err != nil {
 		return nil, fmt.Errorf("args: %w", err)
 	}
-	pl = newPlugin(klog.Background(), args)
+	pl = newPlugin(klog.Background(), args, feature.Features{})
 	pl.now = func() time.Time { return now }
 	pl.cache.now = pl.now
 	pl.cache.setGPUNode(gpuNode("smoke", 8, "H100"))

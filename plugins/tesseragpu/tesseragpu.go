@@ -23,14 +23,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/tools/cache"
 	resourcehelper "k8s.io/component-helpers/resource"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
-	"k8s.io/kubernetes/pkg/features"
 	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
@@ -693,14 +692,14 @@ func (pl *TesseraGPU) binds() bool {
 
 // New builds the plugin: it decodes and validates its args, starts the
 // GPUNode informer and feeds the cache from it and from the pod informer.
-func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Features) (*TesseraGPU, error) {
 	args, err := configscheme.DecodeTesseraGPUArgs(obj)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	logger := klog.FromContext(ctx).WithValues("plugin", Name)
 	registerMetrics()
-	pl := newPlugin(logger, args)
+	pl := newPlugin(logger, args, fts)
 	pl.handle = h
 	recorder := h.EventRecorder()
 	pl.cache.warn = func(regarding runtime.Object, reason, note string) {
@@ -719,7 +718,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	return pl, nil
 }
 
-func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
+func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs, fts feature.Features) *TesseraGPU {
 	pl := &TesseraGPU{
 		cache:     newCache(logger, args.InventoryStaleness.Duration),
 		waiting:   newWaitingPods(),
@@ -730,7 +729,7 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs) *TesseraGPU {
 		},
 		synced:              func() bool { return true },
 		now:                 time.Now,
-		comparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
+		comparisonOperators: fts.EnableTaintTolerationComparisonOperators,
 	}
 	pl.cache.changed = pl.waiting.notify
 	pl.strategyName = string(args.ScoringStrategy.Type)

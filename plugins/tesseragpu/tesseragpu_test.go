@@ -3,6 +3,7 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"math/bits"
 	"strings"
 	"sync"
@@ -102,7 +103,7 @@ func testPlugin(t testing.TB, strategy config.ScoringStrategyType, nodes ...*v1a
 
 func testPluginArgs(t testing.TB, args *config.TesseraGPUArgs, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
 	t.Helper()
-	pl := newPlugin(klog.Background(), args)
+	pl := newPlugin(klog.Background(), args, feature.Features{})
 	pl.now = func() time.Time { return now }
 	pl.cache.now = pl.now
 	for _, gn := range nodes {
