@@ -48,6 +48,9 @@ func holding(node string, gpu, pct int) *v1.Pod {
 		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, uuid(node, gpu), pct)))
 }
 
+// fragScorer is the plugin's scorer, which must be fragmentation's.
+func fragScorer(pl *TesseraGPU) *fragmentationScorer { return pl.scorer.(*fragmentationScorer) }
+
 func cpuRequest(n string) podOpt {
 	return func(p *v1.Pod) {
 		p.Spec.Containers[0].Resources.Requests = v1.ResourceList{v1.ResourceCPU: resource.MustParse(n)}
@@ -220,11 +223,11 @@ func TestPressureHeldAcrossCycles(t *testing.T) {
 	// rather than at the estimator's own cadence.
 	observe := func(pl *TesseraGPU, prefix string, n int, c device.WorkloadClass) {
 		for i := range n {
-			pl.workload.observe(types.UID(fmt.Sprint(prefix, i)), c)
+			fragScorer(pl).workload.observe(types.UID(fmt.Sprint(prefix, i)), c)
 		}
-		pl.workload.mu.Lock()
-		pl.workload.rebuildLocked()
-		pl.workload.mu.Unlock()
+		fragScorer(pl).workload.mu.Lock()
+		fragScorer(pl).workload.rebuildLocked()
+		fragScorer(pl).workload.mu.Unlock()
 	}
 	t4Size := func(t *testing.T, pl *TesseraGPU) int {
 		t.Helper()
@@ -233,7 +236,7 @@ func TestPressureHeldAcrossCycles(t *testing.T) {
 		if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
 			t.Fatal(st)
 		}
-		return device.MaxDevicesPerNode - int(pl.tieOrder(pl.cache.state("t4").inv)>>24)
+		return device.MaxDevicesPerNode - int(fragScorer(pl).tieOrder(pl.cache.state("t4").inv)>>24)
 	}
 	// With 12 GPUs in all and 2 of them T4s, T4-only pods that are a share
 	// f of the GPU demand claim 6f of the average. Each step adds pods to
@@ -334,7 +337,7 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 	anyGPU := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 3}
 	t4Only := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: 1}
 	size := func(pl *TesseraGPU, node string) int {
-		return device.MaxDevicesPerNode - int(pl.tieOrder(pl.cache.state(node).inv)>>24)
+		return device.MaxDevicesPerNode - int(fragScorer(pl).tieOrder(pl.cache.state(node).inv)>>24)
 	}
 	pod := makePod("p", whole("1"))
 	cycle := func(t *testing.T, pl *TesseraGPU) {
@@ -362,8 +365,8 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			pl := fragPluginCoverage(t, tt.coverage, tt.seed, gpuNode("p100", 2, "P100"), gpuNode("g2", 8, "G2"))
-			if tt.coverage < 100 && pl.workload.workload().Len() != 1 {
-				t.Fatalf("coverage %d%% scores %d shapes, want only the common one", tt.coverage, pl.workload.workload().Len())
+			if tt.coverage < 100 && fragScorer(pl).workload.workload().Len() != 1 {
+				t.Fatalf("coverage %d%% scores %d shapes, want only the common one", tt.coverage, fragScorer(pl).workload.workload().Len())
 			}
 			cycle(t, pl)
 			// No T4 yet: the T4-only pods can run nowhere and claim nothing.

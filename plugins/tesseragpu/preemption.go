@@ -208,7 +208,7 @@ func (pl *TesseraGPU) plannedHold(st *nodeState, pod *v1.Pod) (addedPod, bool) {
 		a.blocks = true
 		return a, true
 	}
-	p, ok := device.Plan(st.inv, st.used, req, usable, avoid, pl.strategy)
+	p, ok := device.Plan(st.inv, st.used, req, usable, avoid, pl.scorer.planStrategy())
 	if !ok {
 		a.blocks = true
 		return a, true

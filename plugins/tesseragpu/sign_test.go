@@ -89,9 +89,9 @@ func TestSignPod(t *testing.T) {
 	})) == before {
 		t.Error("pods asking different CPU share a signature under fragmentation")
 	}
-	frag.workload.mu.Lock()
-	frag.workload.rebuildLocked()
-	frag.workload.mu.Unlock()
+	fragScorer(frag).workload.mu.Lock()
+	fragScorer(frag).workload.rebuildLocked()
+	fragScorer(frag).workload.mu.Unlock()
 	if signature(t, frag, p) == before {
 		t.Error("a new workload estimate left the signature as it was")
 	}

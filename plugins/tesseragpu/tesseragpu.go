@@ -7,13 +7,10 @@
 package tesseragpu
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"maps"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
-	resourcehelper "k8s.io/component-helpers/resource"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -62,20 +58,12 @@ const (
 type TesseraGPU struct {
 	handle    fwk.Handle
 	cache     *gpuCache
-	strategy  device.Strategy
-	weights   device.Weights
 	staleness time.Duration
 	synced    func() bool
 	now       func() time.Time
 	waiting   *waitingPods
-	// workload is the fragmentation strategy's workload estimate; nil for
-	// the other strategies.
-	workload *workloadEstimator
-	// pressure is the fragmentation strategy's model pressure, for the tie
-	// order; PreScore keeps it current.
-	pressure atomic.Pointer[modelPressure]
-	// strategyName labels the placement metric.
-	strategyName string
+	// scorer is the scoring strategy of the args, chosen once in New.
+	scorer scorer
 	// bindEnabled is set when the profile binds with TesseraGPU.
 	bindCheck   sync.Once
 	bindEnabled bool
@@ -103,10 +91,10 @@ func (pl *TesseraGPU) Name() string { return Name }
 // cycleState is what PreFilter works out once per pod, and what Reserve
 // chose for Bind (or PreBind) to write.
 type cycleState struct {
-	// req is nil for a pod without GPUs, which only the fragmentation
-	// strategy scores.
+	// req is nil for a pod without GPUs, which only a scorer that asks for
+	// it (scorer.preFilter) scores.
 	req *device.Request
-	// cpu is the pod's CPU request in millicores, for fragmentation.
+	// cpu is the pod's CPU request in millicores, for the scorer.
 	cpu int64
 	now time.Time
 	// cycle tells this scheduling cycle's fit memos (nodeSlot.fit) from
@@ -152,11 +140,10 @@ type gpuRequestSignature struct {
 
 // SignPod lets the scheduler batch consecutive pods that this plugin cannot
 // tell apart (opportunistic batching, KEP-5598): Filter and Score read the
-// GPU request and model list, the tolerations (device taints) and, under
-// the fragmentation strategy, the CPU request and the workload estimate the
-// scores are computed against, and the priority (nominated pods of at least
-// that priority hold their GPUs). Pods differing in any of these get
-// different signatures.
+// GPU request and model list, the tolerations (device taints), the
+// priority (nominated pods of at least that priority hold their GPUs) and
+// whatever else the scorer's scores depend on (scorer.signPod). Pods
+// differing in any of these get different signatures.
 func (pl *TesseraGPU) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	var sig gpuRequestSignature
 	req, err := gpu.ParsePod(pod)
@@ -175,13 +162,7 @@ func (pl *TesseraGPU) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragmen
 		// Which nominated pods hold GPUs against this one depends on it.
 		{Key: "tessera.io/Priority()", Value: corev1helpers.PodPriority(pod)},
 	}
-	if pl.workload != nil {
-		requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
-		out = append(out,
-			fwk.SignFragment{Key: "tessera.io/CPURequest()", Value: requests.Cpu().MilliValue()},
-			fwk.SignFragment{Key: "tessera.io/WorkloadEstimate()", Value: pl.workload.snapshot().version})
-	}
-	return out, nil
+	return append(out, pl.scorer.signPod(pod)...), nil
 }
 
 // PreFilter parses and validates the pod's GPU request. Pods that ask for
@@ -192,16 +173,9 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		rejections.WithLabelValues("invalid gpu request").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "invalid gpu request: "+err.Error())
 	}
-	var cpu int64
-	if pl.workload != nil {
-		requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
-		cpu = requests.Cpu().MilliValue()
-		pl.workload.observe(pod.UID, device.ClassOf(req, cpu))
-	}
+	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, req)
 	if req.Empty() {
-		if pl.workload != nil {
-			// A pod without GPUs still takes CPU that GPU pods need; the
-			// fragmentation strategy scores where it does the least harm.
+		if scoreWithoutGPUs {
 			pl.cache.indexInfos(nodes)
 			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 		}
@@ -280,12 +254,13 @@ func (pl *TesseraGPU) fitAgain(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status
 
 // fitted is what fit works out for a node that can hold the pod: the
 // node's state, the devices the pod may use and should avoid there, the
-// strategy's placement and, under binpack and spread, its score.
+// strategy's placement and, for scorers that rate nodes while Filter has
+// them (scorer.filterScore), its score.
 type fitted struct {
 	st *nodeState
-	// score is Score's answer under binpack and spread. Working it out
-	// while Filter has the node's state and inventory in cache lets Score
-	// answer from the node's slot alone.
+	// score is scorer.filterScore's answer. Working it out while Filter
+	// has the node's state and inventory in cache lets Score answer from
+	// the node's slot alone.
 	score         int64
 	usable, avoid uint64
 	p             device.Placement
@@ -311,14 +286,12 @@ func (pl *TesseraGPU) fit(s *cycleState, st *nodeState) (fitted, *fwk.Status) {
 	default:
 		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(why))
 	}
-	p, ok := device.Plan(st.inv, st.used, s.req, usable, avoid, pl.strategy)
+	p, ok := device.Plan(st.inv, st.used, s.req, usable, avoid, pl.scorer.planStrategy())
 	if !ok {
 		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.inv, st.used, s.req)))
 	}
 	f := fitted{st: st, usable: usable, avoid: avoid, p: p}
-	if pl.workload == nil {
-		f.score = p.Score(st.inv, st.used, s.req, avoid, pl.strategy, pl.weights)
-	}
+	f.score = pl.scorer.filterScore(s, f)
 	return f, nil
 }
 
@@ -343,217 +316,39 @@ func (pl *TesseraGPU) PreScore(_ context.Context, cs fwk.CycleState, _ *v1.Pod, 
 	if _, err := readState(cs); err != nil {
 		return fwk.NewStatus(fwk.Skip)
 	}
-	if pl.workload != nil {
-		pl.refreshPressure()
-	}
+	pl.scorer.preScore()
 	return nil
 }
 
-// modelPressure is the model pressure of one workload estimate on one set
-// of inventories.
-type modelPressure struct {
-	est *estimate
-	gen uint64
-	mp  *device.ModelPressure
-	// largest is the size a node of a pressured model ranks as: the
-	// largest node's, read once per cycle so that it cannot change the
-	// order within one.
-	largest int
-}
-
-const (
-	// pressureEnter is the share of a model's devices that restricted pods
-	// must be expected to claim for the model to lose its place in the tie
-	// order (see tieOrder). On the openb gpuspec traces it puts the T4
-	// nodes under pressure from 10% restricted pods on and leaves the
-	// unrestricted traces untouched (bench/results/trace/README.md).
-	pressureEnter = 0.3
-	// pressureLeave is the share below which a model under pressure leaves
-	// it. The gap keeps a model whose share hovers near pressureEnter, as
-	// the T4s do on gpuspec10, from flipping at each rebuild of the
-	// estimate.
-	pressureLeave = 0.24
-)
-
-// refreshPressure works the model pressure out again when the workload
-// estimate or the cluster's models have changed since, starting from the
-// previous answer so that a model keeps it between pressureLeave and
-// pressureEnter. It runs once per cycle, before any Score of the cycle
-// reads the result; the scheduler runs one cycle's PreScore at a time, so
-// the load and store below have a single writer.
-func (pl *TesseraGPU) refreshPressure() {
-	est := pl.workload.snapshot()
-	largest := pl.cache.largestNode()
-	cur := pl.pressure.Load()
-	if cur != nil && cur.est == est && cur.gen == pl.cache.modelsGen.Load() && cur.largest == largest {
-		return
-	}
-	var held *device.ModelPressure
-	if cur != nil {
-		held = cur.mp
-	}
-	capacity, gen := pl.cache.modelCapacity()
-	pl.pressure.Store(&modelPressure{est: est, gen: gen, mp: device.Pressure(est.all, capacity, pressureEnter, pressureLeave, held), largest: largest})
-}
-
-// Score rates the placement the strategy would choose on the node. Under
-// binpack and spread Filter has already rated it in this cycle, and Score
-// returns that score unless the node has changed since.
+// Score rates the placement the strategy would choose on the node, from
+// what Filter found there in this cycle unless the node has changed since.
 func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.NodeInfo) (int64, *fwk.Status) {
 	s, err := readState(cs)
 	if err != nil {
 		return 0, fwk.AsStatus(err)
 	}
-	if pl.workload != nil {
-		return pl.fragmentationScore(s, ni), nil
+	sl := pl.cache.slotOf(ni)
+	if s.req.Empty() {
+		// Only a scorer that scores pods without GPUs gets here.
+		return pl.scorer.score(s, fitted{st: sl.current()}, ni), nil
 	}
-	f, status := pl.fitAgain(s, pl.cache.slotOf(ni))
+	f, status := pl.fitAgain(s, sl)
 	if status != nil {
 		// The node changed since Filter; rank it last rather than fail the
 		// cycle, and let Reserve have the final word.
 		return 0, nil
 	}
-	return f.score, nil
+	return pl.scorer.score(s, f, ni), nil
 }
 
-// fragmentationScore rates a node by how little the pod grows the GPU
-// capacity the estimated workload could not use there.
-func (pl *TesseraGPU) fragmentationScore(s *cycleState, ni fwk.NodeInfo) int64 {
-	w := pl.workload.workload()
-	if s.req.Empty() {
-		st := pl.cache.slotOf(ni).current()
-		if w == nil || st == nil || st.inv == nil {
-			// No GPUs here (or nothing known of the workload): the pod
-			// strands nothing.
-			return neutralFragmentationScore(pl.weights)
-		}
-		var p device.Placement
-		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu, false)
-		return p.FragmentationScore(st.inv, nil, 0, delta, pl.weights, pl.tieOrder(st.inv))
-	}
-	f, status := pl.fitAgain(s, pl.cache.slotOf(ni))
-	if status != nil {
-		return 0
-	}
-	inv := f.st.inv
-	if w == nil {
-		// Before any pod is seen, pack: it is what keeps the most room
-		// for a workload not yet known.
-		return f.p.Score(inv, f.st.used, s.req, f.avoid, device.Binpack, pl.weights)<<32 | int64(pl.tieOrder(inv))
-	}
-	p, delta := w.Plan(inv, f.st.used, s.req, f.p, f.usable, f.avoid, freeCPU(ni), s.cpu, pl.pressured(inv))
-	return p.FragmentationScore(inv, s.req, f.avoid, delta, pl.weights, pl.tieOrder(inv))
-}
-
-// neutralFragmentationScore is the score of a placement on a node without
-// GPUs: it changes no fragmentation and uses no device. Such nodes win
-// ties with GPU nodes: a pod without GPUs should leave GPU nodes' CPU to
-// the pods that need their GPUs.
-func neutralFragmentationScore(w device.Weights) int64 {
-	var p device.Placement
-	return p.FragmentationScore(nil, nil, 0, 0, w, math.MaxUint32)
-}
-
-// pressured reports whether the node has devices of a model under
-// pressure from model-restricted pods (see tieOrder).
-func (pl *TesseraGPU) pressured(inv *device.Inventory) bool {
-	p := pl.pressure.Load()
-	return p != nil && p.mp.Claimed(inv)
-}
-
-// tieOrder is a node's place in the order that breaks ties between equal
-// fragmentation scores (larger goes first). Nodes with fewer GPUs come
-// first, so that small nodes fill up before large ones are broken into;
-// among nodes of one size, a hash of the name gives an arbitrary but stable
-// order. Because the order changes only with the cluster's shape and the
-// workload, not from cycle to cycle, pods of equal merit pile onto the same
-// nodes instead of spreading over all of them. (A restart forgets which
-// models were under pressure, so a model whose share lies between
-// pressureLeave and pressureEnter may rank differently after one.) On the
-// openb default trace (bench/trace, measured with cpuStarvation 0),
-// ordering ties this way leaves 4.8% of GPUs unallocated; breaking them at
-// random leaves 10%, and largest nodes first 12.7%.
-//
-// A node with a device model under pressure (device.ModelPressure) ranks
-// as one of the largest nodes instead of by its size: filling it first
-// would hand the devices that model-restricted pods need to pods that
-// could run anywhere. On the openb gpuspec20 trace this takes unallocated
-// GPUs from 9.7% to 5.2% (seed 42, cpuStarvation 0).
-func (pl *TesseraGPU) tieOrder(inv *device.Inventory) uint32 {
-	size := inv.Len()
-	if p := pl.pressure.Load(); p != nil && p.mp.Claimed(inv) {
-		size = max(size, p.largest)
-	}
-	h := fnv.New32a()
-	h.Write([]byte(inv.Node))
-	return uint32(device.MaxDevicesPerNode-size)<<24 | h.Sum32()&(1<<24-1)
-}
-
-// freeCPU is the CPU of a node not yet requested by its pods, in
-// millicores.
-func freeCPU(ni fwk.NodeInfo) int64 {
-	return ni.GetAllocatable().GetMilliCPU() - ni.GetRequested().GetMilliCPU()
-}
-
-// fragmentationPlacement is the placement Reserve takes under the
-// fragmentation strategy: the devices Score rated.
-func (pl *TesseraGPU) fragmentationPlacement(s *cycleState, f fitted, node string) device.Placement {
-	w := pl.workload.workload()
-	if w == nil || pl.handle == nil {
-		return f.p
-	}
-	ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node)
-	if err != nil {
-		return f.p
-	}
-	p, _ := w.Plan(f.st.inv, f.st.used, s.req, f.p, f.usable, f.avoid, freeCPU(ni), s.cpu, pl.pressured(f.st.inv))
-	return p
-}
-
-// NormalizeScore stretches the scores over 0..MaxNodeScore, so that the GPU
-// ranking keeps its weight beside other plugins even when nodes differ by a
-// few percent.
+// NormalizeScore maps the scores onto 0..MaxNodeScore as the scorer
+// ranks them, so that the GPU ranking keeps its weight beside other
+// plugins even when nodes differ by a few percent.
 func (pl *TesseraGPU) NormalizeScore(_ context.Context, _ fwk.CycleState, _ *v1.Pod, scores fwk.NodeScoreList) *fwk.Status {
-	if len(scores) == 0 {
-		return nil
-	}
-	if pl.workload != nil {
-		rankScores(scores)
-		return nil
-	}
-	lo, hi := scores[0].Score, scores[0].Score
-	for _, s := range scores {
-		lo, hi = min(lo, s.Score), max(hi, s.Score)
-	}
-	for i := range scores {
-		if hi == lo {
-			scores[i].Score = fwk.MaxNodeScore
-			continue
-		}
-		scores[i].Score = (scores[i].Score - lo) * fwk.MaxNodeScore / (hi - lo)
+	if len(scores) > 0 {
+		pl.scorer.normalize(scores)
 	}
 	return nil
-}
-
-// rankScores maps scores to ranks: the best distinct score becomes
-// MaxNodeScore, the next MaxNodeScore-1, and so on. Fragmentation scores
-// carry the node's fixed tie order below the fragmentation score, and a
-// linear stretch to 0..100 would round that order away among the best
-// nodes.
-func rankScores(scores fwk.NodeScoreList) {
-	order := make([]int, len(scores))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(scores[b].Score, scores[a].Score) })
-	rank, prev := int64(0), scores[order[0]].Score
-	for _, i := range order {
-		if scores[i].Score != prev {
-			rank++
-			prev = scores[i].Score
-		}
-		scores[i].Score = max(fwk.MaxNodeScore-rank, fwk.MinNodeScore)
-	}
 }
 
 // ScoreExtensions returns the plugin, which normalizes its scores.
@@ -571,17 +366,13 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 	if status != nil {
 		return status
 	}
-	st, p := f.st, f.p
-	if pl.workload != nil {
-		p = pl.fragmentationPlacement(s, f, node)
-	}
-	a := placed(st.inv, s.req, p)
+	a := placed(f.st.inv, s.req, pl.scorer.placement(s, f, node))
 	if err := pl.cache.assume(pod, node, a); err != nil {
 		return fwk.NewStatus(fwk.Unschedulable, "gpus changed during scheduling: "+err.Error())
 	}
 	s.chosen = a
 	pl.waiting.done(pod.UID)
-	placements.WithLabelValues(pl.strategyName, requestKind(s.req)).Inc()
+	placements.WithLabelValues(pl.scorer.name(), requestKind(s.req)).Inc()
 	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", node, "assignment", a.String())
 	return nil
 }
@@ -720,27 +511,15 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 
 func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs, fts feature.Features) *TesseraGPU {
 	pl := &TesseraGPU{
-		cache:     newCache(logger, args.InventoryStaleness.Duration),
-		waiting:   newWaitingPods(),
-		staleness: args.InventoryStaleness.Duration,
-		weights: device.Weights{
-			Node: int64(args.Weights.Node), Device: int64(args.Weights.GPU),
-			Topology: int64(args.Weights.Topology), Taint: int64(args.Weights.DeviceTaint),
-		},
+		cache:               newCache(logger, args.InventoryStaleness.Duration),
+		waiting:             newWaitingPods(),
+		staleness:           args.InventoryStaleness.Duration,
 		synced:              func() bool { return true },
 		now:                 time.Now,
 		comparisonOperators: fts.EnableTaintTolerationComparisonOperators,
 	}
 	pl.cache.changed = pl.waiting.notify
-	pl.strategyName = string(args.ScoringStrategy.Type)
-	switch args.ScoringStrategy.Type {
-	case config.ScoringStrategySpread:
-		pl.strategy = device.Spread
-	case config.ScoringStrategyFragmentation:
-		// Filter checks feasibility with binpack's device choice; Score and
-		// Reserve then move shares to the devices fragmentation prefers.
-		pl.workload = newWorkloadEstimator(args.ScoringStrategy.Fragmentation)
-	}
+	pl.scorer = newScorer(args, pl.cache, func() fwk.Handle { return pl.handle })
 	return pl
 }
 
