@@ -11,9 +11,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/klog/v2"
@@ -25,71 +23,25 @@ import (
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/internal/gputest"
 )
 
-var now = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+// The shared builders (see gputest), under the names the tests use.
+var (
+	now      = gputest.Now
+	gpuNode  = gputest.GPUNode
+	uuid     = gputest.UUID
+	makePod  = gputest.Pod
+	limit    = gputest.Limit
+	whole    = gputest.Whole
+	percent  = gputest.Percent
+	annotate = gputest.Annotate
+	onNode   = gputest.OnNode
+	tolerate = gputest.Tolerate
+	nodeInfo = gputest.NodeInfo
+)
 
-// gpuNode builds an inventory of n healthy GPUs of one model, in two NVLink
-// islands split by NUMA node, with a fresh heartbeat.
-func gpuNode(name string, n int, model string) *v1alpha1.GPUNode {
-	gn := &v1alpha1.GPUNode{ObjectMeta: metav1.ObjectMeta{Name: name, ResourceVersion: "1"}}
-	hb := metav1.NewTime(now.Add(-10 * time.Second))
-	gn.Status.HeartbeatTime = &hb
-	half := max(n/2, 1)
-	for i := 0; i < n; i++ {
-		g := v1alpha1.GPU{UUID: uuid(name, i), Index: int32(i), Model: model, MemoryMiB: 81920,
-			NUMANode: int32(i / half), Health: v1alpha1.GPUHealth{Healthy: true}}
-		for j := (i / half) * half; j < (i/half)*half+half && j < n; j++ {
-			if j != i {
-				g.NVLinkPeers = append(g.NVLinkPeers, uuid(name, j))
-			}
-		}
-		gn.Status.GPUs = append(gn.Status.GPUs, g)
-	}
-	return gn
-}
-
-func uuid(node string, i int) string { return fmt.Sprintf("GPU-%s-%d", node, i) }
-
-type podOpt func(*v1.Pod)
-
-func makePod(name string, opts ...podOpt) *v1.Pod {
-	p := &v1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name)},
-		Spec:       v1.PodSpec{Containers: []v1.Container{{Name: "main"}}},
-	}
-	for _, o := range opts {
-		o(p)
-	}
-	return p
-}
-
-func limit(res v1.ResourceName, n string) podOpt {
-	return func(p *v1.Pod) {
-		c := &p.Spec.Containers[0]
-		if c.Resources.Limits == nil {
-			c.Resources.Limits = v1.ResourceList{}
-		}
-		c.Resources.Limits[res] = resource.MustParse(n)
-	}
-}
-
-func whole(n string) podOpt   { return limit(gpu.ResourceGPU, n) }
-func percent(n string) podOpt { return limit(gpu.ResourcePercent, n) }
-func annotate(k, v string) podOpt {
-	return func(p *v1.Pod) {
-		if p.Annotations == nil {
-			p.Annotations = map[string]string{}
-		}
-		p.Annotations[k] = v
-	}
-}
-func onNode(n string) podOpt { return func(p *v1.Pod) { p.Spec.NodeName = n } }
-func tolerate(key string) podOpt {
-	return func(p *v1.Pod) {
-		p.Spec.Tolerations = append(p.Spec.Tolerations, v1.Toleration{Key: key, Operator: v1.TolerationOpExists})
-	}
-}
+type podOpt = gputest.PodOpt
 
 func testPlugin(t testing.TB, strategy config.ScoringStrategyType, nodes ...*v1alpha1.GPUNode) *TesseraGPU {
 	t.Helper()
@@ -110,12 +62,6 @@ func testPluginArgs(t testing.TB, args *config.TesseraGPUArgs, nodes ...*v1alpha
 		pl.cache.setGPUNode(gn)
 	}
 	return pl
-}
-
-func nodeInfo(name string) fwk.NodeInfo {
-	ni := framework.NewNodeInfo()
-	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
-	return ni
 }
 
 // snapshotNode is the NodeInfo of the node as the scheduler's snapshot
