@@ -50,7 +50,7 @@ func (bn benchNode) setup(tb testing.TB, pl *TesseraGPU) fwk.NodeInfo {
 			gn.Status.GPUs[i].Taints = []v1alpha1.DeviceTaint{{Key: "tessera.io/xid", Value: "79", Effect: v1.TaintEffectNoSchedule}}
 		}
 	}
-	pl.cache.setGPUNode(gn)
+	pl.store.SetGPUNode(gn)
 	var pods []*v1.Pod
 	add := func(name string, opt podOpt, pct, gpuIdx int) {
 		p := makePod(name, onNode(bn.name), opt,
@@ -59,7 +59,7 @@ func (bn benchNode) setup(tb testing.TB, pl *TesseraGPU) fwk.NodeInfo {
 		for k, q := range p.Spec.Containers[0].Resources.Limits {
 			p.Spec.Containers[0].Resources.Requests[k] = q
 		}
-		pl.cache.upsertPod(p)
+		pl.store.UpsertPod(p)
 		pods = append(pods, p)
 	}
 	switch bn.state {
@@ -126,8 +126,8 @@ func strategyPlugin(tb testing.TB, strategy config.ScoringStrategyType) (pl *Tes
 	}
 	pl = newPlugin(klog.Background(), args, feature.Features{})
 	pl.now = func() time.Time { return now }
-	pl.cache.now = pl.now
-	pl.cache.setGPUNode(gpuNode("smoke", 8, "H100"))
+	pl.store.Now = pl.now
+	pl.store.SetGPUNode(gpuNode("smoke", 8, "H100"))
 	pod := makePod("smoke", whole("1"))
 	cs, st := preFilter(tb, pl, pod)
 	if !st.IsSuccess() {
@@ -217,7 +217,7 @@ func BenchmarkHotPath(b *testing.B) {
 				})
 				// Score follows Filter in the same cycle, as the framework
 				// calls them, so it finds Filter's result for the node
-				// (nodeSlot.fit); Filter+Score is the pair's whole cost.
+				// (gpucache.Slot.fit); Filter+Score is the pair's whole cost.
 				b.Run(prefix+"Score", func(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {

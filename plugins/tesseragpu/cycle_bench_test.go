@@ -28,7 +28,7 @@ func BenchmarkCycle(b *testing.B) {
 				list := make([]fwk.NodeInfo, nodes)
 				for i := range list {
 					name := fmt.Sprintf("node-%05d", i)
-					pl.cache.setGPUNode(gpuNode(name, 8, "H100"))
+					pl.store.SetGPUNode(gpuNode(name, 8, "H100"))
 					list[i] = nodeInfo(name)
 				}
 				pod := makePod("p", whole("1"))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -29,7 +30,7 @@ import (
 // resource through a dynamic informer of its own.
 const gpuNodeEvents fwk.EventResource = "gpunodes.v1alpha1.tessera.io"
 
-var metav1PatchOptions = metav1.PatchOptions{FieldManager: fieldManager}
+var metav1PatchOptions = metav1.PatchOptions{FieldManager: gpucache.FieldManager}
 
 // watch feeds the cache from the pod informer the scheduler already runs and
 // from a GPUNode informer of the plugin's own. It returns a function that
@@ -40,10 +41,10 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	// inventories fresh again, on the GPUNode, and stops its heartbeat
 	// timers with the scheduler.
 	recorder := h.EventRecorder()
-	pl.cache.normal = func(regarding runtime.Object, reason, note string) {
+	pl.store.Normal = func(regarding runtime.Object, reason, note string) {
 		recorder.Eventf(regarding, nil, v1.EventTypeNormal, reason, "Scheduling", "%s", note)
 	}
-	pl.cache.stop = ctx.Done()
+	pl.store.Stop = ctx.Done()
 	podReg, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(pl.podHandler())
 	if err != nil {
 		return nil, fmt.Errorf("watching pods: %w", err)
@@ -56,7 +57,7 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 	if err != nil {
 		return nil, fmt.Errorf("building the GPUNode client: %w", err)
 	}
-	pl.cache.markStale = func(gn *v1alpha1.GPUNode, message string) {
+	pl.store.MarkStale = func(gn *v1alpha1.GPUNode, message string) {
 		go markStale(ctx, client, gn, message)
 	}
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(trimManagedFields))
@@ -76,7 +77,7 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 		// cache. If the initial lists were delivered before its attempt,
 		// none may follow, and it would wait for the queue's periodic
 		// flush; so the sync itself counts as a change.
-		pl.cache.touch()
+		pl.cache.Touch()
 	}()
 	return synced, nil
 }
@@ -91,7 +92,7 @@ func trimManagedFields(obj any) (any, error) {
 	if err != nil || m.GetManagedFields() == nil {
 		return obj, nil
 	}
-	latest := lastWrite(m.GetManagedFields())
+	latest := gpucache.LastWrite(m.GetManagedFields())
 	if latest == nil {
 		m.SetManagedFields(nil)
 	} else {
@@ -99,11 +100,6 @@ func trimManagedFields(obj any) (any, error) {
 	}
 	return obj, nil
 }
-
-// fieldManager names the scheduler's writes: the assignment patch of
-// PreBind and the InventoryFresh condition of a GPUNode whose heartbeat
-// stopped.
-const fieldManager = "tessera-scheduler"
 
 // markStale sets the GPUNode's InventoryFresh condition to False, as the
 // scheduler's own field manager, with server-side apply on the status
@@ -124,28 +120,11 @@ func markStale(ctx context.Context, client versioned.Interface, gn *v1alpha1.GPU
 	if err == nil {
 		force := true
 		_, err = client.TesseraV1alpha1().GPUNodes().Patch(ctx, gn.Name, types.ApplyPatchType, body,
-			metav1.PatchOptions{FieldManager: fieldManager, Force: &force}, "status")
+			metav1.PatchOptions{FieldManager: gpucache.FieldManager, Force: &force}, "status")
 	}
 	if err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
 		klog.FromContext(ctx).Error(err, "Cannot mark the GPUNode's inventory stale", "gpuNode", gn.Name)
 	}
-}
-
-// lastWrite is the time of the latest write the managed fields record,
-// nil when none has a time. The scheduler's own write of the InventoryFresh
-// condition does not count: it says the node is dead, and must not make a
-// restarted scheduler think the node wrote.
-func lastWrite(fields []metav1.ManagedFieldsEntry) *metav1.Time {
-	var latest *metav1.Time
-	for _, f := range fields {
-		if f.Manager == fieldManager {
-			continue
-		}
-		if f.Time != nil && (latest == nil || f.Time.After(latest.Time)) {
-			latest = f.Time
-		}
-	}
-	return latest
 }
 
 // EventsToRegister requeues pods rejected for GPU reasons when a GPUNode
@@ -183,14 +162,14 @@ func (pl *TesseraGPU) afterGPUNodeChange(logger klog.Logger, pod *v1.Pod, oldObj
 	if err != nil {
 		return fwk.Queue, err
 	}
-	if inventoryChanged(old, gn) {
+	if gpucache.InventoryChanged(old, gn) {
 		logger.V(5).Info("GPUNode inventory changed", "pod", klog.KObj(pod), "gpuNode", gn.Name)
 		return fwk.Queue, nil
 	}
 	// A heartbeat may bring a stale inventory back; the cache, which may
 	// not have seen this update yet, judges staleness by when it sees
 	// heartbeats change.
-	if !gn.Status.HeartbeatTime.Equal(old.Status.HeartbeatTime) && pl.cache.staleNow(gn.Name) {
+	if !gn.Status.HeartbeatTime.Equal(old.Status.HeartbeatTime) && pl.cache.StaleNow(gn.Name) {
 		return fwk.Queue, nil
 	}
 	return pl.changedSince(pod), nil
@@ -208,7 +187,7 @@ func (pl *TesseraGPU) afterPodDelete(_ klog.Logger, waiting *v1.Pod, oldObj, _ a
 	// A bound pod held GPUs if it was recorded, or if it asked for some:
 	// the cache counts a GPU pod without a usable assignment as what it
 	// asks for.
-	if _, recorded := pod.Annotations[assignment.Annotation]; pod.Spec.NodeName != "" && (recorded || requestedGPUs(pod) != [2]int64{}) {
+	if _, recorded := pod.Annotations[assignment.Annotation]; pod.Spec.NodeName != "" && (recorded || gpucache.RequestedGPUs(pod) != [2]int64{}) {
 		return fwk.Queue, nil
 	}
 	return pl.changedSince(waiting), nil

@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"cmp"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"hash/fnv"
 	"math"
 	"slices"
@@ -24,7 +25,7 @@ import (
 // prefers.
 type fragmentationScorer struct {
 	weights device.Weights
-	cache   *gpuCache
+	cache   gpucache.Interface
 	// handle returns the framework's handle, nil before New sets it.
 	handle func() fwk.Handle
 	// workload is the estimate of the pods to come.
@@ -59,7 +60,7 @@ func (fs *fragmentationScorer) preFilter(pod *v1.Pod, req *device.Request) (int6
 
 // filterScore leaves the score to Score, which needs the estimate and the
 // node's free CPU.
-func (fs *fragmentationScorer) filterScore(*cycleState, fitted) int64 { return 0 }
+func (fs *fragmentationScorer) filterScore(*cycleState, gpucache.Fit) int64 { return 0 }
 
 // normalize ranks the scores (see rankScores).
 func (fs *fragmentationScorer) normalize(scores fwk.NodeScoreList) { rankScores(scores) }
@@ -104,42 +105,42 @@ const (
 // the load and store below have a single writer.
 func (fs *fragmentationScorer) preScore() {
 	est := fs.workload.snapshot()
-	largest := fs.cache.largestNode()
+	largest := fs.cache.LargestNode()
 	cur := fs.pressure.Load()
-	if cur != nil && cur.est == est && cur.gen == fs.cache.modelsGen.Load() && cur.largest == largest {
+	if cur != nil && cur.est == est && cur.gen == fs.cache.ModelsGeneration() && cur.largest == largest {
 		return
 	}
 	var held *device.ModelPressure
 	if cur != nil {
 		held = cur.mp
 	}
-	capacity, gen := fs.cache.modelCapacity()
+	capacity, gen := fs.cache.ModelCapacity()
 	fs.pressure.Store(&modelPressure{est: est, gen: gen, mp: device.Pressure(est.all, capacity, pressureEnter, pressureLeave, held), largest: largest})
 }
 
 // score rates a node by how little the pod grows the GPU
 // capacity the estimated workload could not use there.
-func (fs *fragmentationScorer) score(s *cycleState, f fitted, ni fwk.NodeInfo) int64 {
+func (fs *fragmentationScorer) score(s *cycleState, f gpucache.Fit, ni fwk.NodeInfo) int64 {
 	w := fs.workload.workload()
 	if s.req.Empty() {
-		st := f.st
-		if w == nil || st == nil || st.inv == nil {
+		st := f.State
+		if w == nil || st == nil || st.Inv == nil {
 			// No GPUs here (or nothing known of the workload): the pod
 			// strands nothing.
 			return neutralFragmentationScore(fs.weights)
 		}
 		var p device.Placement
-		_, delta := w.Plan(st.inv, st.used, nil, p, 0, 0, freeCPU(ni), s.cpu, false)
-		return p.FragmentationScore(st.inv, nil, 0, delta, fs.weights, fs.tieOrder(st.inv))
+		_, delta := w.Plan(st.Inv, st.Used, nil, p, 0, 0, freeCPU(ni), s.cpu, false)
+		return p.FragmentationScore(st.Inv, nil, 0, delta, fs.weights, fs.tieOrder(st.Inv))
 	}
-	inv := f.st.inv
+	inv := f.State.Inv
 	if w == nil {
 		// Before any pod is seen, pack: it is what keeps the most room
 		// for a workload not yet known.
-		return f.p.Score(inv, f.st.used, s.req, f.avoid, device.Binpack, fs.weights)<<32 | int64(fs.tieOrder(inv))
+		return f.Placement.Score(inv, f.State.Used, s.req, f.Avoid, device.Binpack, fs.weights)<<32 | int64(fs.tieOrder(inv))
 	}
-	p, delta := w.Plan(inv, f.st.used, s.req, f.p, f.usable, f.avoid, freeCPU(ni), s.cpu, fs.pressured(inv))
-	return p.FragmentationScore(inv, s.req, f.avoid, delta, fs.weights, fs.tieOrder(inv))
+	p, delta := w.Plan(inv, f.State.Used, s.req, f.Placement, f.Usable, f.Avoid, freeCPU(ni), s.cpu, fs.pressured(inv))
+	return p.FragmentationScore(inv, s.req, f.Avoid, delta, fs.weights, fs.tieOrder(inv))
 }
 
 // neutralFragmentationScore is the score of a placement on a node without
@@ -193,17 +194,17 @@ func freeCPU(ni fwk.NodeInfo) int64 {
 }
 
 // placement is the placement Reserve takes: the devices Score rated.
-func (fs *fragmentationScorer) placement(s *cycleState, f fitted, node string) device.Placement {
+func (fs *fragmentationScorer) placement(s *cycleState, f gpucache.Fit, node string) device.Placement {
 	w := fs.workload.workload()
 	h := fs.handle()
 	if w == nil || h == nil {
-		return f.p
+		return f.Placement
 	}
 	ni, err := h.SnapshotSharedLister().NodeInfos().Get(node)
 	if err != nil {
-		return f.p
+		return f.Placement
 	}
-	p, _ := w.Plan(f.st.inv, f.st.used, s.req, f.p, f.usable, f.avoid, freeCPU(ni), s.cpu, fs.pressured(f.st.inv))
+	p, _ := w.Plan(f.State.Inv, f.State.Used, s.req, f.Placement, f.Usable, f.Avoid, freeCPU(ni), s.cpu, fs.pressured(f.State.Inv))
 	return p
 }
 

@@ -87,7 +87,7 @@ func TestFragmentationScore(t *testing.T) {
 	// too little for the 50% pods the workload is made of. On b it
 	// leaves 70%. Binpack would take a; fragmentation takes b.
 	pl := fragPlugin(t, halves, gpuNode("a", 1, "H100"), gpuNode("b", 2, "H100"))
-	pl.cache.upsertPod(holding("a", 0, 40))
+	pl.store.UpsertPod(holding("a", 0, 40))
 	scores := bestNode(t, pl, makePod("p", percent("30")), cpuNodeInfo("a", "8"), cpuNodeInfo("b", "8"))
 	if scores[0].Score >= scores[1].Score || scores[1].Score != fwk.MaxNodeScore {
 		t.Errorf("scores %v; want b on top", scores)
@@ -97,7 +97,7 @@ func TestFragmentationScore(t *testing.T) {
 func TestFragmentationReserveChoosesGPU(t *testing.T) {
 	halves := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 50, Weight: 1}}
 	pl := fragPlugin(t, halves, gpuNode("c", 2, "H100"))
-	pl.cache.upsertPod(holding("c", 0, 40))
+	pl.store.UpsertPod(holding("c", 0, 40))
 	pl.handle = snapshotHandle{snapshot: internalcache.NewSnapshot(nil, []*v1.Node{cpuNodeInfo("c", "8").Node()})}
 	pod := makePod("p", percent("30"))
 	cs, st := preFilter(t, pl, pod)
@@ -236,7 +236,7 @@ func TestPressureHeldAcrossCycles(t *testing.T) {
 		if st := pl.PreScore(context.Background(), cs, pod, nil); !st.IsSuccess() {
 			t.Fatal(st)
 		}
-		return device.MaxDevicesPerNode - int(fragScorer(pl).tieOrder(pl.cache.state("t4").inv)>>24)
+		return device.MaxDevicesPerNode - int(fragScorer(pl).tieOrder(pl.store.State("t4").Inv)>>24)
 	}
 	// With 12 GPUs in all and 2 of them T4s, T4-only pods that are a share
 	// f of the GPU demand claim 6f of the average. Each step adds pods to
@@ -337,7 +337,7 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 	anyGPU := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Weight: 3}
 	t4Only := config.WorkloadClass{CPUMilli: 1000, GPUs: 1, GPUPercent: 100, Models: []string{"T4"}, Weight: 1}
 	size := func(pl *TesseraGPU, node string) int {
-		return device.MaxDevicesPerNode - int(fragScorer(pl).tieOrder(pl.cache.state(node).inv)>>24)
+		return device.MaxDevicesPerNode - int(fragScorer(pl).tieOrder(pl.store.State(node).Inv)>>24)
 	}
 	pod := makePod("p", whole("1"))
 	cycle := func(t *testing.T, pl *TesseraGPU) {
@@ -370,7 +370,7 @@ func TestPressuredModelsLoseSmallFirst(t *testing.T) {
 			}
 			cycle(t, pl)
 			// No T4 yet: the T4-only pods can run nowhere and claim nothing.
-			pl.cache.setGPUNode(gpuNode("t4", 2, "T4"))
+			pl.store.SetGPUNode(gpuNode("t4", 2, "T4"))
 			if got := size(pl, "t4"); got != 2 {
 				t.Errorf("before the next cycle t4 ranks as a node of %d gpus, want 2", got)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"slices"
 	"sort"
 	"strings"
@@ -46,7 +47,7 @@ const (
 // evictor deletes pods from GPUs with NoExecute device taints they do not
 // tolerate.
 type evictor struct {
-	cache  *gpuCache
+	cache  *gpucache.Cache
 	client kubernetes.Interface
 	warn   func(regarding runtime.Object, reason, note string)
 	now    func() time.Time
@@ -63,10 +64,10 @@ type evictor struct {
 	wake *time.Timer
 }
 
-func newEvictor(c *gpuCache, client kubernetes.Interface, warn func(runtime.Object, string, string), now func() time.Time) *evictor {
+func newEvictor(c *gpucache.Cache, client kubernetes.Interface, warn func(runtime.Object, string, string), now func() time.Time) *evictor {
 	ev := &evictor{cache: c, client: client, warn: warn, now: now, kick: make(chan struct{}, 1),
 		since: map[string]time.Time{}, evicted: map[types.UID]bool{}}
-	c.evictKick = ev.poke
+	c.EvictKick = ev.poke
 	return ev
 }
 
@@ -105,18 +106,18 @@ type verdict struct {
 
 // judge decides for one pod holding GPUs with NoExecute taints. It records
 // when each taint was first seen in seen.
-func (ev *evictor) judge(logger klog.Logger, u taintedUse, now time.Time, seen map[string]bool) verdict {
+func (ev *evictor) judge(logger klog.Logger, u gpucache.TaintedUse, now time.Time, seen map[string]bool) verdict {
 	var taints []v1.Taint
 	var desc []string
 	var first time.Time
-	uuids := make([]string, 0, len(u.taints))
-	for uuid := range u.taints {
+	uuids := make([]string, 0, len(u.Taints))
+	for uuid := range u.Taints {
 		uuids = append(uuids, uuid)
 	}
 	sort.Strings(uuids)
 	for _, uuid := range uuids {
-		for _, t := range u.taints[uuid] {
-			key := u.node + "/" + uuid + "/" + t.ToString()
+		for _, t := range u.Taints[uuid] {
+			key := u.Node + "/" + uuid + "/" + t.ToString()
 			seen[key] = true
 			at, ok := ev.since[key]
 			if !ok {
@@ -130,8 +131,8 @@ func (ev *evictor) judge(logger klog.Logger, u taintedUse, now time.Time, seen m
 			desc = append(desc, fmt.Sprintf("GPU %s has device taint %s", uuid, t.ToString()))
 		}
 	}
-	why := strings.Join(desc, "; ") + " on node " + u.node
-	tolerated, matching := v1helper.GetMatchingTolerations(logger, taints, u.tolerations)
+	why := strings.Join(desc, "; ") + " on node " + u.Node
+	tolerated, matching := v1helper.GetMatchingTolerations(logger, taints, u.Tolerations)
 	if !tolerated {
 		return verdict{why: why + ", which the pod does not tolerate"}
 	}
@@ -162,20 +163,20 @@ func minTolerationSeconds(tolerations []v1.Toleration) (time.Duration, bool) {
 // pass evicts every pod whose time is up and arms the timer for the next.
 func (ev *evictor) pass(ctx context.Context) {
 	logger := klog.FromContext(ctx)
-	uses := ev.cache.noExecuteUses()
-	slices.SortFunc(uses, func(a, b taintedUse) int { return strings.Compare(string(a.uid), string(b.uid)) })
+	uses := ev.cache.NoExecuteUses()
+	slices.SortFunc(uses, func(a, b gpucache.TaintedUse) int { return strings.Compare(string(a.UID), string(b.UID)) })
 	ev.mu.Lock()
 	now := ev.now()
 	seen := map[string]bool{}
 	present := map[types.UID]bool{}
-	var due []taintedUse
+	var due []gpucache.TaintedUse
 	var whys []string
 	var next time.Time
 	for _, u := range uses {
-		present[u.uid] = true
+		present[u.UID] = true
 		v := ev.judge(logger, u, now, seen)
 		switch {
-		case v.never || ev.evicted[u.uid]:
+		case v.never || ev.evicted[u.UID]:
 		case v.at.After(now):
 			if next.IsZero() || v.at.Before(next) {
 				next = v.at
@@ -202,12 +203,12 @@ func (ev *evictor) pass(ctx context.Context) {
 	failed := false
 	for i, u := range due {
 		if err := ev.evict(ctx, u, whys[i]); err != nil {
-			logger.Error(err, "Evicting a pod from a GPU with a NoExecute device taint", "pod", klog.KRef(u.namespace, u.name), "node", u.node)
+			logger.Error(err, "Evicting a pod from a GPU with a NoExecute device taint", "pod", klog.KRef(u.Namespace, u.Name), "node", u.Node)
 			failed = true
 			continue
 		}
 		ev.mu.Lock()
-		ev.evicted[u.uid] = true
+		ev.evicted[u.UID] = true
 		ev.mu.Unlock()
 	}
 	if failed {
@@ -233,30 +234,30 @@ func (ev *evictor) arm(next, now time.Time) {
 
 // evict marks the pod as disrupted by the device taint, tells its owner
 // why, and deletes it, with its UID as a precondition.
-func (ev *evictor) evict(ctx context.Context, u taintedUse, why string) error {
-	ref := &v1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: u.namespace, Name: u.name, UID: u.uid}
+func (ev *evictor) evict(ctx context.Context, u gpucache.TaintedUse, why string) error {
+	ref := &v1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: u.Namespace, Name: u.Name, UID: u.UID}
 	msg := "Evicting: " + why
 	// The UID in the patch is a precondition: a same-name successor of the
 	// pod is not marked.
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": u.uid}, "status": map[string]any{"conditions": []map[string]any{{
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": u.UID}, "status": map[string]any{"conditions": []map[string]any{{
 		"type": v1.DisruptionTarget, "status": v1.ConditionTrue, "reason": reasonDeviceTaintEviction,
-		"message": truncate(msg), "lastTransitionTime": metav1.NewTime(ev.now()),
+		"message": gpucache.EventNote(msg), "lastTransitionTime": metav1.NewTime(ev.now()),
 	}}}})
 	if err != nil {
 		return err
 	}
-	pods := ev.client.CoreV1().Pods(u.namespace)
-	if _, err := pods.Patch(ctx, u.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+	pods := ev.client.CoreV1().Pods(u.Namespace)
+	if _, err := pods.Patch(ctx, u.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			return nil
 		}
-		return fmt.Errorf("marking pod %s/%s as disrupted: %w", u.namespace, u.name, err)
+		return fmt.Errorf("marking pod %s/%s as disrupted: %w", u.Namespace, u.Name, err)
 	}
-	ev.warn(ref, reasonDeviceTaintEviction, truncate(msg))
-	klog.FromContext(ctx).Info("Evicting pod from a GPU with a NoExecute device taint", "pod", klog.KRef(u.namespace, u.name), "node", u.node, "why", why)
-	err = pods.Delete(ctx, u.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &u.uid}})
+	ev.warn(ref, reasonDeviceTaintEviction, gpucache.EventNote(msg))
+	klog.FromContext(ctx).Info("Evicting pod from a GPU with a NoExecute device taint", "pod", klog.KRef(u.Namespace, u.Name), "node", u.Node, "why", why)
+	err = pods.Delete(ctx, u.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &u.UID}})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting pod %s/%s: %w", u.namespace, u.name, err)
+		return fmt.Errorf("deleting pod %s/%s: %w", u.Namespace, u.Name, err)
 	}
 	return nil
 }

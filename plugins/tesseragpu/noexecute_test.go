@@ -1,6 +1,7 @@
 package tesseragpu
 
 import (
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"testing"
 	"time"
 
@@ -46,8 +47,8 @@ func TestEvictorJudges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := newEvictor(newCache(klog.Background(), time.Minute), nil, func(runtime.Object, string, string) {}, func() time.Time { return now })
-			u := taintedUse{uid: "u", namespace: "default", name: "p", node: "n", tolerations: tt.tolerations, taints: map[string][]v1.Taint{"G0": tt.taints}}
+			ev := newEvictor(gpucache.New(klog.Background(), time.Minute), nil, func(runtime.Object, string, string) {}, func() time.Time { return now })
+			u := gpucache.TaintedUse{UID: "u", Namespace: "default", Name: "p", Node: "n", Tolerations: tt.tolerations, Taints: map[string][]v1.Taint{"G0": tt.taints}}
 			got := ev.judge(klog.Background(), u, now, map[string]bool{})
 			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(verdict{})); diff != "" {
 				t.Errorf("judge (-want +got):\n%s", diff)
@@ -71,33 +72,33 @@ func TestNoExecuteUses(t *testing.T) {
 	}
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gn)
 	kicks := 0
-	pl.cache.evictKick = func() { kicks++ }
-	pl.cache.upsertPod(holds("on-0", "a", 100, 0))
-	pl.cache.upsertPod(holds("on-1", "a", 100, 1))
+	pl.store.EvictKick = func() { kicks++ }
+	pl.store.UpsertPod(holds("on-0", "a", 100, 0))
+	pl.store.UpsertPod(holds("on-1", "a", 100, 1))
 	going := holds("going", "a", 50, 0)
 	deleted := metav1.NewTime(now)
 	going.DeletionTimestamp = &deleted
-	pl.cache.upsertPod(going)
+	pl.store.UpsertPod(going)
 	if kicks == 0 {
 		t.Error("pod updates on a node with NoExecute taints never asked for a pass")
 	}
 	var got []string
-	for _, u := range pl.cache.noExecuteUses() {
-		for g, ts := range u.taints {
+	for _, u := range pl.store.NoExecuteUses() {
+		for g, ts := range u.Taints {
 			for _, taint := range ts {
-				got = append(got, u.name+" "+g+" "+taint.ToString())
+				got = append(got, u.Name+" "+g+" "+taint.ToString())
 			}
 		}
 	}
 	if diff := cmp.Diff([]string{"on-0 " + uuid("a", 0) + " maint:NoExecute"}, got); diff != "" {
-		t.Errorf("noExecuteUses (-want +got):\n%s", diff)
+		t.Errorf("NoExecuteUses (-want +got):\n%s", diff)
 	}
 	// Lifting the taint leaves nothing to look at.
 	gn = gn.DeepCopy()
 	gn.ResourceVersion = "2"
 	gn.Spec.DeviceTaints = nil
-	pl.cache.setGPUNode(gn)
-	if u := pl.cache.noExecuteUses(); len(u) != 0 {
+	pl.store.SetGPUNode(gn)
+	if u := pl.store.NoExecuteUses(); len(u) != 0 {
 		t.Errorf("after the taint went: %v", u)
 	}
 }

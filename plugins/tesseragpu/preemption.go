@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"context"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"maps"
 	"slices"
 
@@ -41,38 +42,38 @@ func (pl *TesseraGPU) PreFilterExtensions() fwk.PreFilterExtensions { return pl 
 // built; each change makes a new one, so that copies of the cycle state
 // share it safely.
 type whatIfNode struct {
-	base *nodeState
+	base *gpucache.NodeState
 	// removed are pods of the cache on this node, taken off.
-	removed map[types.UID]podHold
+	removed map[types.UID]gpucache.Hold
 	// added are pods the cache does not hold on this node (nominated
 	// pods), put on in order. A pod whose GPUs could not be planned blocks
 	// the whole node: it has been promised the node, and nothing of it
 	// may be handed to a pod of lower priority meanwhile.
 	added []addedPod
 	// st is the resulting state Filter judges.
-	st *nodeState
+	st *gpucache.NodeState
 }
 
 type addedPod struct {
 	uid    types.UID
-	hold   podHold
+	hold   gpucache.Hold
 	blocks bool
 }
 
 // build works out st from base and the changes.
 func (w *whatIfNode) build() *whatIfNode {
-	st := w.base.clone()
+	st := w.base.Clone()
 	for _, h := range w.removed {
-		st.add(h, -1)
+		st.Add(h, -1)
 	}
 	for _, a := range w.added {
 		if a.blocks {
-			for i := range st.used {
-				st.used[i] = device.FullUnits
+			for i := range st.Used {
+				st.Used[i] = device.FullUnits
 			}
 			continue
 		}
-		st.add(a.hold, 1)
+		st.Add(a.hold, 1)
 	}
 	w.st = st
 	return w
@@ -82,19 +83,19 @@ func (w *whatIfNode) build() *whatIfNode {
 // for a change to be made on.
 //
 // The base counts only the pods of the node that the scheduler's snapshot
-// has (see gpuCache.agreed): a pod the scheduler has seen go is no victim.
+// has (see gpucache.Cache.agreed): a pod the scheduler has seen go is no victim.
 // The framework changes ni before it calls the extension, so the pod
 // being changed counts as in the snapshot.
-func (s *cycleState) with(c *gpuCache, ni fwk.NodeInfo, changing types.UID) (*whatIfNode, bool) {
+func (s *cycleState) with(c gpucache.Interface, ni fwk.NodeInfo, changing types.UID) (*whatIfNode, bool) {
 	node := ni.Node().Name
 	if w := s.whatIf[node]; w != nil {
 		return &whatIfNode{base: w.base, removed: w.removed, added: w.added}, true
 	}
-	base := c.state(node)
-	if alt := c.agreed(base, ni, changing); alt != nil {
+	base := c.Slot(node).State()
+	if alt := c.Agreed(base, ni, changing); alt != nil {
 		base = alt
 	}
-	if base == nil || base.inv == nil {
+	if base == nil || base.Inv == nil {
 		// No inventory: Filter rejects the node whatever its pods.
 		return nil, false
 	}
@@ -137,7 +138,7 @@ func (pl *TesseraGPU) RemovePod(ctx context.Context, cs fwk.CycleState, _ *v1.Po
 	if _, gone := w.removed[pod.UID]; gone {
 		return nil
 	}
-	h, held := pl.cache.holdOf(pod.UID, node)
+	h, held := pl.cache.HoldOf(pod.UID, node)
 	if !held {
 		// The cache counts nothing of it here (a pod without GPUs).
 		return nil
@@ -145,7 +146,7 @@ func (pl *TesseraGPU) RemovePod(ctx context.Context, cs fwk.CycleState, _ *v1.Po
 	// Copied, not changed: other copies of the cycle state share the map.
 	removed := maps.Clone(w.removed)
 	if removed == nil {
-		removed = map[types.UID]podHold{}
+		removed = map[types.UID]gpucache.Hold{}
 	}
 	removed[pod.UID] = h
 	w.removed = removed
@@ -171,7 +172,7 @@ func (pl *TesseraGPU) AddPod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, 
 	if slices.ContainsFunc(w.added, func(a addedPod) bool { return a.uid == pod.UID }) {
 		return nil
 	}
-	if _, held := pl.cache.holdOf(pod.UID, node); held {
+	if _, held := pl.cache.HoldOf(pod.UID, node); held {
 		// Already counted in the cache's state of the node.
 		return nil
 	}
@@ -186,7 +187,7 @@ func (pl *TesseraGPU) AddPod(ctx context.Context, cs fwk.CycleState, _ *v1.Pod, 
 }
 
 // current is the node's state as this copy of the cycle state has it.
-func (s *cycleState) current(w *whatIfNode, node string) *nodeState {
+func (s *cycleState) current(w *whatIfNode, node string) *gpucache.NodeState {
 	if cur := s.whatIf[node]; cur != nil {
 		return cur.st
 	}
@@ -196,28 +197,28 @@ func (s *cycleState) current(w *whatIfNode, node string) *nodeState {
 // plannedHold plans a pod the cache does not hold on a node's state, as
 // Reserve would place it, and returns what it would take; false for a pod
 // that asks for no GPU or whose request is invalid (it can never hold any).
-func (pl *TesseraGPU) plannedHold(st *nodeState, pod *v1.Pod) (addedPod, bool) {
+func (pl *TesseraGPU) plannedHold(st *gpucache.NodeState, pod *v1.Pod) (addedPod, bool) {
 	req, err := gpu.ParsePod(pod)
 	if err != nil || req.Empty() {
 		return addedPod{}, false
 	}
 	req.ComparisonOperators = pl.comparisonOperators
 	a := addedPod{uid: pod.UID}
-	usable, avoid, why := device.Usable(st.inv, req)
+	usable, avoid, why := device.Usable(st.Inv, req)
 	if why != device.Fits {
 		a.blocks = true
 		return a, true
 	}
-	p, ok := device.Plan(st.inv, st.used, req, usable, avoid, pl.scorer.planStrategy())
+	p, ok := device.Plan(st.Inv, st.Used, req, usable, avoid, pl.scorer.planStrategy())
 	if !ok {
 		a.blocks = true
 		return a, true
 	}
-	use, err := podgpu.PeakUse(pod, placed(st.inv, req, p))
+	use, err := podgpu.PeakUse(pod, gpucache.AssignmentOf(st.Inv, req, p))
 	if err != nil {
 		a.blocks = true
 		return a, true
 	}
-	a.hold = podHold{use: use}
+	a.hold = gpucache.Hold{Use: use}
 	return a, true
 }

@@ -55,7 +55,7 @@ func TestPreFilterExtensions(t *testing.T) {
 		"b-2":      holds("b-2", "b", 100, 1),
 	}
 	for _, p := range victims {
-		pl.cache.upsertPod(p)
+		pl.store.UpsertPod(p)
 	}
 	nominated := makePod("nominated", whole("3"))
 	tests := []struct {
@@ -150,8 +150,8 @@ func TestPreFilterExtensions(t *testing.T) {
 func TestWhatIfCopiesAreIndependent(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("b", 4, "H100"))
 	b1, b2 := holds("b-1", "b", 100, 0), holds("b-2", "b", 100, 1)
-	pl.cache.upsertPod(b1)
-	pl.cache.upsertPod(b2)
+	pl.store.UpsertPod(b1)
+	pl.store.UpsertPod(b2)
 	pod := makePod("p", whole("4"))
 	cs, _ := preFilter(t, pl, pod)
 	ni := snapshotNode(pl, "b")
@@ -181,7 +181,7 @@ func TestWhatIfCopiesAreIndependent(t *testing.T) {
 func TestFilterWhenCacheLagsSnapshot(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
 	gone := holds("gone", "a", 100, 0, 1)
-	pl.cache.upsertPod(gone)
+	pl.store.UpsertPod(gone)
 	pod := makePod("p", whole("2"))
 	cs, _ := preFilter(t, pl, pod)
 	if st := pl.Filter(context.Background(), cs, pod, snapshotNode(pl, "a")); st.Code() != fwk.Unschedulable {
@@ -193,7 +193,7 @@ func TestFilterWhenCacheLagsSnapshot(t *testing.T) {
 	if st := pl.Reserve(context.Background(), cs, pod, "a"); st.IsSuccess() {
 		t.Fatal("Reserve succeeded while the cache still counts the holder")
 	}
-	pl.cache.removePod(gone.UID)
+	pl.store.RemovePod(gone.UID)
 	if st := pl.Reserve(context.Background(), cs, pod, "a"); !st.IsSuccess() {
 		t.Fatalf("Reserve after the cache caught up: %v", st)
 	}

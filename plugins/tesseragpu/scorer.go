@@ -1,6 +1,7 @@
 package tesseragpu
 
 import (
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	v1 "k8s.io/api/core/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -26,23 +27,23 @@ type scorer interface {
 	preFilter(pod *v1.Pod, req *device.Request) (cpu int64, scoreWithoutGPUs bool)
 	// filterScore rates a node while Filter has it (fit), for Score to
 	// return; scorers that rate in Score return 0.
-	filterScore(s *cycleState, f fitted) int64
+	filterScore(s *cycleState, f gpucache.Fit) int64
 	// preScore runs once per cycle, before the cycle's first score.
 	preScore()
 	// score rates the node: f is what Filter found there in this cycle,
 	// or, for a pod without GPUs, only the node's state (nil without one).
-	score(s *cycleState, f fitted, ni fwk.NodeInfo) int64
+	score(s *cycleState, f gpucache.Fit, ni fwk.NodeInfo) int64
 	// normalize maps a cycle's scores, at least one, onto
 	// MinNodeScore..MaxNodeScore.
 	normalize(scores fwk.NodeScoreList)
 	// placement is the devices Reserve takes on node, given what Filter
 	// found there.
-	placement(s *cycleState, f fitted, node string) device.Placement
+	placement(s *cycleState, f gpucache.Fit, node string) device.Placement
 }
 
 // newScorer returns the scorer of the args' strategy. handle returns the
 // framework's handle once New has it.
-func newScorer(args *config.TesseraGPUArgs, c *gpuCache, handle func() fwk.Handle) scorer {
+func newScorer(args *config.TesseraGPUArgs, c gpucache.Interface, handle func() fwk.Handle) scorer {
 	w := device.Weights{
 		Node: int64(args.Weights.Node), Device: int64(args.Weights.GPU),
 		Topology: int64(args.Weights.Topology), Taint: int64(args.Weights.DeviceTaint),
@@ -84,13 +85,13 @@ func (ds *deviceScorer) signPod(*v1.Pod) []fwk.SignFragment { return nil }
 // preFilter leaves pods without GPUs unscored.
 func (ds *deviceScorer) preFilter(*v1.Pod, *device.Request) (int64, bool) { return 0, false }
 
-func (ds *deviceScorer) filterScore(s *cycleState, f fitted) int64 {
-	return f.p.Score(f.st.inv, f.st.used, s.req, f.avoid, ds.strategy, ds.weights)
+func (ds *deviceScorer) filterScore(s *cycleState, f gpucache.Fit) int64 {
+	return f.Placement.Score(f.State.Inv, f.State.Used, s.req, f.Avoid, ds.strategy, ds.weights)
 }
 
 func (ds *deviceScorer) preScore() {}
 
-func (ds *deviceScorer) score(_ *cycleState, f fitted, _ fwk.NodeInfo) int64 { return f.score }
+func (ds *deviceScorer) score(_ *cycleState, f gpucache.Fit, _ fwk.NodeInfo) int64 { return f.Score }
 
 // normalize stretches the scores linearly over 0..MaxNodeScore.
 func (ds *deviceScorer) normalize(scores fwk.NodeScoreList) {
@@ -107,4 +108,6 @@ func (ds *deviceScorer) normalize(scores fwk.NodeScoreList) {
 	}
 }
 
-func (ds *deviceScorer) placement(_ *cycleState, f fitted, _ string) device.Placement { return f.p }
+func (ds *deviceScorer) placement(_ *cycleState, f gpucache.Fit, _ string) device.Placement {
+	return f.Placement
+}

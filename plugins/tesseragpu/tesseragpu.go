@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"maps"
 	"slices"
 	"sync"
@@ -56,8 +57,12 @@ const (
 
 // TesseraGPU is the GPU placement plugin.
 type TesseraGPU struct {
-	handle    fwk.Handle
-	cache     *gpuCache
+	handle fwk.Handle
+	// cache is what the extension points read and write of the GPUs.
+	cache gpucache.Interface
+	// store is the same cache, for what feeds and watches it: the
+	// informers, the NoExecute evictor, the metrics and event hooks.
+	store     *gpucache.Cache
 	staleness time.Duration
 	synced    func() bool
 	now       func() time.Time
@@ -97,7 +102,7 @@ type cycleState struct {
 	// cpu is the pod's CPU request in millicores, for the scorer.
 	cpu int64
 	now time.Time
-	// cycle tells this scheduling cycle's fit memos (nodeSlot.fit) from
+	// cycle tells this scheduling cycle's fit memos (gpucache.Slot.fit) from
 	// older ones.
 	cycle uint64
 	// chosen is set by Reserve.
@@ -176,7 +181,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, req)
 	if req.Empty() {
 		if scoreWithoutGPUs {
-			pl.cache.indexInfos(nodes)
+			pl.cache.IndexNodes(nodes)
 			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 		}
 		return nil, fwk.NewStatus(fwk.Skip)
@@ -184,17 +189,17 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	req.ComparisonOperators = pl.comparisonOperators
 	// Record the state this attempt sees before any rejection, so that
 	// hints and activation know whether a later change is news to it.
-	pl.waiting.attempt(pod, pl.cache.generation())
+	pl.waiting.attempt(pod, pl.cache.Generation())
 	if !pl.synced() {
 		rejections.WithLabelValues(reasonNotSynced).Inc()
 		return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
 	}
-	if largest := pl.cache.largestNode(); req.Whole > largest {
+	if largest := pl.cache.LargestNode(); req.Whole > largest {
 		rejections.WithLabelValues("larger than any node").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
-	pl.cache.indexInfos(nodes)
+	pl.cache.IndexNodes(nodes)
 	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
 	return nil, nil
 }
@@ -213,12 +218,12 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 			return status
 		}
 	}
-	sl := pl.cache.slotOf(ni)
-	st := sl.current()
+	sl := pl.cache.SlotOf(ni)
+	st := sl.State()
 	f, status := pl.fit(s, st)
 	if status != nil {
 		if status.Code() == fwk.Unschedulable {
-			if alt := pl.cache.agreed(st, ni, ""); alt != nil {
+			if alt := pl.cache.Agreed(st, ni, ""); alt != nil {
 				if _, again := pl.fit(s, alt); again == nil {
 					// The node is free in the scheduler's snapshot and the
 					// cache has not yet seen its pods go. Passing it keeps
@@ -232,8 +237,7 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 		rejections.WithLabelValues(status.Message()).Inc()
 		return status
 	}
-	sl.fit.f = f
-	sl.fit.cycle.Store(s.cycle)
+	sl.Remember(s.cycle, f)
 	return nil
 }
 
@@ -243,55 +247,39 @@ var cycles atomic.Uint64
 
 // fitAgain is fit for Score and Reserve: what Filter found on the node of
 // slot sl in this cycle, unless the node's state has changed since.
-func (pl *TesseraGPU) fitAgain(s *cycleState, sl *nodeSlot) (fitted, *fwk.Status) {
-	if sl != nil && sl.fit.cycle.Load() == s.cycle {
-		if f := sl.fit.f; f.st == sl.state.Load() {
-			return f, nil
-		}
+func (pl *TesseraGPU) fitAgain(s *cycleState, sl *gpucache.Slot) (gpucache.Fit, *fwk.Status) {
+	if f, ok := sl.Recall(s.cycle); ok {
+		return f, nil
 	}
-	return pl.fit(s, sl.current())
-}
-
-// fitted is what fit works out for a node that can hold the pod: the
-// node's state, the devices the pod may use and should avoid there, the
-// strategy's placement and, for scorers that rate nodes while Filter has
-// them (scorer.filterScore), its score.
-type fitted struct {
-	st *nodeState
-	// score is scorer.filterScore's answer. Working it out while Filter
-	// has the node's state and inventory in cache lets Score answer from
-	// the node's slot alone.
-	score         int64
-	usable, avoid uint64
-	p             device.Placement
+	return pl.fit(s, sl.State())
 }
 
 // fit is Filter's verdict plus what Score and Reserve need. It does not
 // allocate on the path that admits a node.
-func (pl *TesseraGPU) fit(s *cycleState, st *nodeState) (fitted, *fwk.Status) {
-	if st == nil || st.inv == nil {
-		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
+func (pl *TesseraGPU) fit(s *cycleState, st *gpucache.NodeState) (gpucache.Fit, *fwk.Status) {
+	if st == nil || st.Inv == nil {
+		return gpucache.Fit{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
-	if st.inv.Stale(s.now, pl.staleness) {
-		return fitted{}, fwk.NewStatus(fwk.Unschedulable, reasonStale)
+	if st.Inv.Stale(s.now, pl.staleness) {
+		return gpucache.Fit{}, fwk.NewStatus(fwk.Unschedulable, reasonStale)
 	}
-	if st.unknown > 0 {
-		return fitted{}, fwk.NewStatus(fwk.Unschedulable, reasonUnknownPods)
+	if st.Unknown > 0 {
+		return gpucache.Fit{}, fwk.NewStatus(fwk.Unschedulable, reasonUnknownPods)
 	}
-	usable, avoid, why := device.Usable(st.inv, s.req)
+	usable, avoid, why := device.Usable(st.Inv, s.req)
 	switch why {
 	case device.Fits:
 	case device.NoDevices, device.NoAllowedModel:
-		return fitted{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, failureReason(why))
+		return gpucache.Fit{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, failureReason(why))
 	default:
-		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(why))
+		return gpucache.Fit{}, fwk.NewStatus(fwk.Unschedulable, failureReason(why))
 	}
-	p, ok := device.Plan(st.inv, st.used, s.req, usable, avoid, pl.scorer.planStrategy())
+	p, ok := device.Plan(st.Inv, st.Used, s.req, usable, avoid, pl.scorer.planStrategy())
 	if !ok {
-		return fitted{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.inv, st.used, s.req)))
+		return gpucache.Fit{}, fwk.NewStatus(fwk.Unschedulable, failureReason(device.Blocked(st.Inv, st.Used, s.req)))
 	}
-	f := fitted{st: st, usable: usable, avoid: avoid, p: p}
-	f.score = pl.scorer.filterScore(s, f)
+	f := gpucache.Fit{State: st, Usable: usable, Avoid: avoid, Placement: p}
+	f.Score = pl.scorer.filterScore(s, f)
 	return f, nil
 }
 
@@ -327,10 +315,10 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 	if err != nil {
 		return 0, fwk.AsStatus(err)
 	}
-	sl := pl.cache.slotOf(ni)
+	sl := pl.cache.SlotOf(ni)
 	if s.req.Empty() {
 		// Only a scorer that scores pods without GPUs gets here.
-		return pl.scorer.score(s, fitted{st: sl.current()}, ni), nil
+		return pl.scorer.score(s, gpucache.Fit{State: sl.State()}, ni), nil
 	}
 	f, status := pl.fitAgain(s, sl)
 	if status != nil {
@@ -362,12 +350,12 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
-	f, status := pl.fitAgain(s, pl.cache.slot(node))
+	f, status := pl.fitAgain(s, pl.cache.Slot(node))
 	if status != nil {
 		return status
 	}
-	a := placed(f.st.inv, s.req, pl.scorer.placement(s, f, node))
-	if err := pl.cache.assume(pod, node, a); err != nil {
+	a := gpucache.AssignmentOf(f.State.Inv, s.req, pl.scorer.placement(s, f, node))
+	if err := pl.cache.Assume(pod, node, a); err != nil {
 		return fwk.NewStatus(fwk.Unschedulable, "gpus changed during scheduling: "+err.Error())
 	}
 	s.chosen = a
@@ -375,18 +363,6 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 	placements.WithLabelValues(pl.scorer.name(), requestKind(s.req)).Inc()
 	klog.FromContext(ctx).V(3).Info("Reserved GPUs", "pod", klog.KObj(pod), "node", node, "assignment", a.String())
 	return nil
-}
-
-// placed is the assignment of placement p of request r on inventory inv.
-func placed(inv *device.Inventory, r *device.Request, p device.Placement) assignment.Assignment {
-	a := assignment.Assignment{}
-	grants := p.Grants(r)
-	for i, c := range r.Containers {
-		for _, g := range grants[i] {
-			a[c.Name] = append(a[c.Name], assignment.Device{UUID: inv.Devices[g.Device].ID, Percent: g.Units})
-		}
-	}
-	return a
 }
 
 func requestKind(r *device.Request) string {
@@ -405,7 +381,7 @@ func (pl *TesseraGPU) Unreserve(_ context.Context, cs fwk.CycleState, pod *v1.Po
 	if s, err := readState(cs); err == nil {
 		s.chosen = nil
 	}
-	pl.cache.forget(pod.UID)
+	pl.cache.Forget(pod.UID)
 }
 
 // PreBindPreFlight skips PreBind for pods that ask for no GPU, and for all
@@ -493,32 +469,34 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 	pl := newPlugin(logger, args, fts)
 	pl.handle = h
 	recorder := h.EventRecorder()
-	pl.cache.warn = func(regarding runtime.Object, reason, note string) {
+	pl.store.Warn = func(regarding runtime.Object, reason, note string) {
 		recorder.Eventf(regarding, nil, v1.EventTypeWarning, reason, "Scheduling", "%s", note)
 	}
 	// The evictor hooks into the cache before the informers feed it.
-	evict := newEvictor(pl.cache, h.ClientSet(), pl.cache.warn, time.Now)
+	evict := newEvictor(pl.store, h.ClientSet(), pl.store.Warn, time.Now)
 	synced, err := pl.watch(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	pl.synced = synced
-	inventory.track(ctx, pl.cache)
+	inventory.track(ctx, pl.store)
 	go evict.run(klog.NewContext(ctx, logger.WithName("device-taint-eviction")))
 	go pl.activateLoop(klog.NewContext(ctx, logger), h)
 	return pl, nil
 }
 
 func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs, fts feature.Features) *TesseraGPU {
+	store := gpucache.New(logger, args.InventoryStaleness.Duration)
 	pl := &TesseraGPU{
-		cache:               newCache(logger, args.InventoryStaleness.Duration),
+		cache:               store,
+		store:               store,
 		waiting:             newWaitingPods(),
 		staleness:           args.InventoryStaleness.Duration,
 		synced:              func() bool { return true },
 		now:                 time.Now,
 		comparisonOperators: fts.EnableTaintTolerationComparisonOperators,
 	}
-	pl.cache.changed = pl.waiting.notify
+	pl.store.Changed = pl.waiting.notify
 	pl.scorer = newScorer(args, pl.cache, func() fwk.Handle { return pl.handle })
 	return pl
 }
@@ -533,7 +511,7 @@ func (pl *TesseraGPU) podHandler() cache.ResourceEventHandler {
 				obj = t.Obj
 			}
 			if pod, ok := obj.(*v1.Pod); ok {
-				pl.cache.removePod(pod.UID)
+				pl.store.RemovePod(pod.UID)
 				pl.waiting.done(pod.UID)
 			}
 		},
@@ -542,7 +520,7 @@ func (pl *TesseraGPU) podHandler() cache.ResourceEventHandler {
 
 func (pl *TesseraGPU) onPod(obj any) {
 	if pod, ok := obj.(*v1.Pod); ok {
-		pl.cache.upsertPod(pod)
+		pl.store.UpsertPod(pod)
 	}
 }
 
@@ -555,7 +533,7 @@ func (pl *TesseraGPU) gpuNodeHandler() cache.ResourceEventHandler {
 				obj = t.Obj
 			}
 			if gn, ok := obj.(*v1alpha1.GPUNode); ok {
-				pl.cache.deleteGPUNode(gn.Name)
+				pl.store.DeleteGPUNode(gn.Name)
 			}
 		},
 	}
@@ -563,6 +541,6 @@ func (pl *TesseraGPU) gpuNodeHandler() cache.ResourceEventHandler {
 
 func (pl *TesseraGPU) onGPUNode(obj any) {
 	if gn, ok := obj.(*v1alpha1.GPUNode); ok {
-		pl.cache.setGPUNode(gn)
+		pl.store.SetGPUNode(gn)
 	}
 }

@@ -57,9 +57,9 @@ func testPluginArgs(t testing.TB, args *config.TesseraGPUArgs, nodes ...*v1alpha
 	t.Helper()
 	pl := newPlugin(klog.Background(), args, feature.Features{})
 	pl.now = func() time.Time { return now }
-	pl.cache.now = pl.now
+	pl.store.Now = pl.now
 	for _, gn := range nodes {
-		pl.cache.setGPUNode(gn)
+		pl.store.SetGPUNode(gn)
 	}
 	return pl
 }
@@ -69,12 +69,8 @@ func testPluginArgs(t testing.TB, args *config.TesseraGPUArgs, nodes ...*v1alpha
 func snapshotNode(pl *TesseraGPU, name string) fwk.NodeInfo {
 	ni := framework.NewNodeInfo()
 	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
-	pl.cache.mu.Lock()
-	defer pl.cache.mu.Unlock()
-	for _, p := range pl.cache.pods {
-		if p.node == name {
-			ni.AddPod(&v1.Pod{ObjectMeta: metav1.ObjectMeta{UID: p.uid, Name: string(p.uid), Namespace: "default"}, Spec: v1.PodSpec{NodeName: name}})
-		}
+	for _, uid := range pl.cache.Slot(name).State().Holders() {
+		ni.AddPod(&v1.Pod{ObjectMeta: metav1.ObjectMeta{UID: uid, Name: string(uid), Namespace: "default"}, Spec: v1.PodSpec{NodeName: name}})
 	}
 	return ni
 }
@@ -130,10 +126,10 @@ func TestPreFilterWaitsForSync(t *testing.T) {
 	// The sync itself may bring no GPUNode or pod event, so watch touches
 	// the cache; that alone must retry the pod.
 	pl.synced = func() bool { return true }
-	if !notifies(pl, pl.cache.touch) {
+	if !notifies(pl, pl.cache.Touch) {
 		t.Fatal("touch did not notify")
 	}
-	if got := pl.waiting.stale(pl.cache.generation()); got["default/p"] == nil {
+	if got := pl.waiting.stale(pl.cache.Generation()); got["default/p"] == nil {
 		t.Errorf("pod rejected before sync not retried after it: %v", got)
 	}
 }
@@ -157,16 +153,16 @@ func TestFilter(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack,
 		gpuNode("h100", 4, "H100"), gpuNode("a100", 4, "A100"), stale, sick, tainted, admin, empty, dup, gpuNode("busy", 4, "H100"), gpuNode("mystery", 4, "H100"), gpuNode("guessed", 4, "H100"))
 	for i := 0; i < 4; i++ {
-		pl.cache.upsertPod(makePod(fmt.Sprintf("busy-%d", i), onNode("busy"), percent("60"),
+		pl.store.UpsertPod(makePod(fmt.Sprintf("busy-%d", i), onNode("busy"), percent("60"),
 			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":60}]}`, uuid("busy", i)))))
 	}
-	pl.cache.upsertPod(makePod("corrupt", onNode("mystery"), percent("150"), annotate(assignment.Annotation, "{not json")))
+	pl.store.UpsertPod(makePod("corrupt", onNode("mystery"), percent("150"), annotate(assignment.Annotation, "{not json")))
 	// Pods the cache counts as what they ask for, not as a full node: one
 	// of another scheduler without an annotation, one whose annotation is
 	// damaged; and one asking for no GPU with a forged annotation.
-	pl.cache.upsertPod(makePod("foreign", onNode("guessed"), whole("2")))
-	pl.cache.upsertPod(makePod("damaged", onNode("guessed"), whole("1"), annotate(assignment.Annotation, "{not json")))
-	pl.cache.upsertPod(makePod("forged", onNode("h100"), annotate(assignment.Annotation,
+	pl.store.UpsertPod(makePod("foreign", onNode("guessed"), whole("2")))
+	pl.store.UpsertPod(makePod("damaged", onNode("guessed"), whole("1"), annotate(assignment.Annotation, "{not json")))
+	pl.store.UpsertPod(makePod("forged", onNode("h100"), annotate(assignment.Annotation,
 		fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("h100", 0)))))
 
 	tests := []struct {
@@ -228,7 +224,7 @@ func TestScore(t *testing.T) {
 	}{{config.ScoringStrategyBinpack, "busy"}, {config.ScoringStrategySpread, "idle"}} {
 		t.Run(string(tt.strategy), func(t *testing.T) {
 			pl := testPlugin(t, tt.strategy, gpuNode("busy", 4, "H100"), gpuNode("idle", 4, "H100"))
-			pl.cache.upsertPod(makePod("x", onNode("busy"), percent("50"),
+			pl.store.UpsertPod(makePod("x", onNode("busy"), percent("50"),
 				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":50}]}`, uuid("busy", 0)))))
 			pod := makePod("p", percent("30"))
 			cs, _ := preFilter(t, pl, pod)
@@ -258,7 +254,7 @@ func TestScore(t *testing.T) {
 }
 
 // TestScoreTakesFilterResultOnlyWhenCurrent checks the hand-over from
-// Filter to Score (nodeSlot.fit): Score must rate the node as it is, not
+// Filter to Score (gpucache.Slot.fit): Score must rate the node as it is, not
 // as Filter saw it, and never with another cycle's request.
 func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
 	ctx := context.Background()
@@ -289,7 +285,7 @@ func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
 				t.Fatal(st)
 			}
 			before, _ := pl.Score(ctx, cs, share, nodeInfo("a"))
-			pl.cache.upsertPod(makePod("x", onNode("a"), percent("50"),
+			pl.store.UpsertPod(makePod("x", onNode("a"), percent("50"),
 				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":50}]}`, uuid("a", 2)))))
 			after, _ := pl.Score(ctx, cs, share, nodeInfo("a"))
 			if want := fresh(share); after != want {
@@ -306,8 +302,12 @@ func TestScoreTakesFilterResultOnlyWhenCurrent(t *testing.T) {
 				t.Fatal(st)
 			}
 			filtered, _ := readState(cs)
-			memo := pl.cache.slot("a").fit.f.p.Whole
-			pl.cache.upsertPod(makePod("y", onNode("a"), whole("1"),
+			fit, ok := pl.cache.Slot("a").Recall(filtered.cycle)
+			if !ok {
+				t.Fatal("Filter left no memo for Reserve")
+			}
+			memo := fit.Placement.Whole
+			pl.store.UpsertPod(makePod("y", onNode("a"), whole("1"),
 				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", bits.TrailingZeros64(memo))))))
 			if st := pl.Reserve(ctx, cs, one, "a"); !st.IsSuccess() {
 				t.Fatalf("Reserve after the node changed: %v", st)
@@ -359,7 +359,7 @@ func TestReserveUnreserve(t *testing.T) {
 	}
 	pl.Unreserve(ctx, cs1, p1, "a")
 	pl.Unreserve(ctx, cs1, p1, "a") // idempotent
-	if used := pl.cache.state("a").used; used[0] != 0 || used[1] != 60 {
+	if used := pl.store.State("a").Used; used[0] != 0 || used[1] != 60 {
 		t.Errorf("after Unreserve used = %v, want [0 60]", used)
 	}
 	// Non-GPU pods pass Reserve untouched.
@@ -415,7 +415,7 @@ func TestConcurrentReserveNeverDoubleBooks(t *testing.T) {
 	if placed != 4 {
 		t.Errorf("placed %d pods of 60%% on 4 GPUs after retries, want 4", placed)
 	}
-	for i, u := range pl.cache.state("a").used {
+	for i, u := range pl.store.State("a").Used {
 		if u > 100 {
 			t.Errorf("gpu %d at %d%%", i, u)
 		}
@@ -424,76 +424,76 @@ func TestConcurrentReserveNeverDoubleBooks(t *testing.T) {
 
 func TestCacheFromPods(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
-	c := pl.cache
+	c := pl.store
 	ann := func(u string, pct int) podOpt {
 		return annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, u, pct))
 	}
 	bound := makePod("bound", onNode("a"), percent("40"), ann(uuid("a", 0), 40))
-	c.upsertPod(bound)
-	c.upsertPod(bound) // repeated events change nothing
-	if u := c.state("a").used; u[0] != 40 {
+	c.UpsertPod(bound)
+	c.UpsertPod(bound) // repeated events change nothing
+	if u := c.State("a").Used; u[0] != 40 {
 		t.Fatalf("used %v", u)
 	}
 	done := bound.DeepCopy()
 	done.Status.Phase = v1.PodSucceeded
-	c.upsertPod(done)
-	if u := c.state("a").used; u[0] != 0 {
+	c.UpsertPod(done)
+	if u := c.State("a").Used; u[0] != 0 {
 		t.Errorf("finished pod still holds %v", u)
 	}
 
 	// An assumed pod survives informer events that show it not yet bound.
 	pod := makePod("assumed", percent("30"))
 	a := assignment.Assignment{"main": {{UUID: uuid("a", 1), Percent: 30}}}
-	if err := c.assume(pod, "a", a); err != nil {
+	if err := c.Assume(pod, "a", a); err != nil {
 		t.Fatal(err)
 	}
-	c.upsertPod(makePod("assumed", percent("30"), ann(uuid("a", 1), 30)))
-	if u := c.state("a").used; u[1] != 30 {
+	c.UpsertPod(makePod("assumed", percent("30"), ann(uuid("a", 1), 30)))
+	if u := c.State("a").Used; u[1] != 30 {
 		t.Errorf("assumed pod dropped: %v", u)
 	}
-	c.upsertPod(makePod("assumed", percent("30"), ann(uuid("a", 1), 30), onNode("a")))
-	c.forget(pod.UID) // confirmed pods are not forgotten by Unreserve
-	if u := c.state("a").used; u[1] != 30 {
+	c.UpsertPod(makePod("assumed", percent("30"), ann(uuid("a", 1), 30), onNode("a")))
+	c.Forget(pod.UID) // confirmed pods are not forgotten by Unreserve
+	if u := c.State("a").Used; u[1] != 30 {
 		t.Errorf("confirmed pod dropped: %v", u)
 	}
-	if _, ok := c.removePod(pod.UID); !ok {
+	if _, ok := c.RemovePod(pod.UID); !ok {
 		t.Error("removePod found nothing")
 	}
 
 	// An assignment that does not match the request is not trusted: the
 	// pod counts as what it asks for.
-	c.upsertPod(makePod("mismatch", onNode("a"), whole("2"), ann(uuid("a", 0), 100)))
-	if st := c.state("a"); st.unknown != 0 || st.used[0] != 100 || st.used[1] != 100 {
+	c.UpsertPod(makePod("mismatch", onNode("a"), whole("2"), ann(uuid("a", 0), 100)))
+	if st := c.State("a"); st.Unknown != 0 || st.Used[0] != 100 || st.Used[1] != 100 {
 		t.Errorf("mismatched assignment: want the 2 GPUs asked for counted, got %+v", st)
 	}
-	c.removePod("uid-mismatch")
+	c.RemovePod("uid-mismatch")
 	// A pod of invalid request cannot be accounted: the node counts as
 	// full.
-	c.upsertPod(makePod("invalid", onNode("a"), percent("150"), ann(uuid("a", 0), 100)))
-	if st := c.state("a"); st.unknown != 1 {
+	c.UpsertPod(makePod("invalid", onNode("a"), percent("150"), ann(uuid("a", 0), 100)))
+	if st := c.State("a"); st.Unknown != 1 {
 		t.Errorf("pod of invalid request not counted as unknown: %+v", st)
 	}
-	c.removePod("uid-invalid")
-	if st := c.state("a"); st.unknown != 0 || st.used[0] != 0 || st.used[1] != 0 {
+	c.RemovePod("uid-invalid")
+	if st := c.State("a"); st.Unknown != 0 || st.Used[0] != 0 || st.Used[1] != 0 {
 		t.Errorf("after removals: %+v", st)
 	}
 	// Forged annotations on a pod that asks for no GPU hold nothing.
 	for _, v := range []string{"{broken", fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100},{"uuid":%q,"percent":100}]}`, uuid("a", 0), uuid("a", 1))} {
-		c.upsertPod(makePod("no-gpu", onNode("a"), annotate(assignment.Annotation, v)))
-		if st := c.state("a"); st.unknown != 0 || st.used[0] != 0 || st.used[1] != 0 {
+		c.UpsertPod(makePod("no-gpu", onNode("a"), annotate(assignment.Annotation, v)))
+		if st := c.State("a"); st.Unknown != 0 || st.Used[0] != 0 || st.Used[1] != 0 {
 			t.Errorf("pod without GPU request and annotation %s holds %+v", v, st)
 		}
 	}
 	// Entries for containers that ask for nothing are ignored.
-	c.upsertPod(makePod("extra", onNode("a"), percent("10"), annotate(assignment.Annotation,
+	c.UpsertPod(makePod("extra", onNode("a"), percent("10"), annotate(assignment.Annotation,
 		fmt.Sprintf(`{"main":[{"uuid":%q,"percent":10}],"ghost":[{"uuid":%q,"percent":100}]}`, uuid("a", 0), uuid("a", 1)))))
-	if st := c.state("a"); st.unknown != 0 || st.used[0] != 10 || st.used[1] != 0 {
+	if st := c.State("a"); st.Unknown != 0 || st.Used[0] != 10 || st.Used[1] != 0 {
 		t.Errorf("extra container entries counted: %+v", st)
 	}
-	c.removePod("uid-extra")
+	c.RemovePod("uid-extra")
 	// A GPU that vanished from the inventory frees nothing and breaks nothing.
-	c.upsertPod(makePod("ghost", onNode("a"), percent("20"), ann("GPU-gone", 20)))
-	if u := c.state("a").used; u[0] != 0 || u[1] != 0 {
+	c.UpsertPod(makePod("ghost", onNode("a"), percent("20"), ann("GPU-gone", 20)))
+	if u := c.State("a").Used; u[0] != 0 || u[1] != 0 {
 		t.Errorf("ghost GPU counted: %v", u)
 	}
 }
@@ -504,54 +504,17 @@ func TestCacheIgnoresOlderGPUNode(t *testing.T) {
 	newer.ResourceVersion = "20"
 	older := gpuNode("a", 2, "H100")
 	older.ResourceVersion = "10"
-	pl.cache.setGPUNode(newer)
-	pl.cache.setGPUNode(older)
-	if n := pl.cache.state("a").inv.Len(); n != 4 {
+	pl.store.SetGPUNode(newer)
+	pl.store.SetGPUNode(older)
+	if n := pl.store.State("a").Inv.Len(); n != 4 {
 		t.Errorf("older GPUNode applied over newer: %d gpus", n)
 	}
-	if pl.cache.largestNode() != 4 {
-		t.Errorf("largest = %d", pl.cache.largestNode())
+	if pl.cache.LargestNode() != 4 {
+		t.Errorf("largest = %d", pl.cache.LargestNode())
 	}
-	pl.cache.deleteGPUNode("a")
-	if pl.cache.state("a") != nil || pl.cache.largestNode() != 0 {
+	pl.store.DeleteGPUNode("a")
+	if pl.store.State("a") != nil || pl.cache.LargestNode() != 0 {
 		t.Error("deleted GPUNode still known")
-	}
-}
-
-// TestCacheRewriteKeepsDeletedVersion checks that a pod whose assignment is
-// rewritten on a node whose GPUNode was deleted keeps the node's record, and
-// with it the deleted version: a late event for an older GPUNode must not
-// bring the inventory back.
-func TestCacheRewriteKeepsDeletedVersion(t *testing.T) {
-	pl := testPlugin(t, config.ScoringStrategyBinpack)
-	c := pl.cache
-	gn := gpuNode("a", 2, "H100")
-	gn.ResourceVersion = "20"
-	c.setGPUNode(gn)
-	ann := func(gpu int) podOpt {
-		return annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", gpu)))
-	}
-	c.upsertPod(makePod("p", onNode("a"), whole("1"), ann(0)))
-	c.deleteGPUNode("a")
-	before := (*c.nodes.Load())["a"]
-	c.upsertPod(makePod("p", onNode("a"), whole("1"), ann(1)))
-	if r := (*c.nodes.Load())["a"]; r != before {
-		t.Fatal("rewriting the only pod's assignment replaced the node record")
-	}
-	late := gpuNode("a", 2, "H100")
-	late.ResourceVersion = "10"
-	c.setGPUNode(late)
-	if st := c.state("a"); st.inv != nil {
-		t.Errorf("a late event for an older GPUNode brought the inventory back (%d gpus)", st.inv.Len())
-	}
-	if p := c.pods["uid-p"]; p == nil || len(p.use) != 1 || p.use[uuid("a", 1)] != 100 {
-		t.Errorf("rewritten pod record %+v", p)
-	}
-	newer := gpuNode("a", 2, "H100")
-	newer.ResourceVersion = "30"
-	c.setGPUNode(newer)
-	if st := c.state("a"); st.inv == nil || st.used[1] != 100 {
-		t.Errorf("newer GPUNode not applied with the pod's use: %+v", st)
 	}
 }
 
@@ -574,7 +537,7 @@ func TestQueueingHints(t *testing.T) {
 	if h, _ := pl.afterGPUNodeChange(logger, pod, hb, grown); h != fwk.Queue {
 		t.Errorf("new GPU: %v", h)
 	}
-	if pl.cache.state("a").inv.Len() != 1 {
+	if pl.store.State("a").Inv.Len() != 1 {
 		t.Error("a hint changed the cache")
 	}
 	// The cache counts a node stale; any new heartbeat may bring it back,
@@ -594,7 +557,7 @@ func TestQueueingHints(t *testing.T) {
 
 	holder := makePod("holder", onNode("a"), percent("60"),
 		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":60}]}`, uuid("a", 0))))
-	pl.cache.upsertPod(holder)
+	pl.store.UpsertPod(holder)
 	if h, _ := pl.afterPodDelete(logger, pod, holder, nil); h != fwk.Queue {
 		t.Errorf("gpu pod deleted: %v", h)
 	}
@@ -607,7 +570,7 @@ func TestQueueingHints(t *testing.T) {
 	}
 	// Once the cache moves on, a pod judged on the older state is queued
 	// even by an event that says nothing new.
-	pl.cache.removePod(holder.UID)
+	pl.store.RemovePod(holder.UID)
 	if h, _ := pl.afterPodDelete(logger, pod, makePod("cpu", onNode("a")), nil); h != fwk.Queue {
 		t.Errorf("cache changed since the attempt: %v", h)
 	}
@@ -626,23 +589,23 @@ func TestWaitingPodsActivatedOnChange(t *testing.T) {
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 1, "H100"))
 	holder := makePod("holder", onNode("a"), percent("70"),
 		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":70}]}`, uuid("a", 0))))
-	pl.cache.upsertPod(holder)
+	pl.store.UpsertPod(holder)
 	pod := makePod("waiter", percent("50"))
 	cs, _ := preFilter(t, pl, pod)
 	if st := pl.Filter(context.Background(), cs, pod, snapshotNode(pl, "a")); st.IsSuccess() {
 		t.Fatal("waiter should not fit yet")
 	}
-	if got := pl.waiting.stale(pl.cache.generation()); len(got) != 0 {
+	if got := pl.waiting.stale(pl.cache.Generation()); len(got) != 0 {
 		t.Fatalf("nothing changed, yet %v are stale", got)
 	}
-	if !notifies(pl, func() { pl.cache.removePod(holder.UID) }) {
+	if !notifies(pl, func() { pl.store.RemovePod(holder.UID) }) {
 		t.Fatal("freeing a share did not notify")
 	}
-	got := pl.waiting.stale(pl.cache.generation())
+	got := pl.waiting.stale(pl.cache.Generation())
 	if got["default/waiter"] == nil {
 		t.Fatalf("waiter not activated: %v", got)
 	}
-	if again := pl.waiting.stale(pl.cache.generation()); len(again) != 0 {
+	if again := pl.waiting.stale(pl.cache.Generation()); len(again) != 0 {
 		t.Errorf("activated twice: %v", again)
 	}
 }
@@ -662,33 +625,6 @@ func notifies(pl *TesseraGPU, act func()) bool {
 	}
 }
 
-// TestRewrittenAssignmentHoldsOldDevices checks the grace period: when two
-// pods' assignments are rewritten one at a time (an exchange recorded by the
-// device plugin), no GPU looks free in between.
-func TestRewrittenAssignmentHoldsOldDevices(t *testing.T) {
-	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 2, "H100"))
-	on := func(name string, gpu int) *v1.Pod {
-		return makePod(name, onNode("a"), whole("1"),
-			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", gpu))))
-	}
-	pl.cache.upsertPod(on("x", 0))
-	pl.cache.upsertPod(on("y", 1))
-	pl.cache.upsertPod(on("x", 1)) // x's rewrite lands first
-	if u := pl.cache.state("a").used; u[0] != 100 {
-		t.Fatalf("GPU 0 looks free mid-exchange: %v", u)
-	}
-	pl.cache.upsertPod(on("y", 0))
-	if u := pl.cache.state("a").used; u[0] < 100 || u[1] < 100 {
-		t.Fatalf("used %v", u)
-	}
-	pl.cache.now = func() time.Time { return now.Add(time.Minute) }
-	pl.cache.release("uid-x")
-	pl.cache.release("uid-y")
-	if u := pl.cache.state("a").used; u[0] != 100 || u[1] != 100 {
-		t.Errorf("after the grace period used = %v, want 100 each", u)
-	}
-}
-
 func TestMetrics(t *testing.T) {
 	registerMetrics()
 	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("m", 2, "H100"))
@@ -700,7 +636,7 @@ func TestMetrics(t *testing.T) {
 	preFilter(t, pl, makePod("bad", percent("150")))
 	ctx, cancel := context.WithCancel(context.Background())
 	ic := &inventoryCollector{}
-	ic.track(ctx, pl.cache)
+	ic.track(ctx, pl.store)
 	want := `
 # HELP tessera_scheduler_gpu_nodes [ALPHA] Nodes with a GPU inventory, by whether it is trusted: fresh, stale (heartbeat older than inventoryStaleness), or held (pods hold GPUs the cache cannot pin, so none is offered).
 # TYPE tessera_scheduler_gpu_nodes gauge

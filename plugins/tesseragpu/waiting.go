@@ -95,7 +95,7 @@ func (pl *TesseraGPU) activateLoop(ctx context.Context, act fwk.PodActivator) {
 			return
 		case <-pl.waiting.kick:
 		}
-		if pods := pl.waiting.stale(pl.cache.generation()); len(pods) > 0 {
+		if pods := pl.waiting.stale(pl.cache.Generation()); len(pods) > 0 {
 			logger.V(4).Info("GPU state changed; retrying waiting pods", "count", len(pods))
 			act.Activate(logger, pods)
 		}
@@ -104,7 +104,7 @@ func (pl *TesseraGPU) activateLoop(ctx context.Context, act fwk.PodActivator) {
 
 // changedSince queues a pod if the cache changed since its last attempt.
 func (pl *TesseraGPU) changedSince(pod *v1.Pod) fwk.QueueingHint {
-	if gen, ok := pl.waiting.seen(pod.UID); ok && gen >= pl.cache.generation() {
+	if gen, ok := pl.waiting.seen(pod.UID); ok && gen >= pl.cache.Generation() {
 		return fwk.QueueSkip
 	}
 	return fwk.Queue

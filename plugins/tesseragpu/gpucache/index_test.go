@@ -1,8 +1,9 @@
-package tesseragpu
+package gpucache
 
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -14,14 +15,13 @@ import (
 	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
-	"github.com/tessera-gpu/tessera/config"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
 
 // TestSlotOfFollowsTheSchedulerSnapshot drives the index through the
 // changes the real scheduler cache and snapshot go through, and checks at
 // each step that every NodeInfo the framework would hand Filter finds the
-// slot its name would, and that Filter gives the verdict it would by name.
+// slot its name would, holding the node's current state.
 func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	// The scheduler cache's background loop reports its size at once, into
 	// the scheduler's metrics, which must exist first.
@@ -29,7 +29,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := klog.Background()
-	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 4, "H100"), gpuNode("b", 4, "H100"), gpuNode("c", 4, "H100"))
+	c := testCache(gpuNode("a", 4, "H100"), gpuNode("b", 4, "H100"), gpuNode("c", 4, "H100"))
 	sched := internalcache.New(ctx, nil, false, false)
 	snap := internalcache.NewEmptySnapshot()
 	node := func(name, label string) *v1.Node {
@@ -38,8 +38,6 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	for _, n := range []string{"a", "b", "c", "cpu-only"} {
 		sched.AddNode(logger, node(n, "1"))
 	}
-	pod := makePod("p", whole("1"))
-
 	// cycle brings the snapshot up to date, unless a mutation session
 	// holds it, runs PreFilter on its list, as the framework does, and
 	// checks every node of it.
@@ -55,12 +53,9 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs := framework.NewCycleState()
-		if _, st := pl.PreFilter(ctx, cs, pod, list); !st.IsSuccess() {
-			t.Fatalf("%s: PreFilter: %v", step, st)
-		}
-		check(t, step, pl, cs, pod, list)
-		return pl.cache.byInfo.Load()
+		c.IndexNodes(list)
+		check(t, step, c, list)
+		return c.byInfo.Load()
 	}
 
 	first := cycle("first cycle")
@@ -100,11 +95,11 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	}
 
 	// States published after the index was built reach its slots: with
-	// all of b's GPUs taken, Filter must reject b through the index.
+	// all of b's GPUs taken, b's slot must show them used.
 	for i := 0; i < 4; i++ {
 		p := makePod(fmt.Sprintf("b-%d", i), onNode("b"), whole("1"),
 			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("b", i))))
-		pl.cache.upsertPod(p)
+		c.UpsertPod(p)
 		if err := sched.AddPod(logger, p); err != nil {
 			t.Fatal(err)
 		}
@@ -117,9 +112,8 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 		if ni.Node().Name != "b" {
 			continue
 		}
-		cs, _ := preFilter(t, pl, pod)
-		if st := pl.Filter(ctx, cs, pod, ni); st.Code() != fwk.Unschedulable {
-			t.Errorf("Filter(b) after b filled up = %v, want Unschedulable", st)
+		if used := c.SlotOf(ni).State().Used; !slices.Equal(used, []int{100, 100, 100, 100}) {
+			t.Errorf("b's state through the index after b filled up: used %v, want all", used)
 		}
 	}
 
@@ -128,7 +122,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	sched.AddNode(logger, node("d", "1"))
-	pl.cache.setGPUNode(gpuNode("d", 2, "A100"))
+	c.SetGPUNode(gpuNode("d", 2, "A100"))
 	second := cycle("node replaced")
 	if second == first {
 		t.Fatalf("node replaced: index kept, want it rebuilt")
@@ -137,17 +131,17 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	// The cache's node map changes between cycles: a GPUNode deleted and
 	// created again gives node a a new record, which the index built
 	// before does not hold; lookups must not use it until it is rebuilt.
-	old := pl.cache.record("a")
-	pl.cache.deleteGPUNode("a")
-	pl.cache.setGPUNode(gpuNode("a", 8, "H100"))
-	if pl.cache.record("a") == old {
+	old := c.record("a")
+	c.DeleteGPUNode("a")
+	c.SetGPUNode(gpuNode("a", 8, "H100"))
+	if c.record("a") == old {
 		t.Fatal("setup: node a kept its record")
 	}
 	list, _ = snap.NodeInfos().List()
 	for _, ni := range list {
 		if ni.Node().Name == "a" {
-			if r := pl.cache.slotOf(ni); r != pl.cache.slot("a") {
-				t.Errorf("after the node map changed, slotOf(a) is the dropped record's")
+			if r := c.SlotOf(ni); r != c.Slot("a") {
+				t.Errorf("after the node map changed, SlotOf(a) is the dropped record's")
 			}
 		}
 	}
@@ -157,7 +151,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 
 	// A pod group cycle clones every NodeInfo (StartMutations), and its
 	// end restores the originals.
-	before := pl.cache.byInfo.Load()
+	before := c.byInfo.Load()
 	if err := snap.StartMutations(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,66 +172,58 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 // TestSlotOfFallsBackToTheName covers NodeInfo objects the index never
 // holds: clones with nominated pods, and objects of tests and tools.
 func TestSlotOfFallsBackToTheName(t *testing.T) {
-	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 4, "H100"))
+	c := testCache(gpuNode("a", 4, "H100"))
 	ni := nodeInfo("a")
 	list := []fwk.NodeInfo{ni, nodeInfo("cpu-only")}
-	pl.cache.indexInfos(list)
+	c.IndexNodes(list)
 	for _, other := range []fwk.NodeInfo{ni.Snapshot(), nodeInfo("a")} {
-		if r := pl.cache.slotOf(other); r != pl.cache.slot("a") {
-			t.Errorf("slotOf(a copy of a) = %p, want %p", r, pl.cache.slot("a"))
+		if r := c.SlotOf(other); r != c.Slot("a") {
+			t.Errorf("SlotOf(a copy of a) = %p, want %p", r, c.Slot("a"))
 		}
 	}
-	if r := pl.cache.slotOf(list[1]); r != nil {
-		t.Errorf("slotOf(cpu-only) = %p, want nil", r)
+	if r := c.SlotOf(list[1]); r != nil {
+		t.Errorf("SlotOf(cpu-only) = %p, want nil", r)
 	}
-	if r := pl.cache.slotOf(framework.NewNodeInfo()); r != nil {
-		t.Errorf("slotOf(a NodeInfo without a node) = %p, want nil", r)
+	if r := c.SlotOf(framework.NewNodeInfo()); r != nil {
+		t.Errorf("SlotOf(a NodeInfo without a node) = %p, want nil", r)
 	}
 	// A list with a NodeInfo without a node is indexed without it.
-	pl.cache.indexInfos([]fwk.NodeInfo{framework.NewNodeInfo(), ni})
-	if r := pl.cache.slotOf(ni); r != pl.cache.slot("a") {
-		t.Errorf("slotOf(a) = %p, want %p", r, pl.cache.slot("a"))
+	c.IndexNodes([]fwk.NodeInfo{framework.NewNodeInfo(), ni})
+	if r := c.SlotOf(ni); r != c.Slot("a") {
+		t.Errorf("SlotOf(a) = %p, want %p", r, c.Slot("a"))
 	}
 }
 
-// check compares, for every NodeInfo of list, slotOf with the lookup by
-// name, and Filter with Filter on a NodeInfo the index does not hold.
-func check(t *testing.T, step string, pl *TesseraGPU, cs fwk.CycleState, pod *v1.Pod, list []fwk.NodeInfo) {
+// check compares, for every NodeInfo of list, SlotOf with the lookup by
+// name, and the state it holds with the node's current one.
+func check(t *testing.T, step string, c *Cache, list []fwk.NodeInfo) {
 	t.Helper()
 	for _, ni := range list {
 		name := ni.Node().Name
-		if got, want := pl.cache.slotOf(ni), pl.cache.slot(name); got != want {
-			t.Errorf("%s: slotOf(%s) = %p, want %p", step, name, got, want)
+		got, want := c.SlotOf(ni), c.Slot(name)
+		if got != want {
+			t.Errorf("%s: SlotOf(%s) = %p, want %p", step, name, got, want)
 		}
-		got := pl.Filter(context.Background(), cs, pod, ni)
-		// The reference is a NodeInfo of a Node object the index cannot
-		// hold, which marks the index as missed; the mark is put back so
-		// that the steps see only the misses of the snapshot's objects.
-		x := pl.cache.byInfo.Load()
-		missed := x.missed.Load()
-		want := pl.Filter(context.Background(), cs, pod, snapshotNode(pl, name))
-		x.missed.Store(missed)
-		if got.Code() != want.Code() || got.Message() != want.Message() {
-			t.Errorf("%s: Filter(%s) = %v, want %v", step, name, got, want)
+		if r := c.record(name); r != nil && got.State() != r.State() {
+			t.Errorf("%s: the slot of %s does not hold its current state", step, name)
 		}
 	}
 }
 
-// TestFilterDoesNotAllocateThroughTheIndex is TestFilterDoesNotAllocate
-// for a NodeInfo that the index holds, the common case in the scheduler.
-func TestFilterDoesNotAllocateThroughTheIndex(t *testing.T) {
-	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("a", 8, "H100"))
+// TestSlotOfDoesNotAllocate: the lookup Filter and Score make for every
+// node of every cycle allocates nothing, through the index or by name.
+func TestSlotOfDoesNotAllocate(t *testing.T) {
+	c := testCache(gpuNode("a", 8, "H100"))
 	ni := nodeInfo("a")
-	pod := makePod("w", whole("2"))
-	cs := framework.NewCycleState()
-	if _, st := pl.PreFilter(context.Background(), cs, pod, []fwk.NodeInfo{ni}); !st.IsSuccess() {
-		t.Fatalf("PreFilter: %v", st)
+	c.IndexNodes([]fwk.NodeInfo{ni})
+	if _, ok := c.byInfo.Load().lookup(ni.Node()); !ok {
+		t.Fatal("the index does not hold a")
 	}
-	if pl.cache.byInfo.Load() == nil {
-		t.Fatal("PreFilter built no index")
-	}
-	if n := testing.AllocsPerRun(100, func() { pl.Filter(context.Background(), cs, pod, ni) }); n != 0 {
-		t.Errorf("Filter allocates %v times", n)
+	stranger := nodeInfo("a")
+	for name, x := range map[string]fwk.NodeInfo{"through the index": ni, "by name": stranger} {
+		if n := testing.AllocsPerRun(100, func() { c.SlotOf(x) }); n != 0 {
+			t.Errorf("SlotOf %s allocates %v times", name, n)
+		}
 	}
 }
 
@@ -263,7 +249,7 @@ func TestIndexRebuildsWhileStatesChange(t *testing.T) {
 		gns = append(gns, gpuNode(n, 4, "H100"))
 		infos = append(infos, nodeInfo(n))
 	}
-	pl := testPlugin(t, config.ScoringStrategyBinpack, gns...)
+	c := testCache(gns...)
 	// Two lists of the same nodes: switching between them forces a
 	// rebuild, which moves every record's slot.
 	lists := [][]fwk.NodeInfo{infos, append([]fwk.NodeInfo(nil), infos...)}
@@ -275,32 +261,28 @@ func TestIndexRebuildsWhileStatesChange(t *testing.T) {
 			pod := makePod(fmt.Sprintf("p%d", i%8), onNode(n), whole("1"),
 				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(n, i%4))))
 			if i%3 == 2 {
-				pl.cache.removePod(pod.UID)
+				c.RemovePod(pod.UID)
 				continue
 			}
-			pl.cache.upsertPod(pod)
+			c.UpsertPod(pod)
 		}
 	}()
-	pod := makePod("w", whole("1"))
 	for i := 0; ; i++ {
 		select {
 		case <-done:
-			pl.cache.indexInfos(lists[i%2])
+			c.IndexNodes(lists[i%2])
 			for _, ni := range infos {
 				name := ni.Node().Name
-				if got, want := pl.cache.slotOf(ni).state.Load(), pl.cache.record(name).current(); got != want {
+				if got, want := c.SlotOf(ni).state.Load(), c.record(name).State(); got != want {
 					t.Errorf("slot of %s holds a state that is not the node's current one", name)
 				}
 			}
 			return
 		default:
 		}
-		cs := framework.NewCycleState()
-		if _, st := pl.PreFilter(context.Background(), cs, pod, lists[i%2]); !st.IsSuccess() {
-			t.Fatalf("PreFilter: %v", st)
-		}
+		c.IndexNodes(lists[i%2])
 		for _, ni := range infos {
-			pl.Filter(context.Background(), cs, pod, ni)
+			c.SlotOf(ni).State()
 		}
 	}
 }
@@ -311,20 +293,20 @@ func TestIndexRebuildsWhileStatesChange(t *testing.T) {
 // taken for members, and that a list naming one node twice leaves the
 // second object to the lookup by name.
 func TestIndexAtScale(t *testing.T) {
-	pl := testPlugin(t, config.ScoringStrategyBinpack)
+	c := testCache()
 	var list, strangers []fwk.NodeInfo
 	for i := range 5000 {
 		name := fmt.Sprintf("n%d", i)
 		if i%2 == 0 {
-			pl.cache.setGPUNode(gpuNode(name, 1, "H100"))
+			c.SetGPUNode(gpuNode(name, 1, "H100"))
 		}
 		list = append(list, nodeInfo(name))
 		strangers = append(strangers, nodeInfo(name))
 	}
 	twin := nodeInfo("n0")
 	list = append(list, twin)
-	pl.cache.indexInfos(list)
-	x := pl.cache.byInfo.Load()
+	c.IndexNodes(list)
+	x := c.byInfo.Load()
 	if x == nil || x.gpuNodes != 2500 {
 		t.Fatalf("index of %d GPU nodes, want 2500", x.gpuNodes)
 	}
@@ -333,7 +315,7 @@ func TestIndexAtScale(t *testing.T) {
 		if !ok {
 			t.Fatalf("n%d is not in the index", i)
 		}
-		if want := pl.cache.slot(ni.Node().Name); sl != want {
+		if want := c.Slot(ni.Node().Name); sl != want {
 			t.Fatalf("n%d: slot %p, want %p", i, sl, want)
 		}
 		if i%2 == 0 && sl != &x.slots[i] {
@@ -348,7 +330,7 @@ func TestIndexAtScale(t *testing.T) {
 	if _, ok := x.lookup(twin.Node()); ok {
 		t.Error("the second object of n0 is in the index")
 	}
-	if got, want := pl.cache.slotOf(twin), pl.cache.slot("n0"); got != want {
-		t.Errorf("slotOf(second n0) = %p, want n0's slot %p", got, want)
+	if got, want := c.SlotOf(twin), c.Slot("n0"); got != want {
+		t.Errorf("SlotOf(second n0) = %p, want n0's slot %p", got, want)
 	}
 }

@@ -1,4 +1,4 @@
-package tesseragpu
+package gpucache
 
 import (
 	"fmt"
@@ -8,16 +8,15 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tessera-gpu/tessera/config"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
 
 // recount is the inventory summary worked out from scratch, by walking
 // every node's current state: what the cache's running tally must equal.
-func recount(c *gpuCache) inventorySummary {
-	sum := inventorySummary{models: map[string]*modelSummary{}}
+func recount(c *Cache) Summary {
+	sum := Summary{Models: map[string]*ModelSummary{}}
 	for _, r := range *c.nodes.Load() {
-		sum.count(r.current(), r.stale.Load(), 1)
+		sum.count(r.State(), r.stale.Load(), 1)
 	}
 	return sum
 }
@@ -28,13 +27,12 @@ func recount(c *gpuCache) inventorySummary {
 // unknown assignment) and checks after each that the tally the metrics
 // report equals a recount over all nodes.
 func TestTallyFollowsEveryChange(t *testing.T) {
-	pl := testPlugin(t, config.ScoringStrategyBinpack)
-	c := pl.cache
+	c := testCache()
 	clock := now
-	c.now = func() time.Time { return clock }
+	c.Now = func() time.Time { return clock }
 	check := func(step string) {
 		t.Helper()
-		got, want := c.summary(), recount(c)
+		got, want := c.Summary(), recount(c)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("%s: tally %s, recount %s", step, show(got), show(want))
 		}
@@ -46,12 +44,12 @@ func TestTallyFollowsEveryChange(t *testing.T) {
 			pod = makePod(name, onNode(node), whole("1"),
 				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(node, gpu))))
 		}
-		c.upsertPod(pod)
+		c.UpsertPod(pod)
 	}
 
 	check("empty")
-	c.setGPUNode(gpuNode("a", 4, "H100"))
-	c.setGPUNode(gpuNode("b", 2, "A100"))
+	c.SetGPUNode(gpuNode("a", 4, "H100"))
+	c.SetGPUNode(gpuNode("b", 2, "A100"))
 	check("two inventories")
 	bound("p1", "a", 0, 100)
 	bound("p2", "a", 1, 40)
@@ -62,65 +60,65 @@ func TestTallyFollowsEveryChange(t *testing.T) {
 	clock = clock.Add(time.Minute)
 	c.release("uid-p2")
 	check("grace over")
-	c.upsertPod(makePod("odd", onNode("b"), whole("1"), annotate(assignment.Annotation, "{not json")))
+	c.UpsertPod(makePod("odd", onNode("b"), whole("1"), annotate(assignment.Annotation, "{not json")))
 	check("pod of unknown assignment")
-	c.removePod("uid-odd")
+	c.RemovePod("uid-odd")
 	check("unknown pod gone")
 
 	pod := makePod("r", whole("1"))
-	if err := c.assume(pod, "b", assignment.Assignment{"main": {{UUID: uuid("b", 1), Percent: 100}}}); err != nil {
+	if err := c.Assume(pod, "b", assignment.Assignment{"main": {{UUID: uuid("b", 1), Percent: 100}}}); err != nil {
 		t.Fatal(err)
 	}
 	check("assumed")
-	c.forget(pod.UID)
+	c.Forget(pod.UID)
 	check("forgotten")
 
 	sick := gpuNode("a", 4, "H100")
 	sick.ResourceVersion = "2"
 	sick.Status.GPUs[3].Health.Healthy = false
-	c.setGPUNode(sick)
+	c.SetGPUNode(sick)
 	check("device unhealthy")
 	mixed := gpuNode("b", 2, "A100")
 	mixed.ResourceVersion = "2"
 	mixed.Status.GPUs[1].Model = "L4"
-	c.setGPUNode(mixed)
+	c.SetGPUNode(mixed)
 	check("model changed")
 
 	// The heartbeat of a goes stale (the timer's check) and comes back.
 	clock = clock.Add(time.Hour)
 	c.checkStale("a")
-	if got := c.summary(); got.stale != 1 {
-		t.Fatalf("stale nodes %d, want 1", got.stale)
+	if got := c.Summary(); got.Stale != 1 {
+		t.Fatalf("stale nodes %d, want 1", got.Stale)
 	}
 	check("stale")
 	fresh := gpuNode("a", 4, "H100")
 	fresh.ResourceVersion = "3"
 	hb := metav1.NewTime(clock)
 	fresh.Status.HeartbeatTime = &hb
-	c.setGPUNode(fresh)
+	c.SetGPUNode(fresh)
 	check("fresh again")
 
-	c.deleteGPUNode("a") // p1 and p2 keep the record
+	c.DeleteGPUNode("a") // p1 and p2 keep the record
 	check("inventory deleted under pods")
 	fresh.ResourceVersion = "4"
-	c.setGPUNode(fresh)
+	c.SetGPUNode(fresh)
 	check("inventory back")
-	c.upsertPod(makePod("p1", onNode("a"), whole("1")))
-	c.removePod("uid-p2")
-	c.removePod("uid-p3")
+	c.UpsertPod(makePod("p1", onNode("a"), whole("1")))
+	c.RemovePod("uid-p2")
+	c.RemovePod("uid-p3")
 	check("pods gone")
-	c.deleteGPUNode("a")
-	c.deleteGPUNode("b")
+	c.DeleteGPUNode("a")
+	c.DeleteGPUNode("b")
 	check("all deleted")
-	if got := c.summary(); len(got.models) != 0 || got.fresh+got.stale+got.held != 0 {
+	if got := c.Summary(); len(got.Models) != 0 || got.Fresh+got.Stale+got.Held != 0 {
 		t.Errorf("empty cache reports %s", show(got))
 	}
 }
 
-func show(s inventorySummary) string {
-	out := fmt.Sprintf("nodes fresh %d stale %d held %d;", s.fresh, s.stale, s.held)
-	for m, ms := range s.models {
-		out += fmt.Sprintf(" %s %v %d units;", m, ms.gpus, ms.units)
+func show(s Summary) string {
+	out := fmt.Sprintf("nodes fresh %d stale %d held %d;", s.Fresh, s.Stale, s.Held)
+	for m, ms := range s.Models {
+		out += fmt.Sprintf(" %s %v %d units;", m, ms.GPUs, ms.Units)
 	}
 	return out
 }
@@ -130,21 +128,21 @@ func show(s inventorySummary) string {
 // (what the collector does) against the walk over every node that the
 // collector made before (recount).
 func BenchmarkInventoryScrape(b *testing.B) {
-	pl := testPlugin(b, config.ScoringStrategyBinpack)
+	c := testCache()
 	for i := range 5000 {
 		name := fmt.Sprintf("n%d", i)
-		pl.cache.setGPUNode(gpuNode(name, 8, []string{"H100", "A100"}[i%2]))
-		pl.cache.upsertPod(makePod(name+"-p", onNode(name), whole("1"),
+		c.SetGPUNode(gpuNode(name, 8, []string{"H100", "A100"}[i%2]))
+		c.UpsertPod(makePod(name+"-p", onNode(name), whole("1"),
 			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(name, i%8)))))
 	}
 	b.Run("tally", func(b *testing.B) {
 		for b.Loop() {
-			_ = pl.cache.summary()
+			_ = c.Summary()
 		}
 	})
 	b.Run("recount", func(b *testing.B) {
 		for b.Loop() {
-			_ = recount(pl.cache)
+			_ = recount(c)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package tesseragpu
+package gpucache
 
 import (
 	"sync/atomic"
@@ -29,7 +29,7 @@ import (
 // one node for as long as anything holds the object, and the index holds
 // every one it was built from. When a node is updated its NodeInfo carries
 // a new Node object, which the index does not know: the lookup misses,
-// slotOf finds the node by name, and the miss asks the next PreFilter for
+// SlotOf finds the node by name, and the miss asks the next PreFilter for
 // a rebuild. The index is also rebuilt when the snapshot hands PreFilter
 // another list (nodes added or removed) or the cache's node map changes.
 type infoIndex struct {
@@ -43,7 +43,7 @@ type infoIndex struct {
 	pos map[*v1.Node]int32
 	// slots holds, at each list position of a node with a record, the
 	// slot the record points to while this index is the latest.
-	slots []nodeSlot
+	slots []Slot
 	// gpuNodes counts the positions with a record.
 	gpuNodes int
 	// missed is set when a lookup met a Node object the index does not
@@ -53,7 +53,7 @@ type infoIndex struct {
 
 // lookup returns the slot of node (nil for a node without a record), and
 // whether the index holds node.
-func (x *infoIndex) lookup(node *v1.Node) (*nodeSlot, bool) {
+func (x *infoIndex) lookup(node *v1.Node) (*Slot, bool) {
 	i, ok := x.pos[node]
 	switch {
 	case !ok:
@@ -64,13 +64,13 @@ func (x *infoIndex) lookup(node *v1.Node) (*nodeSlot, bool) {
 	return &x.slots[i], true
 }
 
-// indexInfos makes slotOf answer from an index for the NodeInfo objects of
+// IndexNodes makes SlotOf answer from an index for the NodeInfo objects of
 // list, the snapshot's node list as PreFilter is given it. It rebuilds the
 // index only when the list, the cache's node map or a node has changed
 // since the last build, which costs one name lookup per node, about what
 // one cycle's Filter calls cost without it. The build holds cache.mu, so
 // that no state is published into a slot it is moving.
-func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
+func (c *Cache) IndexNodes(list []fwk.NodeInfo) {
 	if len(list) == 0 {
 		return
 	}
@@ -80,7 +80,7 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	names := c.nodes.Load()
-	x := &infoIndex{names: names, list: list, pos: make(map[*v1.Node]int32, len(list)), slots: make([]nodeSlot, len(list))}
+	x := &infoIndex{names: names, list: list, pos: make(map[*v1.Node]int32, len(list)), slots: make([]Slot, len(list))}
 	moved := make(map[*nodeRecord]bool, len(list))
 	for i, ni := range list {
 		n := ni.Node()
@@ -93,7 +93,7 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 		r := (*names)[n.Name]
 		// Two Node objects of one name (not in a real snapshot) would need
 		// two slots, and the second would stop receiving the node's
-		// states; the second is left out, so that slotOf finds it by name
+		// states; the second is left out, so that SlotOf finds it by name
 		// and both share the record's slot. Their memo is then written
 		// without a lock by whichever Filter runs last, which is safe only
 		// because a snapshot never holds two objects of one name.
@@ -105,7 +105,7 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 			continue
 		}
 		sl := &x.slots[i]
-		sl.state.Store(r.current())
+		sl.state.Store(r.State())
 		r.slot.Store(sl)
 		moved[r] = true
 		x.gpuNodes++
@@ -115,9 +115,9 @@ func (c *gpuCache) indexInfos(list []fwk.NodeInfo) {
 	c.logger.V(5).Info("Indexed the scheduler's nodes", "nodes", len(list), "gpuNodes", x.gpuNodes)
 }
 
-// slotOf returns the slot of the node that ni describes, or nil when
+// SlotOf returns the slot of the node that ni describes, or nil when
 // nothing is known of it.
-func (c *gpuCache) slotOf(ni fwk.NodeInfo) *nodeSlot {
+func (c *Cache) SlotOf(ni fwk.NodeInfo) *Slot {
 	n := ni.Node()
 	if n == nil {
 		return nil
@@ -132,12 +132,12 @@ func (c *gpuCache) slotOf(ni fwk.NodeInfo) *nodeSlot {
 			x.missed.Store(true)
 		}
 	}
-	return c.slot(n.Name)
+	return c.Slot(n.Name)
 }
 
-// slot returns the slot of the named node, or nil when nothing is known
+// Slot returns the slot of the named node, or nil when nothing is known
 // of it.
-func (c *gpuCache) slot(node string) *nodeSlot {
+func (c *Cache) Slot(node string) *Slot {
 	if r := c.record(node); r != nil {
 		return r.slot.Load()
 	}
