@@ -285,12 +285,17 @@ func (o *explainOptions) explain(ctx context.Context, c *clients, pod *v1.Pod) (
 		}
 		found = true
 		v := Verdict{Node: name}
-		if result != nil && !result.AllNodes() && !result.NodeNames.Has(name) {
-			v.Plugin, v.Reasons = "PreFilter", []string{"not among the nodes the pod's node name, affinity or selector allows"}
-		} else if st := fw.RunFilterPlugins(ctx, state, pod, ni); st.IsSuccess() {
-			v.Fits = true
-		} else {
+		// Nodes a PreFilter plugin left out are judged by Filter too:
+		// TesseraGPU leaves out nodes without room for the pod's GPUs,
+		// and Filter says which reason that is. A node Filter passes was
+		// left out by the pod's node name, affinity or selector.
+		excluded := result != nil && !result.AllNodes() && !result.NodeNames.Has(name)
+		if st := fw.RunFilterPlugins(ctx, state, pod, ni); !st.IsSuccess() {
 			v.Plugin, v.Reasons = st.Plugin(), st.Reasons()
+		} else if excluded {
+			v.Plugin, v.Reasons = "PreFilter", []string{"not among the nodes the pod's node name, affinity or selector allows"}
+		} else {
+			v.Fits = true
 		}
 		ex.Nodes = append(ex.Nodes, v)
 	}

@@ -1,10 +1,11 @@
 package tesseragpu
 
 import (
-	"github.com/google/go-cmp/cmp"
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 

@@ -2,11 +2,12 @@ package tesseragpu
 
 import (
 	"cmp"
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"hash/fnv"
 	"math"
 	"slices"
 	"sync/atomic"
+
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 
 	v1 "k8s.io/api/core/v1"
 	resourcehelper "k8s.io/component-helpers/resource"

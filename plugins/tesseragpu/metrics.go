@@ -2,10 +2,11 @@ package tesseragpu
 
 import (
 	"context"
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -30,6 +31,12 @@ var (
 		Help:           "GPU rejections by reason: per pod for invalid requests, per node evaluated otherwise.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"reason"})
+	pruned = metrics.NewCounter(&metrics.CounterOpts{
+		Subsystem:      metricsSubsystem,
+		Name:           "prefilter_pruned_nodes_total",
+		Help:           "Nodes PreFilter left out of scheduling cycles because their free GPUs cannot hold the pod; Filter and Score never visit them.",
+		StabilityLevel: metrics.ALPHA,
+	})
 	cacheSync = metrics.NewGauge(&metrics.GaugeOpts{
 		Subsystem:      metricsSubsystem,
 		Name:           "cache_rebuild_seconds",
@@ -49,13 +56,13 @@ var (
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(placements, rejections, cacheSync, workloadClasses)
+		legacyregistry.MustRegister(placements, rejections, pruned, cacheSync, workloadClasses)
 		legacyregistry.CustomMustRegister(inventory)
 	})
 }
 
 // The GPU inventory is exported in aggregate, by model, from counts the
-// cache keeps as it changes (gpucache.Cache.summary). Series per node or per GPU
+// cache keeps as it changes (gpucache.Cache.Summary). Series per node or per GPU
 // would be 60,000 at 5,000 nodes of 8 GPUs: each scrape would sort them all
 // (scheduler_perf, which gathers every second, lost a fifth of its CPU to
 // that), and every cache change would pay label lookups. Per-GPU detail is

@@ -1,9 +1,10 @@
 package tesseragpu
 
 import (
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"testing"
 	"time"
+
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"

@@ -2,9 +2,10 @@ package tesseragpu
 
 import (
 	"context"
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	"maps"
 	"slices"
+
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"

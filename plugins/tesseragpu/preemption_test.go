@@ -2,7 +2,6 @@ package tesseragpu
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -13,23 +12,8 @@ import (
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
-	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
-
-// holds is a pod bound to node that holds pct% of each listed GPU.
-func holds(name, node string, pct int, gpus ...int) *v1.Pod {
-	var devs []string
-	for _, g := range gpus {
-		devs = append(devs, fmt.Sprintf(`{"uuid":%q,"percent":%d}`, uuid(node, g), pct))
-	}
-	opt := whole(fmt.Sprint(len(gpus)))
-	if pct < 100 {
-		opt = percent(fmt.Sprint(pct))
-	}
-	return makePod(name, onNode(node), opt,
-		annotate(assignment.Annotation, `{"main":[`+strings.Join(devs, ",")+`]}`))
-}
 
 // whatIfStep is one PreFilterExtensions call: remove or add pod.
 type whatIfStep struct {

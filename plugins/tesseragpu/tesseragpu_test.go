@@ -3,12 +3,13 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"math/bits"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,7 @@ var (
 	onNode   = gputest.OnNode
 	tolerate = gputest.Tolerate
 	nodeInfo = gputest.NodeInfo
+	holds    = gputest.Holds
 )
 
 type podOpt = gputest.PodOpt

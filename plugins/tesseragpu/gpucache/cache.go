@@ -103,6 +103,12 @@ type Cache struct {
 	// tally is what the metrics report: every published state counted
 	// once, under the stale flag it was last counted with. Guarded by mu.
 	tally Summary
+	// room files the nodes by what they have free, for PreFilter's
+	// pruning. Guarded by mu.
+	room roomIndex
+	// priorities counts the pods holding GPUs by priority, for
+	// LowestHolderPriority. Guarded by mu.
+	priorities map[int32]int
 }
 
 // New returns an empty cache. staleness is the inventory staleness bound:
@@ -113,7 +119,7 @@ func New(logger klog.Logger, staleness time.Duration) *Cache {
 	c := &Cache{logger: logger, staleness: staleness, Now: time.Now, Changed: func() {},
 		Warn: func(runtime.Object, string, string) {}, Normal: func(runtime.Object, string, string) {},
 		pods: map[types.UID]*podRecord{}, reported: map[types.UID]string{}, modelDevices: map[string]int{},
-		noExecute: map[string]bool{}, EvictKick: func() {},
+		noExecute: map[string]bool{}, EvictKick: func() {}, priorities: map[int32]int{},
 		tally: Summary{Models: map[string]*ModelSummary{}}}
 	c.nodes.Store(&map[string]*nodeRecord{})
 	return c

@@ -15,6 +15,7 @@ package gpucache
 import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/pkg/assignment"
@@ -37,6 +38,12 @@ type Interface interface {
 	HoldOf(uid types.UID, node string) (Hold, bool)
 	// StaleNow reports whether the node's inventory counts as stale.
 	StaleNow(node string) bool
+	// NodesWithRoom returns the nodes whose state HasRoom for the request,
+	// or false when more than limit could have it.
+	NodesWithRoom(whole, share, limit int) (sets.Set[string], bool)
+	// LowestHolderPriority returns the lowest priority of a pod holding
+	// GPUs, and false when none does.
+	LowestHolderPriority() (int32, bool)
 	// LargestNode returns the most devices any node has.
 	LargestNode() int
 	// ModelCapacity returns the device count by model and its generation,

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +23,8 @@ type podRecord struct {
 	uid  types.UID
 	key  string
 	node string
+	// priority is the pod's priority, for LowestHolderPriority.
+	priority int32
 	// namespace, name and tolerations are what the NoExecute evictor needs
 	// of the pod; deleting is set once it has a deletion timestamp.
 	namespace, name string
@@ -91,7 +95,7 @@ func (c *Cache) UpsertPod(pod *v1.Pod) {
 		}
 		return
 	}
-	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, Use: use,
+	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: pod.Spec.NodeName, Use: use, priority: corev1helpers.PodPriority(pod),
 		requested: RequestedGPUs(pod), state: h.State, guess: guess, guessReq: guessReq}
 	rec.identify(pod)
 	if old != nil && !old.assumed && old.node == rec.node && old.Use != nil && use != nil {
@@ -234,7 +238,7 @@ func (c *Cache) Assume(pod *v1.Pod, node string, a assignment.Assignment) error 
 			return fmt.Errorf("gpu %s on node %s has %d%% free, %d%% needed", uuid, node, free, units)
 		}
 	}
-	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, Use: use, assumed: true,
+	rec := &podRecord{uid: pod.UID, key: klog.KObj(pod).String(), node: node, Use: use, assumed: true, priority: corev1helpers.PodPriority(pod),
 		requested: RequestedGPUs(pod), state: podgpu.Recorded}
 	rec.identify(pod)
 	c.addLocked(rec)
@@ -252,13 +256,20 @@ func (c *Cache) Forget(uid types.UID) {
 }
 
 func (c *Cache) addLocked(p *podRecord) {
+	if old := c.pods[p.uid]; old != nil {
+		c.uncountPriorityLocked(old)
+	}
 	c.pods[p.uid] = p
+	c.priorities[p.priority]++
 	r := c.recordLocked(p.node)
 	r.pods[p.uid] = p
 	c.publishLocked(r)
 }
 
 func (c *Cache) removeLocked(p *podRecord) {
+	if c.pods[p.uid] == p {
+		c.uncountPriorityLocked(p)
+	}
 	delete(c.pods, p.uid)
 	r := (*c.nodes.Load())[p.node]
 	if r == nil {
@@ -267,6 +278,29 @@ func (c *Cache) removeLocked(p *podRecord) {
 	delete(r.pods, p.uid)
 	c.publishLocked(r)
 	c.dropRecordLocked(r)
+}
+
+// uncountPriorityLocked takes p out of the count of holders by priority.
+func (c *Cache) uncountPriorityLocked(p *podRecord) {
+	if c.priorities[p.priority]--; c.priorities[p.priority] <= 0 {
+		delete(c.priorities, p.priority)
+	}
+}
+
+// LowestHolderPriority returns the lowest priority of the pods the cache
+// counts as holding GPUs (assumed ones included), and false when none
+// does. A pod of at most that priority cannot take GPUs from any of them
+// by preemption.
+func (c *Cache) LowestHolderPriority() (int32, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lowest, any := int32(0), false
+	for p := range c.priorities {
+		if !any || p < lowest {
+			lowest, any = p, true
+		}
+	}
+	return lowest, any
 }
 
 // hold is what the pod takes of a node with inventory inv. A pod without

@@ -35,6 +35,9 @@ type NodeState struct {
 	// usedBuf holds used for nodes of up to 8 devices, so that Filter
 	// finds it in the cache lines it has already loaded.
 	usedBuf [8]int
+	// room is what the state has free, for PreFilter's pruning; set when
+	// the state is published.
+	room room
 	// own is the copy of the node's inventory that inv points to, in the
 	// same allocation: Filter then reads the state and the inventory's
 	// hot words (device.Inventory.CopyTo) from neighbouring cache lines
@@ -72,9 +75,12 @@ func (c *Cache) publishLocked(r *nodeRecord) {
 	}
 	// The new state is counted in before the old one is counted out, so
 	// that a model on this node alone keeps its tally entry.
+	st.room = roomOf(st)
 	sl := r.slot.Load()
+	old := sl.state.Load()
 	c.tally.count(st, r.stale.Load(), 1)
-	c.tally.count(sl.state.Load(), r.stale.Load(), -1)
+	c.tally.count(old, r.stale.Load(), -1)
+	c.room.move(r, old, st)
 	sl.state.Store(st)
 }
 

@@ -4,6 +4,7 @@ package gputest
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
@@ -101,4 +103,19 @@ func NodeInfo(name string) fwk.NodeInfo {
 	ni := framework.NewNodeInfo()
 	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
 	return ni
+}
+
+// Holds is a pod bound to node that holds pct percent of each listed GPU,
+// as its assignment annotation records.
+func Holds(name, node string, pct int, gpus ...int) *v1.Pod {
+	var devs []string
+	for _, g := range gpus {
+		devs = append(devs, fmt.Sprintf(`{"uuid":%q,"percent":%d}`, UUID(node, g), pct))
+	}
+	opt := Whole(fmt.Sprint(len(gpus)))
+	if pct < 100 {
+		opt = Percent(fmt.Sprint(pct))
+	}
+	return Pod(name, OnNode(node), opt,
+		Annotate(assignment.Annotation, `{"main":[`+strings.Join(devs, ",")+`]}`))
 }
