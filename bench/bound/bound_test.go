@@ -46,12 +46,19 @@ type workload struct {
 	nodes int
 	// fill is the percent of GPUs held before measuring.
 	fill int
-	pods int
-	kind string // whole, share or mixed
+	// packed holds the fill as whole nodes (that share of the nodes full,
+	// the rest empty) instead of the same share of every node.
+	packed bool
+	pods   int
+	kind   string // whole, share or mixed
 }
 
 func (w workload) String() string {
-	return fmt.Sprintf("nodes=%d/fill=%d/pods=%d/%s", w.nodes, w.fill, w.pods, w.kind)
+	fill := fmt.Sprint(w.fill)
+	if w.packed {
+		fill += "-packed"
+	}
+	return fmt.Sprintf("nodes=%d/fill=%s/pods=%d/%s", w.nodes, fill, w.pods, w.kind)
 }
 
 // profiles are what is compared: Tessera's shipped profile, and the
@@ -61,15 +68,20 @@ func (w workload) String() string {
 // difference is what batching buys.
 var profiles = []string{"tessera-scheduler", "default-scheduler"}
 
-var systemSpread = flag.Bool("bound.system-spread", false, "also run Tessera's profile with PodTopologySpread's System defaults (batching off)")
+var (
+	systemSpread  = flag.Bool("bound.system-spread", false, "also run Tessera's profile with PodTopologySpread's System defaults (batching off)")
+	fragmentation = flag.Bool("bound.fragmentation", false, "also run Tessera's profile with the fragmentation scoring strategy")
+)
 
-// tesseraSystemSpread names that variant; its pods ask for
-// tessera-scheduler.
-const tesseraSystemSpread = "tessera-scheduler+system-spread"
+// The variants of Tessera's profile; their pods ask for tessera-scheduler.
+const (
+	tesseraSystemSpread  = "tessera-scheduler+system-spread"
+	tesseraFragmentation = "tessera-scheduler+fragmentation"
+)
 
 // schedulerName is the spec.schedulerName of a profile's pods.
 func schedulerName(profile string) string {
-	if profile == tesseraSystemSpread {
+	if profile == tesseraSystemSpread || profile == tesseraFragmentation {
 		return "tessera-scheduler"
 	}
 	return profile
@@ -88,6 +100,11 @@ func workloads(short bool) []workload {
 				out = append(out, workload{nodes: nodes, fill: fill, pods: pods, kind: kind})
 			}
 		}
+		// A cluster whose GPUs are held by whole nodes: the pods fit on a
+		// tenth of the nodes, and the others must be ruled out.
+		for _, kind := range []string{"whole", "share"} {
+			out = append(out, workload{nodes: nodes, fill: 90, packed: true, pods: min(6000, nodes*8/10*3/4), kind: kind})
+		}
 	}
 	return out
 }
@@ -96,6 +113,9 @@ func BenchmarkSchedulerBound(b *testing.B) {
 	ps := profiles
 	if *systemSpread {
 		ps = append(ps, tesseraSystemSpread)
+	}
+	if *fragmentation {
+		ps = append(ps, tesseraFragmentation)
 	}
 	for _, w := range workloads(testing.Short()) {
 		for _, profile := range ps {
@@ -126,9 +146,13 @@ func run(b *testing.B, w workload, profile string) float64 {
 	})
 	// Fill: on each node, one pod of another scheduler holds the first
 	// GPUs, recorded as Tessera records them, so both profiles count them.
-	held := 8 * w.fill / 100
+	// Packed, the first nodes are held whole and the others not at all.
+	held, filled := 8*w.fill/100, w.nodes
+	if w.packed {
+		held, filled = 8, w.nodes*w.fill/100
+	}
 	if held > 0 {
-		parallel(b, w.nodes, func(i int) error {
+		parallel(b, filled, func(i int) error {
 			a := assignment.Assignment{}
 			for g := 0; g < held; g++ {
 				a["main"] = append(a["main"], assignment.Device{UUID: localcluster.FakeGPUUUID(nodeName(i), g), Percent: 100})
@@ -228,12 +252,16 @@ func config(b *testing.B, kubeconfig, profile string) []byte {
 			b.Fatal(err)
 		}
 	}
-	if profile == tesseraSystemSpread {
+	if profile == tesseraSystemSpread || profile == tesseraFragmentation {
 		prof := cfg["profiles"].([]any)[0].(map[string]any)
 		pcs := prof["pluginConfig"].([]any)
 		for _, pc := range pcs {
-			if entry := pc.(map[string]any); entry["name"] == "PodTopologySpread" {
+			entry := pc.(map[string]any)
+			switch {
+			case profile == tesseraSystemSpread && entry["name"] == "PodTopologySpread":
 				entry["args"] = map[string]any{"defaultingType": "System"}
+			case profile == tesseraFragmentation && entry["name"] == "TesseraGPU":
+				entry["args"].(map[string]any)["scoringStrategy"] = map[string]any{"type": "fragmentation"}
 			}
 		}
 	}
