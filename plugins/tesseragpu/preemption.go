@@ -210,7 +210,7 @@ func (pl *TesseraGPU) plannedHold(st *gpucache.NodeState, pod *v1.Pod) (addedPod
 		a.blocks = true
 		return a, true
 	}
-	p, ok := device.Plan(st.Inv, st.Used, req, usable, avoid, pl.scorer.planStrategy())
+	p, ok := device.Plan(st.Inv, st.Used, req, usable, avoid, pl.planStrategy)
 	if !ok {
 		a.blocks = true
 		return a, true

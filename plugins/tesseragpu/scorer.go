@@ -25,9 +25,13 @@ type scorer interface {
 	// the scorer does not use it), and whether a pod without GPUs is to be
 	// scored at all.
 	preFilter(pod *v1.Pod, req *device.Request) (cpu int64, scoreWithoutGPUs bool)
-	// filterScore rates a node while Filter has it (fit), for Score to
-	// return; scorers that rate in Score return 0.
-	filterScore(s *cycleState, f gpucache.Fit) int64
+	// scoresInFilter reports whether filterScore rates nodes, so that Score
+	// returns Filter's score without calling score.
+	scoresInFilter() bool
+	// filterScore rates placement p, avoiding avoid, on a node of state st
+	// while Filter has the node (fit), for Score to return; scorers that
+	// rate in Score return 0.
+	filterScore(s *cycleState, st *gpucache.NodeState, p device.Placement, avoid uint64) int64
 	// preScore runs once per cycle, before the cycle's first score.
 	preScore()
 	// score rates the node: f is what Filter found there in this cycle,
@@ -85,9 +89,11 @@ func (ds *deviceScorer) signPod(*v1.Pod) []fwk.SignFragment { return nil }
 // preFilter leaves pods without GPUs unscored.
 func (ds *deviceScorer) preFilter(*v1.Pod, *device.Request) (int64, bool) { return 0, false }
 
-func (ds *deviceScorer) filterScore(s *cycleState, f gpucache.Fit) int64 {
-	return f.Placement.Score(f.State.Inv, f.State.Used, s.req, f.Avoid, ds.strategy, ds.weights)
+func (ds *deviceScorer) filterScore(s *cycleState, st *gpucache.NodeState, p device.Placement, avoid uint64) int64 {
+	return p.Score(st.Inv, st.Used, s.req, avoid, ds.strategy, ds.weights)
 }
+
+func (ds *deviceScorer) scoresInFilter() bool { return true }
 
 func (ds *deviceScorer) preScore() {}
 
