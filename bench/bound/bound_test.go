@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
 	"sort"
 	"sync"
 	"testing"

@@ -133,7 +133,7 @@ func TestLoadExample(t *testing.T) {
 		{"preScore", p.PreScore, []string{config.TesseraTaintTolerationName, config.TesseraGPUName}},
 		{"score", p.Score, []string{config.TesseraTaintTolerationName, config.TesseraGPUName}},
 		{"reserve", p.Reserve, []string{config.TesseraGPUName}},
-		{"preBind", p.PreBind, []string{config.TesseraGPUName}},
+		{"bind", p.Bind, []string{config.TesseraGPUName}},
 	} {
 		enabled, disabled := names(pt.set.Enabled), names(pt.set.Disabled)
 		for _, want := range pt.enabled {
@@ -141,9 +141,14 @@ func TestLoadExample(t *testing.T) {
 				t.Errorf("%s: %s not enabled (enabled: %v)", pt.point, want, enabled)
 			}
 		}
-		if pt.point != "reserve" && pt.point != "preBind" && !contains(disabled, "TaintToleration") {
+		if pt.point != "reserve" && pt.point != "bind" && !contains(disabled, "TaintToleration") {
 			t.Errorf("%s: in-tree TaintToleration not disabled (disabled: %v)", pt.point, disabled)
 		}
+	}
+	// Binding with TesseraGPU writes the assignment in the Binding; at
+	// preBind it would patch the pod first, a second write for nothing.
+	if contains(names(p.PreBind.Enabled), config.TesseraGPUName) {
+		t.Errorf("preBind: TesseraGPU enabled next to bind")
 	}
 }
 

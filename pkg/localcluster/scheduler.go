@@ -23,6 +23,10 @@ type SchedulerOptions struct {
 	// TesseraTaintToleration args of the shipped example configuration,
 	// e.g. {"scoringStrategy": {"type": "spread"}}.
 	GPUArgs, TaintArgs map[string]any
+	// Plugins replaces extension points of the profile's plugins, by name
+	// (e.g. "preBind"); a nil value removes the point, leaving
+	// kube-scheduler's defaults there.
+	Plugins map[string]any
 }
 
 // Scheduler is a tessera-scheduler running in this process.
@@ -99,6 +103,15 @@ func schedulerConfig(kubeconfig string, so SchedulerOptions) ([]byte, error) {
 	profiles, _ := cfg["profiles"].([]any)
 	for _, p := range profiles {
 		prof, _ := p.(map[string]any)
+		if plugins, _ := prof["plugins"].(map[string]any); plugins != nil {
+			for point, set := range so.Plugins {
+				if set == nil {
+					delete(plugins, point)
+					continue
+				}
+				plugins[point] = set
+			}
+		}
 		pcs, _ := prof["pluginConfig"].([]any)
 		for _, pc := range pcs {
 			entry, _ := pc.(map[string]any)

@@ -3,7 +3,6 @@ package gputaints
 import (
 	"context"
 	"encoding/json"
-	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
 
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"

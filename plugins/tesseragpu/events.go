@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
-
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -25,6 +23,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
 	"github.com/tessera-gpu/tessera/pkg/generated/informers"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // gpuNodeEvents is how the scheduler names GPUNode events: it watches the

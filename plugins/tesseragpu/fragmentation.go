@@ -7,14 +7,13 @@ import (
 	"slices"
 	"sync/atomic"
 
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
-
 	v1 "k8s.io/api/core/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/config"
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // fragmentationScorer is the fragmentation strategy: it rates a node by

@@ -6,12 +6,11 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
-
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // Metrics are registered with the scheduler's registry, so they appear on

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
-
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	v1helper "k8s.io/kubernetes/pkg/apis/core/v1/helper"
+
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // A NoExecute device taint does to the pods on a GPU what a NoExecute node

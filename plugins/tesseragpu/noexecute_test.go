@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
-
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // TestEvictorJudges states when a pod on a GPU with a NoExecute device

@@ -5,8 +5,6 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
-
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
@@ -15,6 +13,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/podgpu"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // The framework asks "what if" in two places, and the plugin answers both

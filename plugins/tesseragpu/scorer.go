@@ -1,12 +1,12 @@
 package tesseragpu
 
 import (
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 	v1 "k8s.io/api/core/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/config"
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // scorer is a scoring strategy: how Score rates the nodes Filter admitted

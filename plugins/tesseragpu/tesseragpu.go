@@ -12,11 +12,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,7 +23,6 @@ import (
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
-	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/feature"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
@@ -35,6 +31,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // Name is the plugin's name in the registry and in configuration.
@@ -76,9 +73,6 @@ type TesseraGPU struct {
 	// cost Score a sixth of its time.
 	planStrategy   device.Strategy
 	scoresInFilter bool
-	// bindEnabled is set when the profile binds with TesseraGPU.
-	bindCheck   sync.Once
-	bindEnabled bool
 	// comparisonOperators follows the TaintTolerationComparisonOperators
 	// gate, so device taints match tolerations exactly as node taints do.
 	comparisonOperators bool
@@ -109,7 +103,7 @@ type cycleState struct {
 	// cpu is the pod's CPU request in millicores, for the scorer.
 	cpu int64
 	now time.Time
-	// cycle tells this scheduling cycle's fit memos (gpucache.Slot.fit) from
+	// cycle tells this scheduling cycle's fit memos (gpucache.Slot.Remember) from
 	// older ones.
 	cycle uint64
 	// chosen is set by Reserve.
@@ -438,24 +432,23 @@ func (pl *TesseraGPU) Unreserve(_ context.Context, cs fwk.CycleState, pod *v1.Po
 	pl.cache.Forget(pod.UID)
 }
 
-// PreBindPreFlight skips PreBind for pods that ask for no GPU, and for all
-// pods when the profile binds with TesseraGPU: the Binding then carries the
-// assignment, and skipping PreBind also spares the scheduler the
-// nominatedNodeName status write it makes before a PreBind that runs.
+// PreBindPreFlight skips PreBind for pods that ask for no GPU.
 func (pl *TesseraGPU) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
-	if s, err := readState(cs); err != nil || s.chosen == nil || pl.binds() {
+	if s, err := readState(cs); err != nil || s.chosen == nil {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
 }
 
 // PreBind writes the chosen GPUs onto the pod before it is bound, so the
-// node's device plugin can hand exactly those to the containers. It is the
-// fallback for profiles that do not bind with TesseraGPU: one more API
-// write per pod.
+// node's device plugin can hand exactly those to the containers. It is for
+// profiles that bind with another plugin and enable TesseraGPU at preBind
+// instead: one more API write per pod. The shipped profile binds with
+// TesseraGPU and leaves it out of preBind; a profile that enables it at
+// both writes the assignment twice, to the same effect.
 func (pl *TesseraGPU) PreBind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
 	s, err := readState(cs)
-	if err != nil || s.chosen == nil || pl.binds() {
+	if err != nil || s.chosen == nil {
 		return nil
 	}
 	patch, err := json.Marshal(map[string]any{
@@ -490,25 +483,6 @@ func (pl *TesseraGPU) Bind(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, 
 		return fwk.AsStatus(fmt.Errorf("binding pod %s with its gpu assignment: %w", klog.KObj(pod), err))
 	}
 	return nil
-}
-
-// binds reports whether the profile runs TesseraGPU as a Bind plugin. The
-// answer is read once, at the first pod, when the framework is complete.
-func (pl *TesseraGPU) binds() bool {
-	pl.bindCheck.Do(func() {
-		lister, ok := pl.handle.(interface{ ListPlugins() *schedconfig.Plugins })
-		if !ok {
-			return
-		}
-		if ps := lister.ListPlugins(); ps != nil {
-			for _, p := range ps.Bind.Enabled {
-				if p.Name == Name {
-					pl.bindEnabled = true
-				}
-			}
-		}
-	})
-	return pl.bindEnabled
 }
 
 // New builds the plugin: it decodes and validates its args, starts the
