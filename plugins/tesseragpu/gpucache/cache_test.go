@@ -12,24 +12,11 @@ import (
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu/internal/gputest"
 )
 
-// The shared builders (see gputest), under the names the tests use.
-var (
-	now      = gputest.Now
-	gpuNode  = gputest.GPUNode
-	uuid     = gputest.UUID
-	makePod  = gputest.Pod
-	whole    = gputest.Whole
-	percent  = gputest.Percent
-	annotate = gputest.Annotate
-	onNode   = gputest.OnNode
-	nodeInfo = gputest.NodeInfo
-)
-
 // testCache is a cache with the default staleness bound, whose clock
-// stands at now, holding the inventories given.
+// stands at gputest.Now, holding the inventories given.
 func testCache(nodes ...*v1alpha1.GPUNode) *Cache {
 	c := New(klog.Background(), 2*time.Minute)
-	c.Now = func() time.Time { return now }
+	c.Now = func() time.Time { return gputest.Now }
 	for _, gn := range nodes {
 		c.SetGPUNode(gn)
 	}
@@ -68,7 +55,7 @@ func TestNodeMapSurvivesChurn(t *testing.T) {
 	next := 0
 	for round := range 6 {
 		for range 300 {
-			c.SetGPUNode(gpuNode(name(next), 2, "A100"))
+			c.SetGPUNode(gputest.GPUNode(name(next), 2, "A100"))
 			present[next] = true
 			next++
 		}
@@ -93,7 +80,7 @@ func TestNodeMapSurvivesChurn(t *testing.T) {
 	// A node removed and added again is found again.
 	c.DeleteGPUNode(name(0))
 	delete(present, 0)
-	c.SetGPUNode(gpuNode(name(0), 2, "A100"))
+	c.SetGPUNode(gputest.GPUNode(name(0), 2, "A100"))
 	present[0] = true
 	check("after re-adding node 0")
 }

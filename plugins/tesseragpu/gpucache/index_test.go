@@ -16,6 +16,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/internal/gputest"
 )
 
 // TestSlotOfFollowsTheSchedulerSnapshot drives the index through the
@@ -29,7 +30,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := klog.Background()
-	c := testCache(gpuNode("a", 4, "H100"), gpuNode("b", 4, "H100"), gpuNode("c", 4, "H100"))
+	c := testCache(gputest.GPUNode("a", 4, "H100"), gputest.GPUNode("b", 4, "H100"), gputest.GPUNode("c", 4, "H100"))
 	sched := internalcache.New(ctx, nil, false, false)
 	snap := internalcache.NewEmptySnapshot()
 	node := func(name, label string) *v1.Node {
@@ -70,7 +71,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 
 	// A pod bound: the snapshot updates the NodeInfo objects in place and
 	// keeps its list, and the index stays.
-	if err := sched.AddPod(logger, makePod("q", onNode("b"))); err != nil {
+	if err := sched.AddPod(logger, gputest.Pod("q", gputest.OnNode("b"))); err != nil {
 		t.Fatal(err)
 	}
 	if got := cycle("pod bound"); got != first {
@@ -97,8 +98,8 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	// States published after the index was built reach its slots: with
 	// all of b's GPUs taken, b's slot must show them used.
 	for i := 0; i < 4; i++ {
-		p := makePod(fmt.Sprintf("b-%d", i), onNode("b"), whole("1"),
-			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("b", i))))
+		p := gputest.Pod(fmt.Sprintf("b-%d", i), gputest.OnNode("b"), gputest.Whole("1"),
+			gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, gputest.UUID("b", i))))
 		c.UpsertPod(p)
 		if err := sched.AddPod(logger, p); err != nil {
 			t.Fatal(err)
@@ -122,7 +123,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	sched.AddNode(logger, node("d", "1"))
-	c.SetGPUNode(gpuNode("d", 2, "A100"))
+	c.SetGPUNode(gputest.GPUNode("d", 2, "A100"))
 	second := cycle("node replaced")
 	if second == first {
 		t.Fatalf("node replaced: index kept, want it rebuilt")
@@ -133,7 +134,7 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 	// before does not hold; lookups must not use it until it is rebuilt.
 	old := c.record("a")
 	c.DeleteGPUNode("a")
-	c.SetGPUNode(gpuNode("a", 8, "H100"))
+	c.SetGPUNode(gputest.GPUNode("a", 8, "H100"))
 	if c.record("a") == old {
 		t.Fatal("setup: node a kept its record")
 	}
@@ -172,11 +173,11 @@ func TestSlotOfFollowsTheSchedulerSnapshot(t *testing.T) {
 // TestSlotOfFallsBackToTheName covers NodeInfo objects the index never
 // holds: clones with nominated pods, and objects of tests and tools.
 func TestSlotOfFallsBackToTheName(t *testing.T) {
-	c := testCache(gpuNode("a", 4, "H100"))
-	ni := nodeInfo("a")
-	list := []fwk.NodeInfo{ni, nodeInfo("cpu-only")}
+	c := testCache(gputest.GPUNode("a", 4, "H100"))
+	ni := gputest.NodeInfo("a")
+	list := []fwk.NodeInfo{ni, gputest.NodeInfo("cpu-only")}
 	c.IndexNodes(list)
-	for _, other := range []fwk.NodeInfo{ni.Snapshot(), nodeInfo("a")} {
+	for _, other := range []fwk.NodeInfo{ni.Snapshot(), gputest.NodeInfo("a")} {
 		if r := c.SlotOf(other); r != c.Slot("a") {
 			t.Errorf("SlotOf(a copy of a) = %p, want %p", r, c.Slot("a"))
 		}
@@ -213,13 +214,13 @@ func check(t *testing.T, step string, c *Cache, list []fwk.NodeInfo) {
 // TestSlotOfDoesNotAllocate: the lookup Filter and Score make for every
 // node of every cycle allocates nothing, through the index or by name.
 func TestSlotOfDoesNotAllocate(t *testing.T) {
-	c := testCache(gpuNode("a", 8, "H100"))
-	ni := nodeInfo("a")
+	c := testCache(gputest.GPUNode("a", 8, "H100"))
+	ni := gputest.NodeInfo("a")
 	c.IndexNodes([]fwk.NodeInfo{ni})
 	if _, ok := c.byInfo.Load().lookup(ni.Node()); !ok {
 		t.Fatal("the index does not hold a")
 	}
-	stranger := nodeInfo("a")
+	stranger := gputest.NodeInfo("a")
 	for name, x := range map[string]fwk.NodeInfo{"through the index": ni, "by name": stranger} {
 		if n := testing.AllocsPerRun(100, func() { c.SlotOf(x) }); n != 0 {
 			t.Errorf("SlotOf %s allocates %v times", name, n)
@@ -246,8 +247,8 @@ func TestIndexRebuildsWhileStatesChange(t *testing.T) {
 	var gns []*v1alpha1.GPUNode
 	var infos []fwk.NodeInfo
 	for _, n := range names {
-		gns = append(gns, gpuNode(n, 4, "H100"))
-		infos = append(infos, nodeInfo(n))
+		gns = append(gns, gputest.GPUNode(n, 4, "H100"))
+		infos = append(infos, gputest.NodeInfo(n))
 	}
 	c := testCache(gns...)
 	// Two lists of the same nodes: switching between them forces a
@@ -258,8 +259,8 @@ func TestIndexRebuildsWhileStatesChange(t *testing.T) {
 		defer close(done)
 		for i := 0; i < 400; i++ {
 			n := names[i%len(names)]
-			pod := makePod(fmt.Sprintf("p%d", i%8), onNode(n), whole("1"),
-				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(n, i%4))))
+			pod := gputest.Pod(fmt.Sprintf("p%d", i%8), gputest.OnNode(n), gputest.Whole("1"),
+				gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, gputest.UUID(n, i%4))))
 			if i%3 == 2 {
 				c.RemovePod(pod.UID)
 				continue
@@ -298,12 +299,12 @@ func TestIndexAtScale(t *testing.T) {
 	for i := range 5000 {
 		name := fmt.Sprintf("n%d", i)
 		if i%2 == 0 {
-			c.SetGPUNode(gpuNode(name, 1, "H100"))
+			c.SetGPUNode(gputest.GPUNode(name, 1, "H100"))
 		}
-		list = append(list, nodeInfo(name))
-		strangers = append(strangers, nodeInfo(name))
+		list = append(list, gputest.NodeInfo(name))
+		strangers = append(strangers, gputest.NodeInfo(name))
 	}
-	twin := nodeInfo("n0")
+	twin := gputest.NodeInfo("n0")
 	list = append(list, twin)
 	c.IndexNodes(list)
 	x := c.byInfo.Load()

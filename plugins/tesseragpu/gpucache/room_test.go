@@ -15,7 +15,7 @@ import (
 
 // TestNodesWithRoomFollowsChurn binds, rewrites and removes pods at
 // random, adds and deletes inventories, and checks after every step that
-// NodesWithRoom names exactly the nodes whose state has room, for whole,
+// NodesWithRoom names exactly the nodes whose state has room, for gputest.Whole,
 // share and mixed requests, and that its limit is honoured.
 func TestNodesWithRoomFollowsChurn(t *testing.T) {
 	const nodes, gpus = 12, 4
@@ -24,9 +24,9 @@ func TestNodesWithRoomFollowsChurn(t *testing.T) {
 	for i := range nodes {
 		name := fmt.Sprintf("n%d", i)
 		gns = append(gns, name)
-		c.SetGPUNode(gpuNode(name, gpus, "H100"))
+		c.SetGPUNode(gputest.GPUNode(name, gpus, "H100"))
 	}
-	c.SetGPUNode(gpuNode("small", 1, "T4"))
+	c.SetGPUNode(gputest.GPUNode("small", 1, "T4"))
 	gns = append(gns, "small")
 	rng := rand.New(rand.NewPCG(1, 2))
 	requests := [][2]int{{0, 1}, {1, 0}, {2, 0}, {4, 0}, {0, 30}, {0, 99}, {1, 50}, {5, 0}}
@@ -68,20 +68,20 @@ func TestNodesWithRoomFollowsChurn(t *testing.T) {
 			if node == "small" {
 				g = 0
 			}
-			c.UpsertPod(makePod(pod, gputest.OnNode(node), opt,
-				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, uuid(node, g), pct))))
+			c.UpsertPod(gputest.Pod(pod, gputest.OnNode(node), opt,
+				gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, gputest.UUID(node, g), pct))))
 		case op < 8:
-			c.RemovePod(makePod(pod).UID)
+			c.RemovePod(gputest.Pod(pod).UID)
 		case op < 9:
-			a := assignment.Assignment{"main": {{UUID: uuid(node, 0), Percent: 100}}}
-			p := makePod(pod, gputest.Whole("1"))
+			a := assignment.Assignment{"main": {{UUID: gputest.UUID(node, 0), Percent: 100}}}
+			p := gputest.Pod(pod, gputest.Whole("1"))
 			if c.Assume(p, node, a) == nil && rng.IntN(2) == 0 {
 				c.Forget(p.UID)
 			}
 		default:
-			gn := gpuNode(node, gpus, "H100")
+			gn := gputest.GPUNode(node, gpus, "H100")
 			if node == "small" {
-				gn = gpuNode(node, 1, "T4")
+				gn = gputest.GPUNode(node, 1, "T4")
 			}
 			gn.ResourceVersion = fmt.Sprint(step + 2)
 			if rng.IntN(2) == 0 {
@@ -97,11 +97,11 @@ func TestNodesWithRoomFollowsChurn(t *testing.T) {
 // TestLowestHolderPriority follows the pods holding GPUs through binding,
 // assuming, forgetting, rewriting and removal.
 func TestLowestHolderPriority(t *testing.T) {
-	c := testCache(gpuNode("a", 4, "H100"))
+	c := testCache(gputest.GPUNode("a", 4, "H100"))
 	prio := func(p int32) gputest.PodOpt { return func(pod *v1.Pod) { pod.Spec.Priority = &p } }
 	on := func(name string, gpu int, p int32) *v1.Pod {
-		return makePod(name, gputest.OnNode("a"), gputest.Whole("1"), prio(p),
-			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid("a", gpu))))
+		return gputest.Pod(name, gputest.OnNode("a"), gputest.Whole("1"), prio(p),
+			gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, gputest.UUID("a", gpu))))
 	}
 	want := func(step string, p int32, any bool) {
 		t.Helper()
@@ -117,14 +117,14 @@ func TestLowestHolderPriority(t *testing.T) {
 	c.UpsertPod(on("low", 2, -5)) // rewritten: counted once
 	c.RemovePod("uid-low")
 	want("the lower one gone", 100, true)
-	assumed := makePod("mid", gputest.Whole("1"), prio(7))
-	if err := c.Assume(assumed, "a", assignment.Assignment{"main": {{UUID: uuid("a", 3), Percent: 100}}}); err != nil {
+	assumed := gputest.Pod("mid", gputest.Whole("1"), prio(7))
+	if err := c.Assume(assumed, "a", assignment.Assignment{"main": {{UUID: gputest.UUID("a", 3), Percent: 100}}}); err != nil {
 		t.Fatal(err)
 	}
 	want("assumed", 7, true)
 	c.Forget(assumed.UID)
 	want("forgotten", 100, true)
-	c.UpsertPod(makePod("cpu", gputest.OnNode("a"), prio(-100)))
+	c.UpsertPod(gputest.Pod("cpu", gputest.OnNode("a"), prio(-100)))
 	want("a pod without GPUs does not count", 100, true)
 	c.RemovePod("uid-high")
 	want("none", 0, false)

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/internal/gputest"
 )
 
 // eventLog collects the cache's events as "Type Reason Kind/Name uid".
@@ -149,7 +151,7 @@ func TestStaleInventoryEvents(t *testing.T) {
 			log := watchEvents(c)
 			rv := 0
 			for i, s := range tt.steps {
-				clock := now.Add(s.at)
+				clock := gputest.Now.Add(s.at)
 				// Under the cache's lock: a staleness timer armed by an
 				// earlier step may be reading the clock.
 				c.mu.Lock()
@@ -164,9 +166,9 @@ func TestStaleInventoryEvents(t *testing.T) {
 					c.DeleteGPUNode("a")
 				case s.beat != nil || s.noBeat:
 					rv++
-					gn := gpuNode("a", 2, "H100")
+					gn := gputest.GPUNode("a", 2, "H100")
 					gn.UID, gn.ResourceVersion = uid, fmt.Sprint(rv)
-					gn.CreationTimestamp = metav1.NewTime(now)
+					gn.CreationTimestamp = metav1.NewTime(gputest.Now)
 					gn.Status.HeartbeatTime = nil
 					if s.beat != nil {
 						hb := metav1.NewTime(clock.Add(-*s.beat))
@@ -197,7 +199,7 @@ func TestStaleInventoryTimer(t *testing.T) {
 	c.Stop = stop
 	events := make(chan string, 4)
 	c.Warn = func(_ runtime.Object, reason, _ string) { events <- reason }
-	gn := gpuNode("a", 1, "H100")
+	gn := gputest.GPUNode("a", 1, "H100")
 	hb := metav1.Now()
 	gn.Status.HeartbeatTime = &hb
 	c.SetGPUNode(gn)

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/internal/gputest"
 )
 
 // recount is the inventory summary worked out from scratch, by walking
@@ -28,7 +29,7 @@ func recount(c *Cache) Summary {
 // report equals a recount over all nodes.
 func TestTallyFollowsEveryChange(t *testing.T) {
 	c := testCache()
-	clock := now
+	clock := gputest.Now
 	c.Now = func() time.Time { return clock }
 	check := func(step string) {
 		t.Helper()
@@ -38,18 +39,18 @@ func TestTallyFollowsEveryChange(t *testing.T) {
 		}
 	}
 	bound := func(name, node string, gpu int, pct int) {
-		pod := makePod(name, onNode(node), percent(fmt.Sprint(pct)),
-			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, uuid(node, gpu), pct)))
+		pod := gputest.Pod(name, gputest.OnNode(node), gputest.Percent(fmt.Sprint(pct)),
+			gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, gputest.UUID(node, gpu), pct)))
 		if pct == 100 {
-			pod = makePod(name, onNode(node), whole("1"),
-				annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(node, gpu))))
+			pod = gputest.Pod(name, gputest.OnNode(node), gputest.Whole("1"),
+				gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, gputest.UUID(node, gpu))))
 		}
 		c.UpsertPod(pod)
 	}
 
 	check("empty")
-	c.SetGPUNode(gpuNode("a", 4, "H100"))
-	c.SetGPUNode(gpuNode("b", 2, "A100"))
+	c.SetGPUNode(gputest.GPUNode("a", 4, "H100"))
+	c.SetGPUNode(gputest.GPUNode("b", 2, "A100"))
 	check("two inventories")
 	bound("p1", "a", 0, 100)
 	bound("p2", "a", 1, 40)
@@ -60,25 +61,25 @@ func TestTallyFollowsEveryChange(t *testing.T) {
 	clock = clock.Add(time.Minute)
 	c.release("uid-p2")
 	check("grace over")
-	c.UpsertPod(makePod("odd", onNode("b"), whole("1"), annotate(assignment.Annotation, "{not json")))
+	c.UpsertPod(gputest.Pod("odd", gputest.OnNode("b"), gputest.Whole("1"), gputest.Annotate(assignment.Annotation, "{not json")))
 	check("pod of unknown assignment")
 	c.RemovePod("uid-odd")
 	check("unknown pod gone")
 
-	pod := makePod("r", whole("1"))
-	if err := c.Assume(pod, "b", assignment.Assignment{"main": {{UUID: uuid("b", 1), Percent: 100}}}); err != nil {
+	pod := gputest.Pod("r", gputest.Whole("1"))
+	if err := c.Assume(pod, "b", assignment.Assignment{"main": {{UUID: gputest.UUID("b", 1), Percent: 100}}}); err != nil {
 		t.Fatal(err)
 	}
 	check("assumed")
 	c.Forget(pod.UID)
 	check("forgotten")
 
-	sick := gpuNode("a", 4, "H100")
+	sick := gputest.GPUNode("a", 4, "H100")
 	sick.ResourceVersion = "2"
 	sick.Status.GPUs[3].Health.Healthy = false
 	c.SetGPUNode(sick)
 	check("device unhealthy")
-	mixed := gpuNode("b", 2, "A100")
+	mixed := gputest.GPUNode("b", 2, "A100")
 	mixed.ResourceVersion = "2"
 	mixed.Status.GPUs[1].Model = "L4"
 	c.SetGPUNode(mixed)
@@ -91,7 +92,7 @@ func TestTallyFollowsEveryChange(t *testing.T) {
 		t.Fatalf("stale nodes %d, want 1", got.Stale)
 	}
 	check("stale")
-	fresh := gpuNode("a", 4, "H100")
+	fresh := gputest.GPUNode("a", 4, "H100")
 	fresh.ResourceVersion = "3"
 	hb := metav1.NewTime(clock)
 	fresh.Status.HeartbeatTime = &hb
@@ -103,7 +104,7 @@ func TestTallyFollowsEveryChange(t *testing.T) {
 	fresh.ResourceVersion = "4"
 	c.SetGPUNode(fresh)
 	check("inventory back")
-	c.UpsertPod(makePod("p1", onNode("a"), whole("1")))
+	c.UpsertPod(gputest.Pod("p1", gputest.OnNode("a"), gputest.Whole("1")))
 	c.RemovePod("uid-p2")
 	c.RemovePod("uid-p3")
 	check("pods gone")
@@ -131,9 +132,9 @@ func BenchmarkInventoryScrape(b *testing.B) {
 	c := testCache()
 	for i := range 5000 {
 		name := fmt.Sprintf("n%d", i)
-		c.SetGPUNode(gpuNode(name, 8, []string{"H100", "A100"}[i%2]))
-		c.UpsertPod(makePod(name+"-p", onNode(name), whole("1"),
-			annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, uuid(name, i%8)))))
+		c.SetGPUNode(gputest.GPUNode(name, 8, []string{"H100", "A100"}[i%2]))
+		c.UpsertPod(gputest.Pod(name+"-p", gputest.OnNode(name), gputest.Whole("1"),
+			gputest.Annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":100}]}`, gputest.UUID(name, i%8)))))
 	}
 	b.Run("tally", func(b *testing.B) {
 		for b.Loop() {
