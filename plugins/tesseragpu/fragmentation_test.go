@@ -16,7 +16,6 @@ import (
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/config"
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"
-	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/device"
 )
 
@@ -41,11 +40,6 @@ func cpuNodeInfo(name string, cpu string) fwk.NodeInfo {
 	ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name},
 		Status: v1.NodeStatus{Allocatable: v1.ResourceList{v1.ResourceCPU: resource.MustParse(cpu)}}})
 	return ni
-}
-
-func holding(node string, gpu, pct int) *v1.Pod {
-	return makePod(fmt.Sprintf("hold-%s-%d", node, gpu), onNode(node), percent(fmt.Sprint(pct)),
-		annotate(assignment.Annotation, fmt.Sprintf(`{"main":[{"uuid":%q,"percent":%d}]}`, uuid(node, gpu), pct)))
 }
 
 // fragScorer is the plugin's scorer, which must be fragmentation's.
@@ -87,7 +81,7 @@ func TestFragmentationScore(t *testing.T) {
 	// too little for the 50% pods the workload is made of. On b it
 	// leaves 70%. Binpack would take a; fragmentation takes b.
 	pl := fragPlugin(t, halves, gpuNode("a", 1, "H100"), gpuNode("b", 2, "H100"))
-	pl.store.UpsertPod(holding("a", 0, 40))
+	pl.store.UpsertPod(holds("hold-a-0", "a", 40, 0))
 	scores := bestNode(t, pl, makePod("p", percent("30")), cpuNodeInfo("a", "8"), cpuNodeInfo("b", "8"))
 	if scores[0].Score >= scores[1].Score || scores[1].Score != fwk.MaxNodeScore {
 		t.Errorf("scores %v; want b on top", scores)
@@ -97,7 +91,7 @@ func TestFragmentationScore(t *testing.T) {
 func TestFragmentationReserveChoosesGPU(t *testing.T) {
 	halves := []config.WorkloadClass{{CPUMilli: 1000, GPUs: 1, GPUPercent: 50, Weight: 1}}
 	pl := fragPlugin(t, halves, gpuNode("c", 2, "H100"))
-	pl.store.UpsertPod(holding("c", 0, 40))
+	pl.store.UpsertPod(holds("hold-c-0", "c", 40, 0))
 	pl.handle = snapshotHandle{snapshot: internalcache.NewSnapshot(nil, []*v1.Node{cpuNodeInfo("c", "8").Node()})}
 	pod := makePod("p", percent("30"))
 	cs, st := preFilter(t, pl, pod)
