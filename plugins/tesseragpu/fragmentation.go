@@ -58,8 +58,6 @@ func (fs *fragmentationScorer) preFilter(pod *v1.Pod, req *device.Request) (int6
 	return cpu, true
 }
 
-func (fs *fragmentationScorer) scoresInFilter() bool { return false }
-
 // filterScore leaves the score to Score, which needs the estimate and the
 // node's free CPU.
 func (fs *fragmentationScorer) filterScore(*cycleState, *gpucache.NodeState, device.Placement, uint64) int64 {

@@ -25,9 +25,6 @@ type scorer interface {
 	// the scorer does not use it), and whether a pod without GPUs is to be
 	// scored at all.
 	preFilter(pod *v1.Pod, req *device.Request) (cpu int64, scoreWithoutGPUs bool)
-	// scoresInFilter reports whether filterScore rates nodes, so that Score
-	// returns Filter's score without calling score.
-	scoresInFilter() bool
 	// filterScore rates placement p, avoiding avoid, on a node of state st
 	// while Filter has the node (fit), for Score to return; scorers that
 	// rate in Score return 0.
@@ -92,8 +89,6 @@ func (ds *deviceScorer) preFilter(*v1.Pod, *device.Request) (int64, bool) { retu
 func (ds *deviceScorer) filterScore(s *cycleState, st *gpucache.NodeState, p device.Placement, avoid uint64) int64 {
 	return p.Score(st.Inv, st.Used, s.req, avoid, ds.strategy, ds.weights)
 }
-
-func (ds *deviceScorer) scoresInFilter() bool { return true }
 
 func (ds *deviceScorer) preScore() {}
 

@@ -67,12 +67,9 @@ type TesseraGPU struct {
 	waiting   *waitingPods
 	// scorer is the scoring strategy of the args, chosen once in New.
 	scorer scorer
-	// planStrategy is scorer.planStrategy() and scoresInFilter
-	// scorer.scoresInFilter(), read once: Filter and Score ask on every
-	// node, and a call through the interface (with the Fit copied for it)
-	// cost Score a sixth of its time.
-	planStrategy   device.Strategy
-	scoresInFilter bool
+	// planStrategy is scorer.planStrategy(), read once: Filter asks for it
+	// on every node.
+	planStrategy device.Strategy
 	// comparisonOperators follows the TaintTolerationComparisonOperators
 	// gate, so device taints match tolerations exactly as node taints do.
 	comparisonOperators bool
@@ -371,9 +368,6 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 		// cycle, and let Reserve have the final word.
 		return 0, nil
 	}
-	if pl.scoresInFilter {
-		return f.Score, nil
-	}
 	return pl.scorer.score(s, f, ni), nil
 }
 
@@ -527,7 +521,6 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs, fts feature.Feat
 	pl.store.Changed = pl.waiting.notify
 	pl.scorer = newScorer(args, pl.cache, func() fwk.Handle { return pl.handle })
 	pl.planStrategy = pl.scorer.planStrategy()
-	pl.scoresInFilter = pl.scorer.scoresInFilter()
 	return pl
 }
 
