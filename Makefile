@@ -17,9 +17,16 @@ TEST_FLAGS ?= -count=1 -timeout=30m
 # built from the Go module proxy into bin/, not added to go.mod.
 HELM_VERSION ?= v4.3.1
 HELM      := $(CURDIR)/bin/helm
-# Where `make images` tags the images the chart names.
+# Where `make images` tags the images. The tag defaults to the chart's
+# appVersion, the tag the chart installs, so that `make images` followed by
+# `helm install` agree; the binaries still report VERSION (git describe).
 IMAGE_REGISTRY ?= ghcr.io/tessera-gpu
-IMAGE_TAG ?= $(VERSION)
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' manifests/charts/tessera/Chart.yaml)
+IMAGES_DIR ?= _output/images
+PLATFORMS ?= linux/amd64 linux/arm64
+# Every time in the images is the commit's, so a build is reproducible.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+CONTAINERD_ADDRESS ?= /run/containerd/containerd.sock
 FUZZTIME  ?= 30s
 # go-nvml's cgo wrappers cover NVML functions its header marks deprecated,
 # and gcc warns about each one (a hundred lines) whenever the package is
@@ -27,12 +34,17 @@ FUZZTIME  ?= 30s
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate manifests images fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 build: $(BINARIES) ## Build the binaries into bin/.
+
+# The scheduler and the kubectl plugin need no C library: link them
+# statically, so that they run on any Linux (and in an image without libc).
+# The device plugin and the demo need cgo for go-nvml.
+tessera-scheduler kubectl-tessera: export CGO_ENABLED=0
 
 $(BINARIES):
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/$@ ./cmd/$@
@@ -69,10 +81,15 @@ manifests: bin/helm ## Render the Helm chart into manifests/install (kubectl app
 bin/helm: ## Build helm (HELM_VERSION, v4.3.1) into bin/ (fetches it through the Go module proxy).
 	GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
-images: ## Build the images the chart names (needs docker; see build/Dockerfile).
+images: ## Build both images as multi-arch OCI tarballs in _output/images, without docker (docs/images.md).
+	PLATFORMS="$(PLATFORMS)" IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) VERSION=$(VERSION) COMMIT=$(COMMIT) \
+	  LDFLAGS="$(LDFLAGS)" SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) OUT=$(IMAGES_DIR) GO=$(GO) hack/build-images.sh
+
+images-load: ## Import the images of `make images` into containerd (CONTAINERD_ADDRESS), namespace k8s.io, pinned.
+	@command -v ctr >/dev/null || { echo "images-load: ctr (containerd's client) is not installed" >&2; exit 1; }
 	for c in tessera-scheduler tessera-device-plugin; do \
-	  docker build -f build/Dockerfile --target $$c --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) \
-	    -t $(IMAGE_REGISTRY)/$$c:$(IMAGE_TAG) . || exit 1; \
+	  ctr --address $(CONTAINERD_ADDRESS) -n k8s.io images import --platform linux/$$($(GO) env GOARCH) $(IMAGES_DIR)/$$c.tar || exit 1; \
+	  ctr --address $(CONTAINERD_ADDRESS) -n k8s.io images label $(IMAGE_REGISTRY)/$$c:$(IMAGE_TAG) io.cri-containerd.pinned=pinned >/dev/null || exit 1; \
 	done
 
 fuzz: ## Fuzz each parser for FUZZTIME.
