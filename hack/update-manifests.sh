@@ -41,6 +41,7 @@ ORDER=(
     deviceplugin-rbac.yaml
     deviceplugin-admission-policy.yaml
     deviceplugin-daemonset.yaml
+    deviceplugin-uninstall-hook.yaml
     monitoring.yaml
 )
 

@@ -46,6 +46,7 @@ func run() error {
 	var kubeconfig string
 	var ignored, taintEffect string
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	removeTaints := fs.Bool("remove-node-taints", false, "remove the nvidia.com/gpu taint from every node where --taint-node added it, then exit (the chart runs this when it is uninstalled)")
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (env NODE_NAME; set it from the downward API)")
 	fs.StringVar(&kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file; empty uses the in-cluster service account")
 	fs.StringVar(&cfg.Fake, "fake", os.Getenv("TESSERA_FAKE_GPUS"), "serve a fake machine instead of NVML: one of "+strings.Join(fakegpu.Kinds(), ", ")+" (env TESSERA_FAKE_GPUS)")
@@ -82,6 +83,9 @@ func run() error {
 	default:
 		return fmt.Errorf("--health-taint-effect must be NoSchedule or NoExecute, got %q", taintEffect)
 	}
+	if *removeTaints {
+		return removeNodeTaints(kubeconfig)
+	}
 	if cfg.NodeName == "" {
 		return fmt.Errorf("--node-name (or NODE_NAME) is required")
 	}
@@ -112,6 +116,29 @@ func run() error {
 	logger := klog.Background()
 	logger.Info("Starting", "version", version.String("tessera-device-plugin"), "node", cfg.NodeName)
 	return agent.Run(klog.NewContext(ctx, logger), cfg, nil)
+}
+
+// removeNodeTaints is the one-shot mode of --remove-node-taints.
+func removeNodeTaints(kubeconfig string) error {
+	restCfg, err := clientConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "tessera-device-plugin/remove-node-taints"
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	n, err := agent.RemoveNodeTaints(klog.NewContext(ctx, klog.Background()), kube)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("removed the GPU-node taint Tessera added from %d node(s)\n", n)
+	return nil
 }
 
 func clientConfig(kubeconfig string) (*rest.Config, error) {

@@ -7,7 +7,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -36,7 +34,6 @@ import (
 	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 	"github.com/tessera-gpu/tessera/deviceplugin/server"
 	"github.com/tessera-gpu/tessera/pkg/generated/clientset/versioned"
-	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
 // Config is everything the agent needs.
@@ -121,6 +118,9 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		if err := taintNode(ctx, cfg.Kube, cfg.NodeName); err != nil {
 			logger.Error(err, "Could not taint the node; GPU pods still work, other pods are not kept away")
 		}
+	} else if err := untaintOwnNode(ctx, cfg.Kube, cfg.NodeName); err != nil {
+		// --taint-node was on before and is off now.
+		logger.Error(err, "Could not remove the GPU-node taint an earlier run with --taint-node added")
 	}
 
 	var uuids []string
@@ -351,32 +351,6 @@ func (k kubeletRecord) List(ctx context.Context) ([]handoff.ContainerDevices, er
 	}
 	k.seen.Store(true)
 	return k.PodResources.List(ctx)
-}
-
-// taintNode adds the GPU-node taint unless the node has it.
-func taintNode(ctx context.Context, kube kubernetes.Interface, name string) error {
-	node, err := kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	for _, t := range node.Spec.Taints {
-		if t.Key == gpu.NodeTaintKey {
-			return nil
-		}
-	}
-	taints := append(append([]v1.Taint(nil), node.Spec.Taints...), v1.Taint{Key: gpu.NodeTaintKey, Value: "present", Effect: v1.TaintEffectNoSchedule})
-	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"resourceVersion": node.ResourceVersion},
-		"spec":     map[string]any{"taints": taints},
-	})
-	if err != nil {
-		return err
-	}
-	_, err = kube.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "tessera-device-plugin"})
-	if err == nil {
-		klog.FromContext(ctx).Info("Tainted the node", "taint", gpu.NodeTaintKey+"=present:NoSchedule")
-	}
-	return err
 }
 
 // healthEvent is a health change waiting for the GPUNode write that

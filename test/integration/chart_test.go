@@ -27,6 +27,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -156,7 +157,7 @@ var (
 		"MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
 	}
 	applyDryRun = map[string]bool{"ServiceAccount": true, "ConfigMap": true, "Deployment": true, "DaemonSet": true,
-		"PodDisruptionBudget": true, "Service": true}
+		"PodDisruptionBudget": true, "Service": true, "Job": true}
 )
 
 // applyChart applies every rendered object and reports each error.
@@ -545,6 +546,7 @@ func TestChartOverrides(t *testing.T) {
 		"namespace.create=true",
 		"devicePlugin.fakeMode=dgxh100",
 		"devicePlugin.taintNode=true",
+		"devicePlugin.kubeletDir=/data/kubelet/",
 		"scheduler.leaderElection.enabled=false",
 		"scheduler.pluginArgs.TesseraGPU.scoringStrategy.type=spread",
 		"scheduler.pluginArgs.TesseraTaintToleration.guardGPUNodes=true",
@@ -595,6 +597,33 @@ func TestChartOverrides(t *testing.T) {
 	}
 	if fake != "dgxh100" || !contains(ctr.Args, "--taint-node") {
 		t.Errorf("device plugin: TESSERA_FAKE_GPUS=%q, args %v", fake, ctr.Args)
+	}
+	// With taintNode, uninstalling runs a hook Job that removes the taint
+	// where the plugin added it, under an identity that may only list and
+	// patch nodes.
+	var job batchv1.Job
+	hookJob := findObject(t, objs, "Job", "gpu-tessera-device-plugin-remove-node-taints")
+	toTyped(t, hookJob, &job)
+	if got := hookJob.GetAnnotations()["helm.sh/hook"]; got != "pre-delete" || !contains(job.Spec.Template.Spec.Containers[0].Args, "--remove-node-taints") ||
+		job.Spec.Template.Spec.ServiceAccountName != "gpu-tessera-device-plugin-remove-node-taints" {
+		t.Errorf("uninstall hook: hook %q, args %v, service account %q", got, job.Spec.Template.Spec.Containers[0].Args, job.Spec.Template.Spec.ServiceAccountName)
+	}
+	var hookRole rbacv1.ClusterRole
+	toTyped(t, findObject(t, objs, "ClusterRole", "gpu-tessera-device-plugin-remove-node-taints"), &hookRole)
+	if diff := cmp.Diff([]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "patch"}}}, hookRole.Rules); diff != "" {
+		t.Errorf("uninstall hook's permissions (-want +got):\n%s", diff)
+	}
+
+	// The kubelet keeps device-plugin sockets in /var/lib/kubelet whatever
+	// its root directory; only pod-resources moves with it.
+	hostPaths := map[string]string{}
+	for _, vol := range ds.Spec.Template.Spec.Volumes {
+		if vol.HostPath != nil {
+			hostPaths[vol.Name] = vol.HostPath.Path
+		}
+	}
+	if diff := cmp.Diff(map[string]string{"device-plugins": "/var/lib/kubelet/device-plugins", "pod-resources": "/data/kubelet/pod-resources"}, hostPaths); diff != "" {
+		t.Errorf("device plugin hostPaths with kubeletDir=/data/kubelet/ (-want +got):\n%s", diff)
 	}
 	vap := findObject(t, objs, "ValidatingAdmissionPolicy", "gpu-tessera-device-plugin-own-gpunode")
 	data, _ := vap.MarshalJSON()

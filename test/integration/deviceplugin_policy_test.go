@@ -167,6 +167,22 @@ func TestDevicePluginStaysOnItsNode(t *testing.T) {
 	if _, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, label, metav1.PatchOptions{}); err == nil {
 		t.Error("node-a's plugin relabelled its node")
 	}
+	// The annotation that records who added the taint, and no other.
+	for _, a := range []struct {
+		key   string
+		allow bool
+	}{{"tessera.io/node-taint", true}, {"example.com/other", false}} {
+		for _, value := range []any{"tessera-device-plugin", nil} { // add, then remove
+			p, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{a.key: value}}})
+			_, err := kubeA.CoreV1().Nodes().Patch(e.ctx, "node-a", types.MergePatchType, p, metav1.PatchOptions{})
+			if a.allow && err != nil {
+				t.Errorf("setting annotation %s=%v on its own node: %v", a.key, value, err)
+			}
+			if !a.allow && value != nil && (err == nil || !strings.Contains(err.Error(), "only the nvidia.com/gpu taint")) {
+				t.Errorf("node-a's plugin set annotation %s on its node: err = %v", a.key, err)
+			}
+		}
+	}
 
 	// Nor cordon its own node, or add a finalizer to a pod on it.
 	cordon, _ := json.Marshal(map[string]any{"spec": map[string]any{"unschedulable": true}})
