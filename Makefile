@@ -34,7 +34,7 @@ FUZZTIME  ?= 30s
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load k8s-bins e2e-deps e2e-build e2e e2e-clean fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,7 @@ test-integration: bin/helm ## Run the in-process cluster tests (etcd + kube-apis
 verify: bin/helm ## Check formatting, vet, generated code, the chart and manifests/install.
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/
 	hack/verify-codegen.sh
 	$(HELM) lint --quiet manifests/charts/tessera
 	HELM=$(HELM) hack/verify-manifests.sh
@@ -91,6 +92,39 @@ images-load: ## Import the images of `make images` into containerd (CONTAINERD_A
 	  ctr --address $(CONTAINERD_ADDRESS) -n k8s.io images import --platform linux/$$($(GO) env GOARCH) $(IMAGES_DIR)/$$c.tar || exit 1; \
 	  ctr --address $(CONTAINERD_ADDRESS) -n k8s.io images label $(IMAGE_REGISTRY)/$$c:$(IMAGE_TAG) io.cri-containerd.pinned=pinned >/dev/null || exit 1; \
 	done
+
+# End-to-end tests on real nodes (test/e2e, docs/e2e.md): the Kubernetes
+# binaries are built from the module proxy (hack/k8s pins them), the images
+# for this machine's platform only.
+E2E_OUT   := _output/e2e
+K8S_BINS  := kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl
+K8S_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VER) -X k8s.io/component-base/version.gitMajor=1 \
+               -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VER)
+E2E_PACKAGES := containerd runc containernetworking-plugins iproute2 util-linux
+E2E_FLAGS ?= -test.v
+
+k8s-bins: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl ($(K8S_VER)) into _output/e2e/k8s.
+	cd hack/k8s && $(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(CURDIR)/$(E2E_OUT)/k8s/ $(addprefix k8s.io/kubernetes/cmd/,$(K8S_BINS))
+
+e2e-deps: ## Install containerd, runc and the CNI plugins from Debian when missing (root).
+	@missing=$$(for p in $(E2E_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  [ "$$(id -u)" = 0 ] || { echo "e2e: install $$missing (apt-get install), or run as root" >&2; exit 1; }; \
+	  echo "e2e: installing $$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+e2e-build: k8s-bins bin/helm etcd kubectl-tessera ## Build everything make e2e runs.
+	$(MAKE) images PLATFORMS=linux/$$($(GO) env GOARCH) IMAGES_DIR=$(E2E_OUT)/images
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(E2E_OUT)/images/linux_sleeper ./test/e2e/sleeper
+	$(E2E_OUT)/images/bin/build-image -name tessera.local/e2e/sleeper:latest -o $(E2E_OUT)/images/sleeper.tar \
+	  -binary linux/$$($(GO) env GOARCH)=$(E2E_OUT)/images/linux_sleeper -path /sleeper -user 65532:65532 -created $(SOURCE_DATE_EPOCH)
+	$(GO) test -c -tags e2e -o $(E2E_OUT)/e2e.test ./test/e2e
+
+e2e: e2e-deps e2e-build ## Run the end-to-end tests on a real cluster on this machine: real kubelets, containerd, the chart (root).
+	hack/e2e.sh $(E2E_FLAGS)
+
+e2e-clean: ## Remove what an interrupted make e2e left (saved kernel settings, cgroups).
+	hack/e2e.sh --clean
 
 fuzz: ## Fuzz each parser for FUZZTIME.
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./pkg/assignment
