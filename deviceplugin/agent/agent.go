@@ -175,7 +175,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	}
 	n := 0
 	run(func() {
-		if err := metrics.Serve(ctx, cfg.MetricsAddress); err != nil {
+		if err := metrics.Serve(ctx, cfg.MetricsAddress, a.faultHandlers()); err != nil {
 			logger.Error(err, "Metrics endpoint stopped")
 		}
 	})

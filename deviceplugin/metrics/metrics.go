@@ -46,13 +46,16 @@ func init() {
 	Registry.MustRegister(HealthTransitions, XIDs, AllocateDuration, Corrections)
 }
 
-// Serve serves /metrics on addr until ctx ends. An empty addr or "0"
-// disables it.
-func Serve(ctx context.Context, addr string) error {
+// Serve serves /metrics and /healthz, and the extra handlers by path, on
+// addr until ctx ends. An empty addr or "0" disables it.
+func Serve(ctx context.Context, addr string, extra map[string]http.Handler) error {
 	if addr == "" || addr == "0" {
 		return nil
 	}
 	mux := http.NewServeMux()
+	for path, h := range extra {
+		mux.Handle(path, h)
+	}
 	mux.Handle("/metrics", metrics.HandlerFor(Registry, metrics.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -180,7 +180,9 @@ func TestBurstOnOneNode(t *testing.T) {
 		return len(running) == len(specs), nil
 	})
 	if err != nil {
-		t.Fatalf("%d of %d pods running: %v", len(running), len(specs), err)
+		out, _ := shell(context.Background(), "kubectl tessera nodes "+gpuNode)
+		pending, _ := shell(context.Background(), "kubectl tessera pending -n "+ns)
+		t.Fatalf("%d of %d pods running: %v\n%s\n%s", len(running), len(specs), err, out, pending)
 	}
 
 	used := map[string]int{}

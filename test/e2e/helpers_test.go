@@ -190,6 +190,15 @@ func assigned(t *testing.T, p *v1.Pod) map[string]share {
 // namespace/pod/container to the GPUs it was given.
 func kubeletRecord(t *testing.T, node string) map[string]share {
 	t.Helper()
+	out, err := readKubeletRecord(t.Context(), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readKubeletRecord is kubeletRecord returning its error.
+func readKubeletRecord(ctx context.Context, node string) (map[string]share, error) {
 	dir := ""
 	for _, cn := range cluster.Nodes {
 		if cn.Name == node {
@@ -197,13 +206,13 @@ func kubeletRecord(t *testing.T, node string) map[string]share {
 		}
 	}
 	if dir == "" {
-		t.Fatalf("no node %s", node)
+		return nil, fmt.Errorf("no node %s", node)
 	}
 	// The node's /var/lib/kubelet is its directory's kubelet/ (a bind
 	// mount in the node's own mount namespace).
-	devs, err := handoff.PodResources{Socket: filepath.Join(dir, "kubelet", "pod-resources", "kubelet.sock")}.List(t.Context())
+	devs, err := handoff.PodResources{Socket: filepath.Join(dir, "kubelet", "pod-resources", "kubelet.sock")}.List(ctx)
 	if err != nil {
-		t.Fatalf("node %s: PodResources: %v", node, err)
+		return nil, fmt.Errorf("node %s: PodResources: %w", node, err)
 	}
 	out := map[string]share{}
 	for _, d := range devs {
@@ -215,7 +224,7 @@ func kubeletRecord(t *testing.T, node string) map[string]share {
 			if d.Resource == handoff.Percent {
 				uuid, _, ok := handoff.ParsePercentID(id)
 				if !ok {
-					t.Fatalf("node %s: %s has device %q, not a percent slot", node, key, id)
+					return nil, fmt.Errorf("node %s: %s has device %q, not a percent slot", node, key, id)
 				}
 				out[key][uuid]++
 			} else {
@@ -223,5 +232,5 @@ func kubeletRecord(t *testing.T, node string) map[string]share {
 			}
 		}
 	}
-	return out
+	return out, nil
 }

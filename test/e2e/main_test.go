@@ -195,6 +195,13 @@ var fakeFlag = regexp.MustCompile(`(--set devicePlugin\.fakeMode=\S+)`)
 // GPUs, fake mode added to helm install; then its "Check the install"
 // commands.
 func installAsTheREADMESays(ctx context.Context, logf func(string, ...any)) error {
+	return install(ctx, logf, true)
+}
+
+// install runs the README's install commands; label false skips labelling
+// the node, which a user installing again has done already (kubectl label
+// refuses to set a label that is there).
+func install(ctx context.Context, logf func(string, ...any), label bool) error {
 	cmds, comments, err := readmeBlock("Install", "")
 	if err != nil {
 		return err
@@ -210,6 +217,9 @@ func installAsTheREADMESays(ctx context.Context, logf func(string, ...any)) erro
 	}
 	for _, line := range cmds {
 		line = strings.ReplaceAll(line, "<gpu-node>", gpuNode)
+		if !label && strings.HasPrefix(line, "kubectl label") {
+			continue
+		}
 		if strings.HasPrefix(line, "helm install") {
 			line += " " + fake + " --wait --timeout 5m"
 		}
