@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -175,7 +176,12 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	}
 	n := 0
 	run(func() {
-		if err := metrics.Serve(ctx, cfg.MetricsAddress, a.faultHandlers()); err != nil {
+		handlers := a.faultHandlers()
+		if handlers == nil {
+			handlers = map[string]http.Handler{}
+		}
+		handlers[ReadyPath] = a.readyHandler()
+		if err := metrics.Serve(ctx, cfg.MetricsAddress, handlers); err != nil {
 			logger.Error(err, "Metrics endpoint stopped")
 		}
 	})

@@ -19,8 +19,8 @@ import (
 // tested that way end to end. It is never served with real GPUs.
 const FaultPath = "/fake/faults"
 
-// faultHandlers returns the extra handlers of the metrics endpoint: the
-// fault injector in fake mode, none otherwise.
+// faultHandlers returns the fault injector's handler in fake mode, none
+// otherwise.
 func (a *Agent) faultHandlers() map[string]http.Handler {
 	if a.machine == nil {
 		return nil
