@@ -23,7 +23,8 @@ const NodeTaintAnnotation = "tessera.io/node-taint"
 // nodeTaint is the taint --taint-node adds.
 var nodeTaint = v1.Taint{Key: gpu.NodeTaintKey, Value: "present", Effect: v1.TaintEffectNoSchedule}
 
-// fieldManager names the device plugin in the node's managed fields.
+// fieldManager names the device plugin in the node's managed fields, and is
+// the value of NodeTaintAnnotation it writes.
 const fieldManager = "tessera-device-plugin"
 
 // taintNode adds the GPU-node taint, and the annotation that says Tessera
@@ -39,7 +40,7 @@ func taintNode(ctx context.Context, kube kubernetes.Interface, name string) erro
 		}
 	}
 	taints := append(append([]v1.Taint(nil), node.Spec.Taints...), nodeTaint)
-	if err := patchNode(ctx, kube, node, taints, "tessera-device-plugin"); err != nil {
+	if err := patchNode(ctx, kube, node, taints, fieldManager); err != nil {
 		return err
 	}
 	klog.FromContext(ctx).Info("Tainted the node", "taint", nodeTaint.ToString())

@@ -307,12 +307,6 @@ func (n *Node) importImage(ctx context.Context, file string) error {
 	return nil
 }
 
-// ImportImage imports an OCI image tarball into the node's containerd
-// while the node runs, as `make images-load` does on a real node.
-func (n *Node) ImportImage(ctx context.Context, file string) error {
-	return n.importImage(ctx, file)
-}
-
 // stop stops the kubelet, then removes every pod sandbox through the CRI
 // (which stops the containers, their shims and network namespaces), then
 // stops containerd.
