@@ -102,7 +102,12 @@ unshare --net --mount --pid --fork --mount-proc --propagation private \
 rc=$?
 set -e
 if (( rc != 0 )); then
-  echo "e2e: failed (exit $rc); the components' logs are in $OUT/logs" >&2
+  echo "e2e: failed (exit $rc); the components' and pods' logs are in $OUT/logs" >&2
 fi
 rm -rf "$OUT/logs" && cp -r "$OUT/run/logs" "$OUT/logs" 2>/dev/null || true
+# The pods' logs (Tessera's own among them) live in each node's /var/log.
+for d in "$OUT"/run/nodes/*/log/pods; do
+  [[ -d $d ]] && cp -r "$d" "$OUT/logs/$(basename "$(dirname "$(dirname "$d")")")-pods" 2>/dev/null
+done
+true
 exit $rc

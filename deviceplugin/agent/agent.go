@@ -145,7 +145,8 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 	// The server tells the reconciler about allocations, and the
 	// reconciler tells the server when the device lists change.
 	var rec *handoff.Reconciler
-	srv := server.New(server.Options{Dir: cfg.DevicePluginDir, CDI: cfg.CDI, OnAllocate: func() { rec.Kick() }}, ledger, a.serverGPUs(nil))
+	srv := server.New(server.Options{Dir: cfg.DevicePluginDir, CDI: cfg.CDI, OnAllocate: func() { rec.Kick() },
+		SyncPods: func(ctx context.Context) (int, error) { return rec.SyncPods(ctx) }}, ledger, a.serverGPUs(nil))
 	var kr handoff.KubeletRecord = kubeletRecord{handoff.PodResources{Socket: cfg.PodResourcesSocket}, new(atomic.Bool)}
 	if cfg.KubeletRecord != nil {
 		kr = cfg.KubeletRecord

@@ -185,7 +185,6 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	l.podsChanged = make(chan struct{})
 	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
 		l.forgetLocked(pod.UID)
-		l.releaseInflightLocked(pod.UID)
 		return nil
 	}
 	// An exchange lives in the claims until the correction it causes
@@ -198,6 +197,21 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	return err
 }
 
+// AddPodIfUnknown records a pod the ledger has not seen, as UpsertPod
+// would, and leaves a known one as it is: it serves a direct listing of
+// the API made because the informer may be behind, and a listing must not
+// undo what a newer event, or an exchange, recorded. It reports whether
+// the pod was added.
+func (l *Ledger) AddPodIfUnknown(pod *v1.Pod) (bool, error) {
+	l.mu.Lock()
+	_, known := l.pods[pod.UID]
+	l.mu.Unlock()
+	if known || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		return false, nil
+	}
+	return true, l.UpsertPod(pod)
+}
+
 // DeletePod forgets a pod.
 func (l *Ledger) DeletePod(uid types.UID) {
 	l.mu.Lock()
@@ -205,16 +219,21 @@ func (l *Ledger) DeletePod(uid types.UID) {
 	l.forgetLocked(uid)
 }
 
-// forgetLocked drops a pod. If the kubelet's last listing shows devices
-// for it, they stay the ghost's until a listing no longer shows them: the
-// kubelet never gives one device to two pods at once, so while listed they
-// are not a new same-name pod's.
+// forgetLocked drops a pod that is gone from the API or has ended, and
+// with it the devices the kubelet's last listing showed for it and the
+// allocations steered to it. The kubelet drops the devices of a pod it no
+// longer runs at its next admission, and the scheduler counts them free
+// from the same event, so the next pod the scheduler places there may be
+// admitted at once: holding them until the next listing would report the
+// GPU unavailable to the kubelet for that admission, which then takes
+// other GPUs than the scheduler chose. If a later listing still shows the
+// devices (the kubelet has not caught up), they are held again, as the
+// ghost's: the kubelet never gives one device to two pods at once, so
+// while listed they are not a new same-name pod's.
 func (l *Ledger) forgetLocked(uid types.UID) {
 	p := l.pods[uid]
 	delete(l.pods, uid)
-	if p == nil {
-		return
-	}
+	l.releaseInflightLocked(uid)
 	ids := map[string]bool{}
 	for o, ds := range l.kubelet {
 		if o.pod != uid {
@@ -225,8 +244,9 @@ func (l *Ledger) forgetLocked(uid types.UID) {
 				ids[string(d.Resource)+"/"+id] = true
 			}
 		}
+		delete(l.kubelet, o)
 	}
-	if len(ids) > 0 {
+	if p != nil && len(ids) > 0 {
 		l.ghosts[p.namespace+"/"+p.name] = ghost{uid: uid, ids: ids}
 	}
 }

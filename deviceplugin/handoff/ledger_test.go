@@ -710,3 +710,40 @@ func TestAllocated(t *testing.T) {
 		t.Errorf("allocated (-want +got):\n%s", diff)
 	}
 }
+
+// TestDeletedPodFreesItsGPUAtOnce: when a pod holding a share leaves the
+// API, its GPU is offered whole again before the next listing of the
+// kubelet's record: the scheduler may already have placed a whole-GPU pod
+// there, and the kubelet admits it at once. A listing that still shows the
+// share holds the GPU again.
+func TestDeletedPodFreesItsGPUAtOnce(t *testing.T) {
+	l := NewLedger(uuids(2))
+	share := boundPod("share", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 50}}})
+	if err := l.UpsertPod(share); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for n := range 50 {
+		ids = append(ids, PercentID("GPU-0", n))
+	}
+	listed := []ContainerDevices{{Namespace: "default", Pod: "share", Container: "main", Resource: Percent, IDs: ids}}
+	l.ObserveKubelet(listed)
+	if !l.Unhealthy(Whole)["GPU-0"] {
+		t.Fatal("a GPU held by a share is offered whole")
+	}
+	l.DeletePod(share.UID)
+	whole := boundPod("whole", 2, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})
+	if err := l.UpsertPod(whole); err != nil {
+		t.Fatal(err)
+	}
+	if l.Unhealthy(Whole)["GPU-0"] {
+		t.Error("the GPU of a deleted pod is still withheld from the whole-GPU resource")
+	}
+	if got, ok := l.Match(Whole, []string{"GPU-0", "GPU-1"}, nil, 1); !ok || fmt.Sprint(got) != "[GPU-0]" {
+		t.Errorf("the whole-GPU pod is not steered to the GPU the deleted pod left: %v %v", got, ok)
+	}
+	l.ObserveKubelet(listed)
+	if !l.Unhealthy(Whole)["GPU-0"] {
+		t.Error("a listing that still shows the deleted pod's share does not hold the GPU")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,7 +47,10 @@ type Reconciler struct {
 	// reported to the kubelet.
 	changed func()
 	kick    chan struct{}
-	// warned remembers the annotation values already reported as invalid.
+	// warned remembers the annotation values already reported as invalid;
+	// the informer and SyncPods (called by the device-plugin server) both
+	// write it.
+	warnMu sync.Mutex
 	warned map[types.UID]string
 	// pods is the informer's store of this node's pods, once WatchPods has
 	// started it.
@@ -89,6 +93,9 @@ func (r *Reconciler) WatchPods(ctx context.Context) (func() bool, error) {
 			if pod, ok := obj.(*v1.Pod); ok {
 				r.ledger.DeletePod(pod.UID)
 				r.changed()
+				// A listing soon confirms the devices are free (or holds
+				// them again if the kubelet still runs the pod).
+				r.Kick()
 			}
 		},
 	})
@@ -126,25 +133,61 @@ func (r *Reconciler) PodsUsing(uuid string) []*v1.Pod {
 	return out
 }
 
+// SyncPods reads this node's pods from the API server, bypassing the
+// informer, and records those the ledger has not seen. The kubelet admits a
+// pod as soon as its own watch shows it bound, and the plugin's informer
+// can be a moment behind; a consistent read is the only way to know that
+// no pod placed by tessera-scheduler is being admitted before steering the
+// kubelet without one. It returns how many pods were new to the ledger.
+func (r *Reconciler) SyncPods(ctx context.Context) (int, error) {
+	list, err := r.client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", r.node).String(),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("listing the pods of node %s: %w", r.node, err)
+	}
+	added := 0
+	for i := range list.Items {
+		pod := &list.Items[i]
+		if ok, err := r.ledger.AddPodIfUnknown(pod); ok {
+			added++
+			r.warnInvalid(ctx, pod, err)
+		}
+	}
+	if added > 0 {
+		r.changed()
+	}
+	return added, nil
+}
+
 func (r *Reconciler) onPod(ctx context.Context, obj any) {
 	pod, ok := obj.(*v1.Pod)
 	if !ok {
 		return
 	}
-	if err := r.ledger.UpsertPod(pod); err != nil {
-		raw := pod.Annotations[assignment.Annotation]
-		if r.warned[pod.UID] != raw {
-			r.warned[pod.UID] = raw
-			klog.FromContext(ctx).Info("Ignoring an unusable GPU assignment; the kubelet's choice will be recorded instead", "pod", klog.KObj(pod), "err", err)
-			if r.recorder != nil {
-				r.recorder.Eventf(pod, v1.EventTypeWarning, "InvalidGPUAssignment", "%s is ignored: %v", assignment.Annotation, err)
-			}
-		}
-	} else {
-		delete(r.warned, pod.UID)
-	}
+	r.warnInvalid(ctx, pod, r.ledger.UpsertPod(pod))
 	r.changed()
 	r.Kick()
+}
+
+// warnInvalid reports, once per annotation value, a pod whose assignment
+// the ledger could not use.
+func (r *Reconciler) warnInvalid(ctx context.Context, pod *v1.Pod, err error) {
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	if err == nil {
+		delete(r.warned, pod.UID)
+		return
+	}
+	raw := pod.Annotations[assignment.Annotation]
+	if r.warned[pod.UID] == raw {
+		return
+	}
+	r.warned[pod.UID] = raw
+	klog.FromContext(ctx).Info("Ignoring an unusable GPU assignment; the kubelet's choice will be recorded instead", "pod", klog.KObj(pod), "err", err)
+	if r.recorder != nil {
+		r.recorder.Eventf(pod, v1.EventTypeWarning, "InvalidGPUAssignment", "%s is ignored: %v", assignment.Annotation, err)
+	}
 }
 
 // Run reconciles every interval and on every Kick until ctx ends.

@@ -45,8 +45,14 @@ type Options struct {
 	// OnAllocate, if set, is called after every successful Allocate, e.g.
 	// to reconcile with the kubelet's record soon.
 	OnAllocate func()
+	// SyncPods, if set, records in the ledger the node's pods that its
+	// informer has not shown yet, from a consistent read of the API. It is
+	// called when no waiting pod fits a request, before steering without
+	// one.
+	SyncPods func(context.Context) (int, error)
 	// MatchWait is how long GetPreferredAllocation waits for the pod
-	// informer to show the pod being admitted; 0 means 2 seconds.
+	// informer to show the pod being admitted when SyncPods is unset or
+	// fails; 0 means 2 seconds.
 	MatchWait time.Duration
 }
 
@@ -310,12 +316,32 @@ func (p *plugin) GetPreferredAllocation(ctx context.Context, req *pluginapi.Pref
 	return resp, nil
 }
 
-// preferred waits up to MatchWait for the pod informer to show a claim that
-// fits the request: the kubelet admits a pod as soon as it is bound, and the
-// informer may be a moment behind. Without a claim it falls back to the
-// ledger's own choice.
+// preferred finds the claim that fits the request. The kubelet admits a
+// pod as soon as it is bound, and the pod informer may be a moment behind,
+// so when nothing fits it reads the node's pods from the API once (or,
+// without SyncPods or when that fails, waits up to MatchWait for the
+// informer) before falling back to the ledger's own choice.
 func (p *plugin) preferred(ctx context.Context, cr *pluginapi.ContainerPreferredAllocationRequest) []string {
 	l, size := p.srv.ledger, int(cr.AllocationSize)
+	if ids, ok := l.Match(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size); ok {
+		return ids
+	}
+	if sync := p.srv.opts.SyncPods; sync != nil {
+		added, err := sync(ctx)
+		if err == nil {
+			if ids, ok := l.Match(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size); ok {
+				klog.FromContext(ctx).V(2).Info("Steered a pod the informer had not shown yet", "resource", p.resource, "size", size, "podsAdded", added)
+				return ids
+			}
+			// The ledger knows every pod of the node: none that waits
+			// fits what the kubelet offers.
+			if l.Pending(p.resource) {
+				p.logUnmatched(ctx, size, len(cr.AvailableDeviceIDs))
+			}
+			return l.Preferred(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size)
+		}
+		klog.FromContext(ctx).Error(err, "Could not read this node's pods; waiting for the informer instead", "resource", p.resource)
+	}
 	deadline := time.NewTimer(p.srv.opts.MatchWait)
 	defer deadline.Stop()
 	for {
@@ -334,9 +360,16 @@ func (p *plugin) preferred(ctx context.Context, cr *pluginapi.ContainerPreferred
 		case <-deadline.C:
 		case <-ctx.Done():
 		}
-		klog.FromContext(ctx).V(2).Info("No pod claims this request; choosing devices without one", "resource", p.resource, "size", size)
+		p.logUnmatched(ctx, size, len(cr.AvailableDeviceIDs))
 		return l.Preferred(p.resource, cr.AvailableDeviceIDs, cr.MustIncludeDeviceIDs, size)
 	}
+}
+
+// logUnmatched says that pods await admission but none of their
+// assignments fits what the kubelet offers: the container may get other
+// GPUs than its pod's assignment says, which the reconciler then records.
+func (p *plugin) logUnmatched(ctx context.Context, size, available int) {
+	klog.FromContext(ctx).Info("No waiting pod's assignment fits the devices the kubelet offers; choosing devices without one", "resource", p.resource, "size", size, "available", available)
 }
 
 // Allocate tells the container runtime which GPUs the container sees.

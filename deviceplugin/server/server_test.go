@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
@@ -107,5 +109,52 @@ func BenchmarkPreferAndAllocate(b *testing.B) {
 		if _, err := percent.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: pref.ContainerResponses[0].DeviceIDs}}}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPreferredReadsThePodsWhenNothingFits: with no known pod fitting a
+// request, GetPreferredAllocation asks SyncPods for the pods the informer
+// has not shown and steers to the one it finds; when SyncPods finds none,
+// it answers at once instead of waiting MatchWait.
+func TestPreferredReadsThePodsWhenNothingFits(t *testing.T) {
+	ledger := handoff.NewLedger([]string{"GPU-a", "GPU-b"})
+	late := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "d", UID: "late",
+			Annotations: map[string]string{assignment.Annotation: `{"main":[{"uuid":"GPU-b","percent":100}]}`}},
+		Spec: v1.PodSpec{Containers: []v1.Container{{Name: "main", Resources: v1.ResourceRequirements{
+			Limits: v1.ResourceList{v1.ResourceName(handoff.Whole): resource.MustParse("1")}}}}},
+	}
+	syncs := 0
+	sync := func(context.Context) (int, error) {
+		syncs++
+		added, err := ledger.AddPodIfUnknown(late)
+		if added {
+			return 1, err
+		}
+		return 0, err
+	}
+	s := New(Options{Dir: "/nonexistent", SyncPods: sync, MatchWait: time.Hour}, ledger,
+		[]GPU{{UUID: "GPU-a", NUMANode: -1, Healthy: true}, {UUID: "GPU-b", NUMANode: -1, Healthy: true}})
+	whole := s.plugins[0]
+	req := &pluginapi.PreferredAllocationRequest{ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{
+		{AvailableDeviceIDs: []string{"GPU-a", "GPU-b"}, AllocationSize: 1}}}
+	got, err := whole.GetPreferredAllocation(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := got.ContainerResponses[0].DeviceIDs; syncs != 1 || fmt.Sprint(ids) != "[GPU-b]" {
+		t.Errorf("preferred %v after %d reads of the pods; want [GPU-b] after 1", ids, syncs)
+	}
+	if _, err := whole.Allocate(t.Context(), &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: []string{"GPU-b"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A pod no ledger will ever know (another scheduler's): one read, then
+	// the ledger's own choice, the GPU nobody claims.
+	got, err = whole.GetPreferredAllocation(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := got.ContainerResponses[0].DeviceIDs; syncs != 2 || fmt.Sprint(ids) != "[GPU-a]" {
+		t.Errorf("preferred %v after %d reads of the pods; want [GPU-a] after 2", ids, syncs)
 	}
 }

@@ -130,6 +130,13 @@ func TestDownwardAPIExample(t *testing.T) {
 // 100 %, and the kubelet's record equals the annotations. It reports how
 // long pods took from creation to Running.
 func TestBurstOnOneNode(t *testing.T) {
+	// The pods fill the node exactly: every GPU must be healthy (an XID
+	// injected by TestXIDReachesGPUNodeSchedulerAndPod, which runs later,
+	// lasts minutes) and free (testNamespace waits for earlier tests'
+	// pods to go).
+	if out, err := cluster.Kubectl(t.Context(), "get", "gpunode", gpuNode, "-o", "jsonpath={.status.healthyCount}"); err != nil || out != "8" {
+		t.Fatalf("the burst needs all 8 GPUs of %s healthy; healthy: %q (%v)", gpuNode, out, err)
+	}
 	ns := testNamespace(t)
 	// 4 whole GPUs, 20 pods of 10 % and 40 of 5 %: 800 % in all.
 	var specs []*v1.Pod

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	toolswatch "k8s.io/client-go/tools/watch"
@@ -24,7 +26,9 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
-// testNamespace creates a namespace for one test and deletes it after.
+// testNamespace creates a namespace for one test, and deletes it after,
+// waiting until it is gone: the tests share one GPU node, and a test that
+// fills it (TestBurstOnOneNode) needs the GPUs the test before it used.
 func testNamespace(t *testing.T) string {
 	t.Helper()
 	ns := &v1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
@@ -37,6 +41,14 @@ func testNamespace(t *testing.T) string {
 		defer cancel()
 		if err := cluster.Client.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{}); err != nil {
 			t.Errorf("deleting namespace %s: %v", ns.Name, err)
+			return
+		}
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			_, err := cluster.Client.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+		if err != nil {
+			t.Errorf("namespace %s was not gone 2 minutes after its deletion: %v", ns.Name, err)
 		}
 	})
 	return ns.Name

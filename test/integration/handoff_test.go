@@ -369,3 +369,37 @@ func TestPluginWaitsForTheKubeletsRecord(t *testing.T) {
 	close(g.open)
 	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
 }
+
+// TestSyncPodsSeesWhatTheInformerHasNot: the plugin's direct read of the
+// API, made when no known pod fits a request, records a pod bound to its
+// node that its informer has not delivered (here: no informer at all), so
+// the kubelet is steered to the pod's GPUs; pods of other nodes and pods
+// it already knows are left alone.
+func TestSyncPodsSeesWhatTheInformerHasNot(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	u := []string{gpuUUID("n1", 0), gpuUUID("n1", 1)}
+	bound := func(node, uuid string) podOpt {
+		return func(p *v1.Pod) {
+			p.Spec.NodeName = node
+			annotated(assignment.Annotation, `{"main":[{"uuid":"`+uuid+`","percent":100}]}`)(p)
+		}
+	}
+	e.createPod("mine", gpus(1), scheduler("other"), bound("n1", u[1]))
+	e.createPod("theirs", gpus(1), scheduler("other"), bound("n2", u[0]))
+
+	l := handoff.NewLedger(u)
+	r := handoff.NewReconciler("n1", l, e.c.Client, nil, nil, nil)
+	if ids, ok := l.Match(handoff.Whole, u, nil, 1); ok {
+		t.Fatalf("an empty ledger matched %v", ids)
+	}
+	n, err := r.SyncPods(e.ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("SyncPods = %d, %v; want 1 pod added", n, err)
+	}
+	if ids, ok := l.Match(handoff.Whole, u, nil, 1); !ok || fmt.Sprint(ids) != fmt.Sprint([]string{u[1]}) {
+		t.Errorf("after SyncPods the request is steered to %v (%v), want %s", ids, ok, u[1])
+	}
+	if n, err := r.SyncPods(e.ctx); err != nil || n != 0 {
+		t.Errorf("a second SyncPods = %d, %v; want nothing added", n, err)
+	}
+}
