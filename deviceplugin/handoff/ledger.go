@@ -42,8 +42,10 @@ type owner struct {
 // claim is the scheduler's choice for one container.
 type claim struct {
 	owner
-	pod      string // namespace/name, for logs
-	created  time.Time
+	pod     string // namespace/name, for logs
+	created time.Time
+	// seen orders the pods the ledger learnt of (see podRecord.seen).
+	seen     uint64
 	resource Resource
 	// uuids are the GPUs: several whole GPUs, or the one GPU a share is on.
 	uuids []string
@@ -65,6 +67,11 @@ type podRecord struct {
 	namespace string
 	name      string
 	created   time.Time
+	// seen is the order in which the ledger first saw the pod bound. The
+	// kubelet admits pods in the order its watch delivers them, which is
+	// the order this node's informer delivers them too; creation times have
+	// one-second resolution, so in a burst this is what tells them apart.
+	seen uint64
 	// annotation is the raw assignment annotation; valid is false when it
 	// is missing or unreadable.
 	annotation string
@@ -111,6 +118,8 @@ type Ledger struct {
 	offered map[string]owner
 	// steered are containers an Allocate has matched since the listing.
 	steered map[owner]bool
+	// seq numbers the pods in the order the ledger first saw them.
+	seq uint64
 	// podsChanged is closed and replaced at every pod update.
 	podsChanged chan struct{}
 	// ghosts are pods gone from the API that the kubelet still lists, by
@@ -190,7 +199,17 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	// An exchange lives in the claims until the correction it causes
 	// rewrites the annotation; an update that leaves the annotation as it
 	// was (a status change) must not undo it.
-	if old := l.pods[pod.UID]; old != nil && old.exchanged && old.annotation == rec.annotation && rec.valid {
+	old := l.pods[pod.UID]
+	if old != nil {
+		rec.seen = old.seen
+	} else {
+		l.seq++
+		rec.seen = l.seq
+	}
+	for _, c := range rec.claims {
+		c.seen = rec.seen
+	}
+	if old != nil && old.exchanged && old.annotation == rec.annotation && rec.valid {
 		rec.claims, rec.exchanged = old.claims, true
 	}
 	l.pods[pod.UID] = rec
@@ -841,13 +860,17 @@ func (l *Ledger) matchLocked(r Resource, avail map[string]bool, must []string, s
 			}
 		}
 	}
-	// The kubelet admits pods oldest first, and a pod's containers in spec
-	// order; ties between pods are broken by name so the choice is
-	// deterministic.
+	// The kubelet admits pods oldest first, pods of one second in the order
+	// its watch showed them (the order this ledger saw them), and a pod's
+	// containers in spec order; the name settles what is left, so the choice
+	// is deterministic.
 	sort.Slice(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
 		if !a.created.Equal(b.created) {
 			return a.created.Before(b.created)
+		}
+		if a.seen != b.seen {
+			return a.seen < b.seen
 		}
 		if a.pod != b.pod {
 			return a.pod < b.pod

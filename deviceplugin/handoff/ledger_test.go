@@ -747,3 +747,25 @@ func TestDeletedPodFreesItsGPUAtOnce(t *testing.T) {
 		t.Error("a listing that still shows the deleted pod's share does not hold the GPU")
 	}
 }
+
+// TestSameSecondPodsSteeredInTheOrderSeen: pods created in the same second
+// are steered in the order the ledger saw them bound, the order the
+// kubelet's watch delivers them in, not by name.
+func TestSameSecondPodsSteeredInTheOrderSeen(t *testing.T) {
+	l := NewLedger(uuids(2))
+	for _, p := range []*v1.Pod{
+		boundPod("zeta", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}}),
+		boundPod("alpha", 1, assignment.Assignment{"main": {{UUID: "GPU-1", Percent: 100}}}),
+	} {
+		if err := l.UpsertPod(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A status update must not move a pod to the back.
+	if err := l.UpsertPod(boundPod("zeta", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 100}}})); err != nil {
+		t.Fatal(err)
+	}
+	if ids, ok := l.Match(Whole, []string{"GPU-0", "GPU-1"}, nil, 1); !ok || fmt.Sprint(ids) != "[GPU-0]" {
+		t.Errorf("steered to %v (%v), want the GPU of zeta, seen first", ids, ok)
+	}
+}
