@@ -34,7 +34,7 @@ FUZZTIME  ?= 30s
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load k8s-bins e2e-deps e2e-build e2e e2e-clean fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load k8s-bins e2e-deps e2e-build old-kubelet e2e e2e-clean release fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -120,11 +120,30 @@ e2e-build: k8s-bins bin/helm etcd kubectl-tessera ## Build everything make e2e r
 	  -binary linux/$$($(GO) env GOARCH)=$(E2E_OUT)/images/linux_sleeper -path /sleeper -user 65532:65532 -created $(SOURCE_DATE_EPOCH)
 	$(GO) test -c -tags e2e -o $(E2E_OUT)/e2e.test ./test/e2e
 
-e2e: e2e-deps e2e-build ## Run the end-to-end tests on a real cluster on this machine: real kubelets, containerd, the chart (root).
-	hack/e2e.sh $(E2E_FLAGS)
+# E2E_KUBELET=<minor> runs the GPU node on the kubelet of an older minor
+# (hack/k8s-kubelet-<minor> pins it), as nodes run while a cluster is
+# upgraded; the control plane stays $(K8S_VER).
+E2E_KUBELET ?=
+KUBELET_MINORS := $(patsubst hack/k8s-kubelet-%,%,$(wildcard hack/k8s-kubelet-*))
+
+old-kubelet: ## Build the kubelet of E2E_KUBELET (an older minor: $(KUBELET_MINORS)) into _output/e2e/k8s-<minor>.
+	@[ -n "$(E2E_KUBELET)" ] && [ -f hack/k8s-kubelet-$(E2E_KUBELET)/go.mod ] || \
+	  { echo "E2E_KUBELET=$(E2E_KUBELET): name a minor pinned in hack/k8s-kubelet-<minor>: $(KUBELET_MINORS)" >&2; exit 1; }
+	v=$$(sed -n 's|^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\).*|\1|p' hack/k8s-kubelet-$(E2E_KUBELET)/go.mod); \
+	cd hack/k8s-kubelet-$(E2E_KUBELET) && $(GO) build -ldflags "-X k8s.io/component-base/version.gitVersion=$$v \
+	  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(E2E_KUBELET)))" \
+	  -o $(CURDIR)/$(E2E_OUT)/k8s-$(E2E_KUBELET)/kubelet k8s.io/kubernetes/cmd/kubelet
+
+e2e: e2e-deps e2e-build $(if $(E2E_KUBELET),old-kubelet) ## Run the end-to-end tests on a real cluster on this machine: real kubelets, containerd, the chart (root); E2E_IMAGES=dir runs those images, E2E_KUBELET=<minor> an older kubelet.
+	E2E_IMAGES=$(E2E_IMAGES) hack/e2e.sh $(E2E_FLAGS) $(if $(E2E_KUBELET),-e2e.gpu-kubelet=$(CURDIR)/$(E2E_OUT)/k8s-$(E2E_KUBELET)/kubelet)
 
 e2e-clean: ## Remove what an interrupted make e2e left (saved kernel settings, cgroups).
 	hack/e2e.sh --clean
+
+release: bin/helm ## Build every release artifact of VERSION (vX.Y.Z) into _output/release/VERSION and check them (docs/release.md).
+	VERSION=$(VERSION) COMMIT=$(COMMIT) LDFLAGS="$(LDFLAGS)" SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	  IMAGE_REGISTRY=$(IMAGE_REGISTRY) HELM=$(HELM) GO=$(GO) hack/release.sh
+	VERSION=$(VERSION) HELM=$(HELM) hack/release-check.sh
 
 fuzz: ## Fuzz each parser for FUZZTIME.
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./pkg/assignment

@@ -62,8 +62,20 @@ if [[ ${1:-} == --clean ]]; then
 fi
 
 [[ $EUID -eq 0 ]] || die "must run as root: it starts containerd and two kubelets (they run in namespaces of their own, see test/e2e/realcluster)"
-for f in $OUT/e2e.test $OUT/images/tessera-scheduler.tar $OUT/images/tessera-device-plugin.tar $OUT/images/sleeper.tar $OUT/k8s/kubelet bin/etcd bin/helm bin/kubectl-tessera; do
+# E2E_IMAGES: a directory with the two Tessera images to run instead of the
+# ones make e2e builds, e.g. a release's (_output/release/vX.Y.Z).
+IMAGES=${E2E_IMAGES:-$OUT/images}
+for f in $OUT/e2e.test $OUT/images/sleeper.tar $OUT/k8s/kubelet bin/etcd bin/helm bin/kubectl-tessera; do
   [[ -e $f ]] || die "$f is missing: run make e2e, which builds it"
+done
+app=$(sed -n 's/^appVersion: *"*\([^"]*\)"*$/\1/p' manifests/charts/tessera/Chart.yaml)
+for c in tessera-scheduler tessera-device-plugin; do
+  f=$IMAGES/$c.tar
+  [[ -e $f ]] || die "$f is missing: run make e2e, which builds it (or set E2E_IMAGES to a directory that has it)"
+  # The chart installs the tag appVersion; an image of another tag would
+  # never be found (the nodes cannot pull).
+  tar -xOf "$f" index.json | grep -q "\"org.opencontainers.image.ref.name\":\"$app\"" ||
+    die "$f is not tagged $app, the chart's appVersion: the chart would not find it"
 done
 if [[ -f $OUT/run.pid ]] && kill -0 "$(cat "$OUT/run.pid")" 2>/dev/null; then
   die "another run is in progress (pid $(cat "$OUT/run.pid"))"
@@ -88,8 +100,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 rm -rf "$OUT/run"
-mkdir -p "$OUT/run"
+mkdir -p "$OUT/run/images"
 abs=$(cd "$OUT" && pwd)
+ln -s "$(cd "$IMAGES" && pwd)/tessera-scheduler.tar" "$(cd "$IMAGES" && pwd)/tessera-device-plugin.tar" "$abs/images/sleeper.tar" "$abs/run/images/"
 # bash is the namespace's PID 1: it reaps the containerd shims that are
 # re-parented to it, and when the test binary ends it ends, taking every
 # process of the namespace with it.
@@ -97,7 +110,7 @@ set +e
 unshare --net --mount --pid --fork --mount-proc --propagation private \
   bash -c '"$@"; exit $?' e2e "$abs/e2e.test" \
   -e2e.dir="$abs/run" -e2e.bin-dir="$abs/k8s" -e2e.etcd="$PWD/bin/etcd" -e2e.helm="$PWD/bin/helm" \
-  -e2e.kubectl-tessera="$PWD/bin/kubectl-tessera" -e2e.images="$abs/images" -e2e.repo="$PWD" \
+  -e2e.kubectl-tessera="$PWD/bin/kubectl-tessera" -e2e.images="$abs/run/images" -e2e.repo="$PWD" \
   -test.timeout=30m "$@"
 rc=$?
 set -e

@@ -33,6 +33,7 @@ var (
 	kubectlTessera = flag.String("e2e.kubectl-tessera", "", "kubectl-tessera binary (required)")
 	imagesDir      = flag.String("e2e.images", "", "directory with tessera-scheduler.tar, tessera-device-plugin.tar and sleeper.tar (required)")
 	repo           = flag.String("e2e.repo", "", "the repository's root: README.md, the chart, the examples (required)")
+	gpuKubelet     = flag.String("e2e.gpu-kubelet", "", "the GPU node's kubelet binary, e.g. an older minor's (default: the one in -e2e.bin-dir)")
 )
 
 const (
@@ -91,7 +92,7 @@ func run(m *testing.M) int {
 		SandboxImage:     sleeperImage,
 		SandboxImageFile: filepath.Join(*imagesDir, "sleeper.tar"),
 		Nodes: []realcluster.NodeConfig{
-			{Name: gpuNode, Images: images},
+			{Name: gpuNode, Images: images, Kubelet: *gpuKubelet},
 			{Name: cpuNode, Images: images},
 		},
 		Logf: logf,
@@ -123,7 +124,15 @@ func run(m *testing.M) int {
 		return 1
 	}
 	logf("cluster up and Tessera installed %v after start", time.Since(began).Round(time.Millisecond))
-	return m.Run()
+	code := m.Run()
+	// A kubelet crash is the kubelet's own (the tests check that nothing
+	// is lost when it comes back), but it must not go unnoticed.
+	for _, n := range c.Nodes {
+		for _, why := range n.KubeletCrashes() {
+			logf("node %s: the kubelet crashed during the run and was restarted: %s", n.Name, why)
+		}
+	}
+	return code
 }
 
 // shell runs one command line from the docs (no pipes or expansions)

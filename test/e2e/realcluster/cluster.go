@@ -288,7 +288,7 @@ func (c *Cluster) waitHealthy(ctx context.Context, p *process) error {
 
 func (c *Cluster) waitNodeReady(ctx context.Context, n *Node) error {
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		for _, p := range []*process{n.containerd, n.kubelet} {
+		for _, p := range []*process{n.containerd, n.kubeletProcess()} {
 			if done, err := p.exited(); done {
 				return false, fmt.Errorf("%s exited (%v)", p.name, err)
 			}
@@ -305,7 +305,7 @@ func (c *Cluster) waitNodeReady(ctx context.Context, n *Node) error {
 		return false, nil
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for node %s to be Ready: %w\nkubelet log:\n%s", n.Name, err, n.kubelet.tail())
+		return fmt.Errorf("waiting for node %s to be Ready: %w\nkubelet log:\n%s", n.Name, err, n.kubeletProcess().tail())
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,6 +26,10 @@ type NodeConfig struct {
 	// (namespace k8s.io, pinned against image garbage collection) before
 	// the kubelet starts.
 	Images []string
+	// Kubelet is the node's kubelet binary; empty means the one in the
+	// cluster's BinDir. A node may run an older kubelet than the control
+	// plane, as nodes do while a cluster is upgraded.
+	Kubelet string
 }
 
 // Node is a running node: a containerd and a kubelet sharing a mount
@@ -42,6 +47,14 @@ type Node struct {
 	cfg                 *Cluster
 	containerd, kubelet *process
 	index               int
+
+	// mu guards kubelet, kubeletUp and crashes: the kubelet is supervised
+	// as systemd supervises it on a real node (Restart=always), so a
+	// crash is logged and the kubelet started again, and only StopKubelet
+	// and stop end it for good.
+	mu        sync.Mutex
+	kubeletUp bool
+	crashes   []string
 }
 
 // Containerd's files that must be short paths or live on tmpfs go under
@@ -105,9 +118,13 @@ func (c *Cluster) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, e
 	for k, v := range nc.Labels {
 		labels = append(labels, k+"="+v)
 	}
+	kubelet := nc.Kubelet
+	if kubelet == "" {
+		kubelet = filepath.Join(c.cfg.BinDir, "kubelet")
+	}
 	args := []string{
 		"nsenter", "--target", fmt.Sprint(n.containerd.Pid()), "--mount", "--",
-		filepath.Join(c.cfg.BinDir, "kubelet"),
+		kubelet,
 		"--config", conf, "--kubeconfig", kc,
 		"--hostname-override", nc.Name, "--node-ip", n.IP,
 	}
@@ -117,7 +134,67 @@ func (c *Cluster) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, e
 	if n.kubelet, err = start(c.cfg.Dir, nc.Name+"-kubelet", nil, args...); err != nil {
 		return n, err
 	}
+	n.kubeletUp = true
+	go n.supervise(n.kubelet)
 	return n, nil
+}
+
+// kubeletRestartDelay is how long a crashed kubelet stays down, as
+// systemd's RestartSec in the kubelet's unit.
+const kubeletRestartDelay = 2 * time.Second
+
+// supervise starts the kubelet again when p, the running kubelet, ends on
+// its own.
+func (n *Node) supervise(p *process) {
+	<-p.done
+	n.mu.Lock()
+	if !n.kubeletUp || n.kubelet != p {
+		n.mu.Unlock()
+		return
+	}
+	why := fmt.Sprintf("%v: %s", p.err, firstPanicLine(p.tail()))
+	n.crashes = append(n.crashes, why)
+	n.mu.Unlock()
+	n.cfg.logf("node %s: the kubelet exited on its own (%s); starting it again in %v, as systemd would", n.Name, why, kubeletRestartDelay)
+	time.Sleep(kubeletRestartDelay)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.kubeletUp || n.kubelet != p {
+		return
+	}
+	np, err := start(n.cfg.cfg.Dir, p.name, nil, p.cmd.Args...)
+	if err != nil {
+		n.cfg.logf("node %s: restarting the kubelet: %v", n.Name, err)
+		n.kubeletUp = false
+		return
+	}
+	n.kubelet = np
+	go n.supervise(np)
+}
+
+// firstPanicLine picks the panic or fatal error out of a log's tail.
+func firstPanicLine(tail string) string {
+	for _, line := range strings.Split(tail, "\n") {
+		if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {
+			return line
+		}
+	}
+	return "no panic in its log"
+}
+
+// kubeletProcess is the node's current kubelet process.
+func (n *Node) kubeletProcess() *process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.kubelet
+}
+
+// KubeletCrashes lists the times the node's kubelet ended on its own, and
+// why.
+func (n *Node) KubeletCrashes() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.crashes...)
 }
 
 // makeCgroupRoot creates the kubelet's cgroupRoot in every cgroup v1
@@ -311,8 +388,12 @@ func (n *Node) importImage(ctx context.Context, file string) error {
 // (which stops the containers, their shims and network namespaces), then
 // stops containerd.
 func (n *Node) stop(c *Cluster) {
-	if n.kubelet != nil {
-		if err := n.kubelet.stop(20 * time.Second); err != nil {
+	n.mu.Lock()
+	n.kubeletUp = false
+	kubelet := n.kubelet
+	n.mu.Unlock()
+	if kubelet != nil {
+		if err := kubelet.stop(20 * time.Second); err != nil {
 			c.logf("%v", err)
 		}
 	}
@@ -333,10 +414,18 @@ func (n *Node) stop(c *Cluster) {
 
 // StopKubelet stops the node's kubelet (its containers keep running), for
 // tests of a kubelet restart.
-func (n *Node) StopKubelet() error { return n.kubelet.stop(30 * time.Second) }
+func (n *Node) StopKubelet() error {
+	n.mu.Lock()
+	n.kubeletUp = false
+	p := n.kubelet
+	n.mu.Unlock()
+	return p.stop(30 * time.Second)
+}
 
 // StartKubelet starts the kubelet again with the arguments it had.
 func (n *Node) StartKubelet() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if done, _ := n.kubelet.exited(); !done {
 		return fmt.Errorf("node %s: the kubelet is running", n.Name)
 	}
@@ -344,7 +433,8 @@ func (n *Node) StartKubelet() error {
 	if err != nil {
 		return err
 	}
-	n.kubelet = p
+	n.kubelet, n.kubeletUp = p, true
+	go n.supervise(p)
 	return nil
 }
 
