@@ -38,12 +38,20 @@ var (
 		Help: "tessera.io/gpu-assignment annotations rewritten to what the kubelet allocated.",
 	})
 
+	// Unmatched counts GetPreferredAllocation requests answered without a
+	// pod's assignment while pods waited: the container may get other GPUs
+	// than its pod's annotation says.
+	Unmatched = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "unmatched_preferences_total", StabilityLevel: metrics.ALPHA,
+		Help: "Preferred allocations chosen without a waiting pod's assignment, which none fitted, by resource.",
+	}, []string{"resource"})
+
 	// Registry holds the metrics above.
 	Registry = metrics.NewKubeRegistry()
 )
 
 func init() {
-	Registry.MustRegister(HealthTransitions, XIDs, AllocateDuration, Corrections)
+	Registry.MustRegister(HealthTransitions, XIDs, AllocateDuration, Corrections, Unmatched)
 }
 
 // Serve serves /metrics and /healthz, and the extra handlers by path, on

@@ -369,6 +369,7 @@ func (p *plugin) preferred(ctx context.Context, cr *pluginapi.ContainerPreferred
 // assignments fits what the kubelet offers: the container may get other
 // GPUs than its pod's assignment says, which the reconciler then records.
 func (p *plugin) logUnmatched(ctx context.Context, size, available int) {
+	metrics.Unmatched.WithLabelValues(string(p.resource)).Inc()
 	klog.FromContext(ctx).Info("No waiting pod's assignment fits the devices the kubelet offers; choosing devices without one", "resource", p.resource, "size", size, "available", available)
 }
 

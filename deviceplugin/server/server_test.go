@@ -13,9 +13,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/component-base/metrics/testutil"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
+	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 )
 
@@ -156,5 +158,23 @@ func TestPreferredReadsThePodsWhenNothingFits(t *testing.T) {
 	}
 	if ids := got.ContainerResponses[0].DeviceIDs; syncs != 2 || fmt.Sprint(ids) != "[GPU-a]" {
 		t.Errorf("preferred %v after %d reads of the pods; want [GPU-a] after 2", ids, syncs)
+	}
+	// A waiting pod whose GPU the kubelet does not offer: answered at once
+	// without it, and counted.
+	waiting := late.DeepCopy()
+	waiting.Name, waiting.UID = "waiting", "waiting"
+	waiting.Annotations[assignment.Annotation] = `{"main":[{"uuid":"GPU-b","percent":100}]}`
+	if err := ledger.UpsertPod(waiting); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := testutil.GetCounterMetricValue(metrics.Unmatched.WithLabelValues(string(handoff.Whole)))
+	req.ContainerRequests[0].AvailableDeviceIDs = []string{"GPU-a"}
+	got, err = whole.GetPreferredAllocation(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := testutil.GetCounterMetricValue(metrics.Unmatched.WithLabelValues(string(handoff.Whole)))
+	if ids := got.ContainerResponses[0].DeviceIDs; fmt.Sprint(ids) != "[GPU-a]" || after-before != 1 {
+		t.Errorf("preferred %v, unmatched_preferences_total went up by %v; want [GPU-a] and 1", ids, after-before)
 	}
 }
