@@ -192,34 +192,8 @@ func TestBurstOnOneNode(t *testing.T) {
 		t.Fatalf("%d of %d pods running: %v\n%s\n%s", len(running), len(specs), err, out, pending)
 	}
 
-	// Where the kubelet admitted pods of one shape in another order than
-	// the device plugin expected, the plugin rewrites their annotations to
-	// what the kubelet did; wait for that to settle.
-	var mismatch []string
 	settled := time.Now()
-	err = wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		list, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, nil
-		}
-		record, err := readKubeletRecord(ctx, gpuNode)
-		if err != nil {
-			return false, nil
-		}
-		running, mismatch = running[:0], mismatch[:0]
-		for i := range list.Items {
-			p := &list.Items[i]
-			running = append(running, p)
-			want := assigned(t, p)["main"]
-			if got := record[ns+"/"+p.Name+"/main"]; got.String() != want.String() {
-				mismatch = append(mismatch, fmt.Sprintf("%s: the kubelet gave %s, the assignment says %s", p.Name, got, want))
-			}
-		}
-		return len(mismatch) == 0, nil
-	})
-	if err != nil {
-		t.Errorf("the annotations never matched the kubelet's record: %v\n%s", err, strings.Join(mismatch, "\n"))
-	}
+	running, _ = settledRecord(t, ns)
 	t.Logf("annotations equal the kubelet's record %v after every pod ran", time.Since(settled).Round(100*time.Millisecond))
 
 	used := map[string]int{}

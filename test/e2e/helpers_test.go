@@ -246,3 +246,45 @@ func readKubeletRecord(ctx context.Context, node string) (map[string]share, erro
 	}
 	return out, nil
 }
+
+// settledRecord waits until the kubelet's record of every running pod of ns
+// equals the pod's assignment annotation, and returns those pods and the
+// record. Both catch up on their own: the device plugin rewrites an
+// annotation to what the kubelet did where the kubelet admitted pods of one
+// shape in another order than expected, and a restarted kubelet lists a
+// running pod again only once it has admitted it anew. It fails the test,
+// naming the differences, after a minute.
+func settledRecord(t *testing.T, ns string) ([]*v1.Pod, map[string]share) {
+	t.Helper()
+	var (
+		running  []*v1.Pod
+		record   map[string]share
+		mismatch []string
+	)
+	err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		if record, err = readKubeletRecord(ctx, gpuNode); err != nil {
+			return false, nil
+		}
+		running, mismatch = running[:0], mismatch[:0]
+		for i := range list.Items {
+			p := &list.Items[i]
+			if p.Status.Phase != v1.PodRunning || p.DeletionTimestamp != nil {
+				continue
+			}
+			running = append(running, p)
+			want := assigned(t, p)["main"]
+			if got := record[ns+"/"+p.Name+"/main"]; got.String() != want.String() {
+				mismatch = append(mismatch, fmt.Sprintf("%s: the kubelet gave %s, the assignment says %s", p.Name, got, want))
+			}
+		}
+		return len(mismatch) == 0, nil
+	})
+	if err != nil {
+		t.Errorf("the kubelet's record never matched the annotations: %v\n%s", err, strings.Join(mismatch, "\n"))
+	}
+	return running, record
+}

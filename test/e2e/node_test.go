@@ -294,7 +294,7 @@ func waitReplicasRunning(t *testing.T, ns string, want map[string]int) {
 // record equals the annotation.
 func checkNoDoubleBooking(t *testing.T, ns string) {
 	t.Helper()
-	record := kubeletRecord(t, gpuNode)
+	_, record := settledRecord(t, ns)
 	used := map[string]int{}
 	for _, s := range record {
 		for u, pct := range s {
@@ -304,20 +304,6 @@ func checkNoDoubleBooking(t *testing.T, ns string) {
 	for u, pct := range used {
 		if pct > 100 {
 			t.Errorf("the kubelet has given %d %% of GPU %s", pct, u)
-		}
-	}
-	list, err := cluster.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range list.Items {
-		p := &list.Items[i]
-		if p.Status.Phase != v1.PodRunning || p.DeletionTimestamp != nil {
-			continue
-		}
-		want := assigned(t, p)["main"]
-		if got := record[ns+"/"+p.Name+"/main"]; got.String() != want.String() {
-			t.Errorf("%s: the kubelet gave %s, the assignment says %s", p.Name, got, want)
 		}
 	}
 }
