@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/tessera-gpu/tessera/test/e2e/realcluster"
 )
 
@@ -124,6 +126,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	logf("cluster up and Tessera installed %v after start", time.Since(began).Round(time.Millisecond))
+	if nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, n := range nodes.Items {
+			logf("node %s: kubelet %s, %s", n.Name, n.Status.NodeInfo.KubeletVersion, n.Status.NodeInfo.ContainerRuntimeVersion)
+		}
+	}
 	code := m.Run()
 	// A kubelet crash is the kubelet's own (the tests check that nothing
 	// is lost when it comes back), but it must not go unnoticed.

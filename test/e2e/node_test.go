@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/tessera-gpu/tessera/deviceplugin/agent"
@@ -58,7 +59,8 @@ func TestInitContainersAndSidecarsGetGPUs(t *testing.T) {
 // GPU a running pod holds a share of (through the device plugin's fault
 // endpoint): the GPUNode marks it unhealthy; a new share goes to another GPU
 // although binpack prefers the used one; and the kubelet names the GPU's
-// shares in the running pod's allocatedResourcesStatus.
+// shares in the running pod's allocatedResourcesStatus (kubelets from 1.36,
+// where the ResourceHealthStatus gate is on by default).
 func TestXIDReachesGPUNodeSchedulerAndPod(t *testing.T) {
 	ns := testNamespace(t)
 	if _, err := cluster.Client.CoreV1().Pods(ns).Create(t.Context(), sleeperPod("holder", percent(25)), metav1.CreateOptions{}); err != nil {
@@ -98,6 +100,17 @@ func TestXIDReachesGPUNodeSchedulerAndPod(t *testing.T) {
 	next := waitRunning(t, ns, "next")
 	if got := assigned(t, next)["main"]; got.uuids() == bad {
 		t.Errorf("the new share went to the failed GPU %s", bad)
+	}
+
+	// The kubelet reports device health in the pod's status only with its
+	// ResourceHealthStatus feature gate, on by default from 1.36.
+	node, err := cluster.Client.CoreV1().Nodes().Get(t.Context(), gpuNode, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := version.ParseSemantic(node.Status.NodeInfo.KubeletVersion); err != nil || v.LessThan(version.MajorMinor(1, 36)) {
+		t.Logf("kubelet %s: ResourceHealthStatus is off by default before 1.36; allocatedResourcesStatus not checked", node.Status.NodeInfo.KubeletVersion)
+		return
 	}
 
 	err = wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
