@@ -122,17 +122,16 @@ type Ledger struct {
 	seq uint64
 	// podsChanged is closed and replaced at every pod update.
 	podsChanged chan struct{}
-	// ghosts are pods gone from the API that the kubelet still lists, by
-	// namespace/name: the device IDs it listed for them when they went.
+	// ghosts are pods gone from the API that the kubelet may still list,
+	// by namespace/name: the device IDs it listed for them when they went.
 	// PodResources names pods, not UIDs, so without them the devices of a
-	// force-deleted pod would be credited to a new pod of the same name.
+	// deleted pod would be credited to a new pod of the same name.
 	ghosts map[string]ghost
 }
 
 // ghost is a pod deleted from the API whose devices the kubelet may still
-// hold.
+// list for a moment.
 type ghost struct {
-	uid types.UID
 	ids map[string]bool // resource/id
 }
 
@@ -246,9 +245,9 @@ func (l *Ledger) DeletePod(uid types.UID) {
 // admitted at once: holding them until the next listing would report the
 // GPU unavailable to the kubelet for that admission, which then takes
 // other GPUs than the scheduler chose. If a later listing still shows the
-// devices (the kubelet has not caught up), they are held again, as the
-// ghost's: the kubelet never gives one device to two pods at once, so
-// while listed they are not a new same-name pod's.
+// devices (the kubelet had not processed the deletion yet), they are
+// still not held, only kept apart as the ghost's: they are not a new
+// same-name pod's.
 func (l *Ledger) forgetLocked(uid types.UID) {
 	p := l.pods[uid]
 	delete(l.pods, uid)
@@ -266,7 +265,7 @@ func (l *Ledger) forgetLocked(uid types.UID) {
 		delete(l.kubelet, o)
 	}
 	if p != nil && len(ids) > 0 {
-		l.ghosts[p.namespace+"/"+p.name] = ghost{uid: uid, ids: ids}
+		l.ghosts[p.namespace+"/"+p.name] = ghost{ids: ids}
 	}
 }
 
@@ -356,26 +355,20 @@ func (l *Ledger) ObserveKubelet(devs []ContainerDevices) {
 			// A pod the informer has not shown yet still holds its devices.
 			uid = types.UID("name:" + name)
 		}
-		// The IDs a deleted pod of this name still held are its own, not
-		// those of the pod that now has the name.
+		// The IDs a deleted pod of this name held are its own, not those
+		// of a pod that now has the name, and they are not held: the
+		// kubelet lists a pod until it has processed the pod's deletion,
+		// and frees the devices of a pod it no longer runs at its next
+		// admission, which comes after.
 		if g, haunted := l.ghosts[name]; haunted {
-			var mine, its []string
+			var mine []string
 			for _, id := range d.IDs {
 				if g.ids[string(d.Resource)+"/"+id] {
-					its = append(its, id)
+					listed[string(d.Resource)+"/"+id] = true
+					ghostListed[name] = true
 				} else {
 					mine = append(mine, id)
 				}
-			}
-			for _, id := range its {
-				listed[string(d.Resource)+"/"+id] = true
-			}
-			if len(its) > 0 {
-				ghostListed[name] = true
-				gd := d
-				gd.IDs = its
-				o := owner{g.uid, d.Container}
-				l.kubelet[o] = append(l.kubelet[o], gd)
 			}
 			d.IDs = mine
 		}

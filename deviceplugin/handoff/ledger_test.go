@@ -555,8 +555,10 @@ func TestSameNameReplacement(t *testing.T) {
 	if ids, ok := l.Match(Whole, []string{"GPU-1", "GPU-2"}, nil, 1); !ok || fmt.Sprint(ids) != "[GPU-1]" {
 		t.Errorf("the replacement is not steered to its GPU: %v %v", ids, ok)
 	}
-	if !l.Unhealthy(Percent)[PercentID("GPU-0", 0)] {
-		t.Error("the old pod's GPU is offered as shares while the kubelet holds it")
+	// The kubelet frees a pod gone from the API at its next admission,
+	// whatever a listing taken before it processed the deletion says.
+	if l.Unhealthy(Percent)[PercentID("GPU-0", 0)] {
+		t.Error("the old pod's GPU is withheld from shares although the old pod is gone")
 	}
 	// Both are listed under one name; each keeps its own GPU.
 	l.ObserveKubelet([]ContainerDevices{listOld, {Namespace: "default", Pod: "job", Container: "main", Resource: Whole, IDs: []string{"GPU-1"}}})
@@ -714,8 +716,8 @@ func TestAllocated(t *testing.T) {
 // TestDeletedPodFreesItsGPUAtOnce: when a pod holding a share leaves the
 // API, its GPU is offered whole again before the next listing of the
 // kubelet's record: the scheduler may already have placed a whole-GPU pod
-// there, and the kubelet admits it at once. A listing that still shows the
-// share holds the GPU again.
+// there, and the kubelet admits it at once. A late listing that still shows
+// the share does not hold it again.
 func TestDeletedPodFreesItsGPUAtOnce(t *testing.T) {
 	l := NewLedger(uuids(2))
 	share := boundPod("share", 1, assignment.Assignment{"main": {{UUID: "GPU-0", Percent: 50}}})
@@ -742,9 +744,14 @@ func TestDeletedPodFreesItsGPUAtOnce(t *testing.T) {
 	if got, ok := l.Match(Whole, []string{"GPU-0", "GPU-1"}, nil, 1); !ok || fmt.Sprint(got) != "[GPU-0]" {
 		t.Errorf("the whole-GPU pod is not steered to the GPU the deleted pod left: %v %v", got, ok)
 	}
+	// A listing the kubelet gave before it processed the deletion changes
+	// nothing: the kubelet frees the share at its next admission.
 	l.ObserveKubelet(listed)
-	if !l.Unhealthy(Whole)["GPU-0"] {
-		t.Error("a listing that still shows the deleted pod's share does not hold the GPU")
+	if l.Unhealthy(Whole)["GPU-0"] {
+		t.Error("a listing that still shows the deleted pod's share withholds the GPU again")
+	}
+	if cs := l.Corrections(); len(cs) != 0 {
+		t.Errorf("the deleted pod's share was credited to another pod: %+v", cs)
 	}
 }
 

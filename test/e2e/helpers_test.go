@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -287,4 +288,36 @@ func settledRecord(t *testing.T, ns string) ([]*v1.Pod, map[string]share) {
 		t.Errorf("the kubelet's record never matched the annotations: %v\n%s", err, strings.Join(mismatch, "\n"))
 	}
 	return running, record
+}
+
+// saveTesseraLogs writes the logs of Tessera's pods to the run's log
+// directory (make e2e keeps it in _output/e2e/logs), named by the test
+// about to replace them: the kubelet removes a pod's logs with the pod.
+func saveTesseraLogs(t *testing.T) {
+	t.Helper()
+	// Not t.Context(): this also runs in cleanups, after it ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pods, err := cluster.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Logf("listing %s to keep its logs: %v", namespace, err)
+		return
+	}
+	dir := filepath.Join(*workDir, "logs", "tessera")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("keeping logs: %v", err)
+		return
+	}
+	for _, p := range pods.Items {
+		for _, c := range p.Spec.Containers {
+			data, err := cluster.Client.CoreV1().Pods(namespace).GetLogs(p.Name, &v1.PodLogOptions{Container: c.Name}).DoRaw(ctx)
+			if err != nil {
+				continue
+			}
+			name := fmt.Sprintf("%s_%s_%s.log", t.Name(), p.Name, c.Name)
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+				t.Logf("keeping logs: %v", err)
+			}
+		}
+	}
 }

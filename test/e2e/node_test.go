@@ -173,6 +173,8 @@ func devicePluginPod(t *testing.T, node string) *v1.Pod {
 // more than 100 %, the kubelet's record keeps equalling the annotations,
 // and a pod created after the scheduler's restart is placed.
 func TestRestartsLoseNothing(t *testing.T) {
+	saveTesseraLogs(t)
+	t.Cleanup(func() { saveTesseraLogs(t) })
 	ns := testNamespace(t)
 	whole := sleeperDeployment(t, ns, "whole", 3, gpus(1))
 	shares := sleeperDeployment(t, ns, "shares", 8, percent(25))

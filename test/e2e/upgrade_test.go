@@ -24,6 +24,7 @@ import (
 // and installing again as the README says works, the scheduler included
 // (the taint once kept it Pending).
 func TestHelmUpgradeAndUninstall(t *testing.T) {
+	saveTesseraLogs(t)
 	ctx := t.Context()
 	if _, err := shell(ctx, "helm upgrade tessera manifests/charts/tessera -n tessera-system --reuse-values --set devicePlugin.taintNode=true --wait --timeout 5m"); err != nil {
 		t.Fatal(err)
