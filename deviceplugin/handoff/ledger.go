@@ -179,6 +179,27 @@ func (l *Ledger) SetHealth(uuid string, healthy bool) {
 // pod's assignment annotation is present but unusable; the pod then has no
 // claims, and the kubelet's record will be written back as its truth.
 func (l *Ledger) UpsertPod(pod *v1.Pod) error {
+	_, err := l.upsert(pod, false)
+	return err
+}
+
+// AddPodIfUnknown records a pod the ledger has not seen, as UpsertPod
+// would, and leaves a known one as it is: it serves a direct listing of
+// the API made because the informer may be behind, and a listing must not
+// undo what a newer event, or an exchange, recorded. It reports whether
+// the pod was added.
+func (l *Ledger) AddPodIfUnknown(pod *v1.Pod) (bool, error) {
+	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
+		return false, nil
+	}
+	return l.upsert(pod, true)
+}
+
+// upsert is UpsertPod; with onlyNew it leaves a pod the ledger knows as it
+// is, deciding that under the same lock as the write, so that an informer
+// event landing in between is never overwritten. It reports whether it
+// recorded the pod.
+func (l *Ledger) upsert(pod *v1.Pod, onlyNew bool) (bool, error) {
 	rec := &podRecord{uid: pod.UID, namespace: pod.Namespace, name: pod.Name, created: pod.CreationTimestamp.Time}
 	var err error
 	raw, ok := pod.Annotations[assignment.Annotation]
@@ -189,16 +210,16 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	old := l.pods[pod.UID]
+	if onlyNew && old != nil {
+		return false, nil
+	}
 	close(l.podsChanged)
 	l.podsChanged = make(chan struct{})
 	if pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
 		l.forgetLocked(pod.UID)
-		return nil
+		return true, nil
 	}
-	// An exchange lives in the claims until the correction it causes
-	// rewrites the annotation; an update that leaves the annotation as it
-	// was (a status change) must not undo it.
-	old := l.pods[pod.UID]
 	if old != nil {
 		rec.seen = old.seen
 	} else {
@@ -208,26 +229,14 @@ func (l *Ledger) UpsertPod(pod *v1.Pod) error {
 	for _, c := range rec.claims {
 		c.seen = rec.seen
 	}
+	// An exchange lives in the claims until the correction it causes
+	// rewrites the annotation; an update that leaves the annotation as it
+	// was (a status change) must not undo it.
 	if old != nil && old.exchanged && old.annotation == rec.annotation && rec.valid {
 		rec.claims, rec.exchanged = old.claims, true
 	}
 	l.pods[pod.UID] = rec
-	return err
-}
-
-// AddPodIfUnknown records a pod the ledger has not seen, as UpsertPod
-// would, and leaves a known one as it is: it serves a direct listing of
-// the API made because the informer may be behind, and a listing must not
-// undo what a newer event, or an exchange, recorded. It reports whether
-// the pod was added.
-func (l *Ledger) AddPodIfUnknown(pod *v1.Pod) (bool, error) {
-	l.mu.Lock()
-	_, known := l.pods[pod.UID]
-	l.mu.Unlock()
-	if known || pod.Status.Phase == v1.PodSucceeded || pod.Status.Phase == v1.PodFailed {
-		return false, nil
-	}
-	return true, l.UpsertPod(pod)
+	return true, err
 }
 
 // DeletePod forgets a pod.

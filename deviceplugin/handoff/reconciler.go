@@ -93,8 +93,10 @@ func (r *Reconciler) WatchPods(ctx context.Context) (func() bool, error) {
 			if pod, ok := obj.(*v1.Pod); ok {
 				r.ledger.DeletePod(pod.UID)
 				r.changed()
-				// A listing soon confirms the devices are free (or holds
-				// them again if the kubelet still runs the pod).
+				// The ledger freed the pod's devices already; a listing
+				// soon drops what the last one said of the pod (a listing
+				// taken before the kubelet processed the deletion only
+				// keeps its devices apart from a same-name pod).
 				r.Kick()
 			}
 		},
