@@ -131,12 +131,23 @@ func (c *Cluster) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, e
 	if len(labels) > 0 {
 		args = append(args, "--node-labels", strings.Join(labels, ","))
 	}
-	if n.kubelet, err = start(c.cfg.Dir, nc.Name+"-kubelet", nil, args...); err != nil {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.launchKubeletLocked(nc.Name+"-kubelet", args); err != nil {
 		return n, err
 	}
-	n.kubeletUp = true
-	go n.supervise(n.kubelet)
 	return n, nil
+}
+
+// launchKubeletLocked starts the kubelet and supervises it.
+func (n *Node) launchKubeletLocked(name string, args []string) error {
+	p, err := start(n.cfg.cfg.Dir, name, nil, args...)
+	if err != nil {
+		return err
+	}
+	n.kubelet, n.kubeletUp = p, true
+	go n.supervise(p)
+	return nil
 }
 
 // kubeletRestartDelay is how long a crashed kubelet stays down, as
@@ -162,14 +173,10 @@ func (n *Node) supervise(p *process) {
 	if !n.kubeletUp || n.kubelet != p {
 		return
 	}
-	np, err := start(n.cfg.cfg.Dir, p.name, nil, p.cmd.Args...)
-	if err != nil {
+	if err := n.launchKubeletLocked(p.name, p.cmd.Args); err != nil {
 		n.cfg.logf("node %s: restarting the kubelet: %v", n.Name, err)
 		n.kubeletUp = false
-		return
 	}
-	n.kubelet = np
-	go n.supervise(np)
 }
 
 // firstPanicLine picks the panic or fatal error out of a log's tail.
@@ -429,13 +436,7 @@ func (n *Node) StartKubelet() error {
 	if done, _ := n.kubelet.exited(); !done {
 		return fmt.Errorf("node %s: the kubelet is running", n.Name)
 	}
-	p, err := start(n.cfg.cfg.Dir, n.kubelet.name, nil, n.kubelet.cmd.Args...)
-	if err != nil {
-		return err
-	}
-	n.kubelet, n.kubeletUp = p, true
-	go n.supervise(p)
-	return nil
+	return n.launchKubeletLocked(n.kubelet.name, n.kubelet.cmd.Args)
 }
 
 func removeSandboxes(ctx context.Context, socket string) error {
