@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
+	"github.com/tessera-gpu/tessera/deviceplugin/cdi"
 	"github.com/tessera-gpu/tessera/deviceplugin/discovery"
 	"github.com/tessera-gpu/tessera/deviceplugin/fakegpu"
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
@@ -56,6 +57,9 @@ type Config struct {
 	TaintNode bool
 	// CDI adds CDI device names to allocations.
 	CDI bool
+	// CDISpecDir is where, with CDI and a fake machine, the fake GPUs' CDI
+	// spec is written (a directory the container runtime scans).
+	CDISpecDir string
 	// Heartbeat is how often the GPUNode is refreshed.
 	Heartbeat time.Duration
 	// ReconcileInterval is how often the kubelet's record is read.
@@ -114,6 +118,15 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		return err
 	}
 	defer closeLib()
+	if cfg.CDI && a.machine != nil {
+		// Before the kubelet can ask for a GPU: a runtime that cannot
+		// resolve a CDI name fails the container.
+		path, err := cdi.WriteFakeSpec(cfg.CDISpecDir, a.inv)
+		if err != nil {
+			return fmt.Errorf("--cdi with a fake machine needs its CDI spec in --cdi-spec-dir %q: %w", cfg.CDISpecDir, err)
+		}
+		logger.Info("Wrote the fake GPUs' CDI spec", "path", path, "devices", len(a.inv.GPUs))
+	}
 
 	if cfg.TaintNode {
 		if err := taintNode(ctx, cfg.Kube, cfg.NodeName); err != nil {

@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/tessera-gpu/tessera/deviceplugin/cdi"
 	"github.com/tessera-gpu/tessera/deviceplugin/handoff"
 	"github.com/tessera-gpu/tessera/deviceplugin/metrics"
 )
@@ -393,7 +394,7 @@ func (p *plugin) Allocate(ctx context.Context, req *pluginapi.AllocateRequest) (
 		}
 		if p.srv.opts.CDI {
 			for _, g := range gpus {
-				c.CdiDevices = append(c.CdiDevices, &pluginapi.CDIDevice{Name: "nvidia.com/gpu=" + g})
+				c.CdiDevices = append(c.CdiDevices, &pluginapi.CDIDevice{Name: cdi.DeviceName(g)})
 			}
 		}
 		resp.ContainerResponses = append(resp.ContainerResponses, c)
