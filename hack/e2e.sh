@@ -65,7 +65,7 @@ fi
 # E2E_IMAGES: a directory with the two Tessera images to run instead of the
 # ones make e2e builds, e.g. a release's (_output/release/vX.Y.Z).
 IMAGES=${E2E_IMAGES:-$OUT/images}
-for f in $OUT/e2e.test $OUT/images/sleeper.tar $OUT/k8s/kubelet bin/etcd bin/helm bin/kubectl-tessera; do
+for f in $OUT/e2e.test $OUT/images/sleeper.tar $OUT/k8s/kubelet $OUT/containerd/containerd $OUT/containerd/ctr $OUT/containerd/containerd-shim-runc-v2 bin/etcd bin/helm bin/kubectl-tessera; do
   [[ -e $f ]] || die "$f is missing: run make e2e, which builds it"
 done
 app=$(sed -n 's/^appVersion: *"*\([^"]*\)"*$/\1/p' manifests/charts/tessera/Chart.yaml)
@@ -83,8 +83,8 @@ fi
 if [[ -f $STATE || -n $(leftover_cgroups) ]]; then
   die "an earlier run did not finish cleaning up ($STATE or /sys/fs/cgroup/*/$CGROUP_PREFIX-* exist): run 'hack/e2e.sh --clean' (or 'make e2e-clean') first"
 fi
-for cmd in containerd ctr runc unshare nsenter ip; do
-  command -v "$cmd" >/dev/null || die "$cmd is not installed (make e2e installs it with apt-get)"
+for cmd in runc unshare nsenter ip; do
+  command -v "$cmd" >/dev/null || die "$cmd is not installed (make e2e-deps installs it with apt-get)"
 done
 
 # Save the kernel settings before anything can change them; restore them,
@@ -111,6 +111,7 @@ unshare --net --mount --pid --fork --mount-proc --propagation private \
   bash -c '"$@"; exit $?' e2e "$abs/e2e.test" \
   -e2e.dir="$abs/run" -e2e.bin-dir="$abs/k8s" -e2e.etcd="$PWD/bin/etcd" -e2e.helm="$PWD/bin/helm" \
   -e2e.kubectl-tessera="$PWD/bin/kubectl-tessera" -e2e.images="$abs/run/images" -e2e.repo="$PWD" \
+  -e2e.containerd-dir="$abs/containerd" \
   -test.timeout=30m "$@"
 rc=$?
 set -e

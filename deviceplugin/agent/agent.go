@@ -85,6 +85,7 @@ type Agent struct {
 	monitor *health.Monitor
 	pub     *inventory.Publisher
 	rec     *handoff.Reconciler
+	srv     *server.Server
 }
 
 // Machine returns the fake machine in fake mode, to inject faults; nil
@@ -165,7 +166,7 @@ func Run(ctx context.Context, cfg Config, started func(*Agent)) error {
 		kr = cfg.KubeletRecord
 	}
 	rec = handoff.NewReconciler(cfg.NodeName, ledger, cfg.Kube, kr, recorder, srv.Changed)
-	a.rec = rec
+	a.rec, a.srv = rec, srv
 	podsSynced, err := rec.WatchPods(ctx)
 	if err != nil {
 		return fmt.Errorf("watching this node's pods: %w", err)

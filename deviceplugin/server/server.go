@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -88,6 +89,19 @@ func (s *Server) SetGPUs(gpus []GPU) {
 		s.ledger.SetHealth(g.UUID, g.Healthy)
 	}
 	s.Changed()
+}
+
+// Serving reports whether the kubelet watches every resource: it has
+// registered them, opened ListAndWatch and received a device list, so it
+// admits pods that ask for them. A kubelet restart or a stopped plugin ends
+// the streams, and Serving is false until the kubelet watches again.
+func (s *Server) Serving() bool {
+	for _, p := range s.plugins {
+		if p.watchers.Load() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Changed tells every ListAndWatch stream to resend its device list: the
@@ -172,6 +186,10 @@ type plugin struct {
 	resource handoff.Resource
 	changed  chan struct{}
 
+	// watchers counts the ListAndWatch streams that have sent their first
+	// list: from then on the kubelet offers the resource's devices.
+	watchers atomic.Int32
+
 	mu     sync.Mutex
 	grpc   *grpc.Server
 	socket string
@@ -253,6 +271,10 @@ func (p *plugin) ListAndWatch(_ *pluginapi.Empty, stream grpc.ServerStreamingSer
 		if devs := p.devices(); !sent || !sameDevices(devs, last) {
 			if err := stream.Send(&pluginapi.ListAndWatchResponse{Devices: devs}); err != nil {
 				return err
+			}
+			if !sent {
+				p.watchers.Add(1)
+				defer p.watchers.Add(-1)
 			}
 			last, sent = devs, true
 		}

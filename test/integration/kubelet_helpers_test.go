@@ -78,10 +78,16 @@ func (k *kubelet) start() {
 // directory, as a kubelet restart does.
 func (k *kubelet) restart() {
 	k.t.Helper()
+	k.stop()
+	k.start()
+}
+
+// stop stops the device manager, as a kubelet that exits does.
+func (k *kubelet) stop() {
+	k.t.Helper()
 	if err := k.m.Stop(klog.Background()); err != nil {
 		k.t.Fatal(err)
 	}
-	k.start()
 }
 
 func (k *kubelet) activePods() []*v1.Pod {

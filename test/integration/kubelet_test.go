@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/tessera-gpu/tessera/deviceplugin/discovery"
 	"github.com/tessera-gpu/tessera/deviceplugin/fakegpu"
@@ -102,6 +103,8 @@ func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
 
 	k.waitAllocatable(v1.ResourceName(handoff.Whole), 8)
 	k.waitAllocatable(v1.ResourceName(handoff.Percent), 800)
+	// The device plugin's readiness: the kubelet watches both resources.
+	waitServing(t, srv, true)
 
 	// Two whole GPUs the kubelet would not pick on its own.
 	a := assignedPod("two", assignment.Assignment{"main": {{UUID: uuids[3], Percent: 100}, {UUID: uuids[5], Percent: 100}}}, "nvidia.com/gpu", 2)
@@ -164,9 +167,13 @@ func TestDevicePluginWithKubeletDeviceManager(t *testing.T) {
 		t.Errorf("no Allocate latency metric:\n%s", m)
 	}
 
-	// A kubelet restart wipes the sockets; the plugin registers again and
-	// the checkpoint keeps the earlier allocations.
-	k.restart()
+	// A kubelet restart wipes the sockets; the plugin is not ready while
+	// the kubelet is away, registers again and is ready again, and the
+	// checkpoint keeps the earlier allocations.
+	k.stop()
+	waitServing(t, srv, false)
+	k.start()
+	waitServing(t, srv, true)
 	k.waitAllocatable(v1.ResourceName(handoff.Whole), 6)
 	k.waitAllocatable(v1.ResourceName(handoff.Percent), 500)
 	if got := k.m.GetDevices(string(a.UID), "main")[string(handoff.Whole)]; len(got) != 2 {
@@ -483,5 +490,16 @@ func TestPluginRestartKeepsInitGPUsOnKubelet(t *testing.T) {
 		if n != load[u] {
 			t.Errorf("the ledger counts GPU %s at %d%%, the kubelet at %d%%", u, n, load[u])
 		}
+	}
+}
+
+// waitServing waits until the server's Serving (the device plugin's
+// readiness) is want.
+func waitServing(t *testing.T, srv *server.Server, want bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return srv.Serving() == want, nil
+	}); err != nil {
+		t.Fatalf("the device plugin's Serving never became %v", want)
 	}
 }

@@ -47,10 +47,12 @@ type Config struct {
 	BinDir string
 	// Etcd is the etcd binary.
 	Etcd string
-	// Containerd, Runc and CNIBinDir are the node's runtime: Debian's
-	// packages put them at /usr/bin/containerd, /usr/bin/runc and
-	// /usr/lib/cni.
-	Containerd, Runc, CNIBinDir string
+	// ContainerdDir holds containerd 2.x's containerd, ctr and
+	// containerd-shim-runc-v2 (make e2e builds them from the module proxy:
+	// 2.x resolves CDI devices, which Debian's 1.6 does not). Runc and
+	// CNIBinDir are Debian's runc and CNI plugins (/usr/bin/runc,
+	// /usr/lib/cni).
+	ContainerdDir, Runc, CNIBinDir string
 	// Nodes are the nodes to start, at least one.
 	Nodes []NodeConfig
 	// SandboxImage is the pause image every pod sandbox runs, already in

@@ -65,7 +65,7 @@ func (c *Cluster) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, e
 	dir := filepath.Join(c.cfg.Dir, "nodes", nc.Name)
 	run := runDir(nc.Name)
 	n := &Node{Name: nc.Name, IP: nodeIP(i), Dir: dir, Socket: filepath.Join(run, "containerd.sock"), cfg: c, index: i}
-	for _, d := range []string{filepath.Join(dir, "kubelet"), filepath.Join(dir, "log"), filepath.Join(dir, "cni"), run} {
+	for _, d := range []string{filepath.Join(dir, "kubelet"), filepath.Join(dir, "log"), filepath.Join(dir, "cni"), filepath.Join(dir, "cdi"), run} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
@@ -82,10 +82,15 @@ func (c *Cluster) startNode(ctx context.Context, i int, nc NodeConfig) (*Node, e
 		fmt.Sprintf("mount --bind %s /var/lib/kubelet", filepath.Join(dir, "kubelet")),
 		fmt.Sprintf("mount --bind %s /var/log", filepath.Join(dir, "log")),
 		"mount -t tmpfs tmpfs /run/netns 2>/dev/null || { mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns; }",
-		fmt.Sprintf("exec %s --config %s", c.cfg.Containerd, filepath.Join(dir, "containerd.toml")),
+		// The CDI specs the node's runtime reads (/var/run/cdi is one of
+		// containerd's default cdi_spec_dirs) are the node's own.
+		fmt.Sprintf("mkdir -p /run/cdi && mount --bind %s /run/cdi", filepath.Join(dir, "cdi")),
+		fmt.Sprintf("exec %s --config %s", filepath.Join(c.cfg.ContainerdDir, "containerd"), filepath.Join(dir, "containerd.toml")),
 	}, "\n")
 	var err error
-	if n.containerd, err = start(c.cfg.Dir, nc.Name+"-containerd", []string{"PATH=" + filepath.Dir(c.cfg.Runc) + ":" + os.Getenv("PATH")},
+	// containerd finds its shim, and the shim runc, on PATH.
+	path := "PATH=" + c.cfg.ContainerdDir + ":" + filepath.Dir(c.cfg.Runc) + ":" + os.Getenv("PATH")
+	if n.containerd, err = start(c.cfg.Dir, nc.Name+"-containerd", []string{path},
 		"unshare", "--mount", "--propagation", "private", "sh", "-c", script); err != nil {
 		return nil, err
 	}
@@ -245,7 +250,7 @@ func makeCgroupRoot(name string) error {
 
 func (n *Node) writeContainerdConfig(cfg Config) error {
 	run := runDir(n.Name)
-	toml := fmt.Sprintf(`version = 2
+	toml := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -259,29 +264,38 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.internal.v1.opt"]
   path = %[5]q
 
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[6]q
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = %[6]q
+
+[plugins."io.containerd.cri.v1.runtime"]
   # This machine's capability bounding set lacks CAP_SYS_RESOURCE: without
   # this the pause container's oom_score_adj of -998 is refused.
   restrict_oom_score_adj = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
+  # CDI is always on in containerd 2.x; these are its default directories,
+  # named here because the e2e tests rely on them.
+  cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
 
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "overlayfs"
+[plugins."io.containerd.cri.v1.runtime".containerd]
   default_runtime_name = "runc"
 
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
   SystemdCgroup = false
   BinaryName = %[7]q
   Root = %[8]q
 
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = %[9]q
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = [%[9]q]
   conf_dir = %[10]q
+
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
 `, filepath.Join(n.Dir, "containerd"), filepath.Join(run, "state"), n.Socket, n.Socket+".ttrpc",
 		filepath.Join(n.Dir, "opt"), cfg.SandboxImage, cfg.Runc, filepath.Join(run, "runc"),
 		cfg.CNIBinDir, filepath.Join(n.Dir, "cni"))
@@ -363,7 +377,7 @@ func (n *Node) waitContainerd(ctx context.Context) error {
 
 // ctr runs containerd's client against the node's containerd.
 func (n *Node) ctr(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", n.Socket, "--namespace", "k8s.io"}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(n.cfg.cfg.ContainerdDir, "ctr"), append([]string{"--address", n.Socket, "--namespace", "k8s.io"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("node %s: ctr %s: %v: %s", n.Name, strings.Join(args, " "), err, out)
