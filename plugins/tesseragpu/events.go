@@ -128,13 +128,19 @@ func markStale(ctx context.Context, client versioned.Interface, gn *v1alpha1.GPU
 }
 
 // EventsToRegister requeues pods rejected for GPU reasons when a GPUNode
-// appears or changes, when a pod that held GPUs goes away, and when the pod
-// gains a toleration (which may cover a device taint).
+// appears or changes, when a pod that held GPUs goes away, when the pod
+// gains a toleration (which may cover a device taint), and when a
+// DeviceClass or a node's allocatable changes (which may let DRA serve it).
 func (pl *TesseraGPU) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: gpuNodeEvents, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: pl.afterGPUNodeChange},
 		{Event: fwk.ClusterEvent{Resource: fwk.Pod, ActionType: fwk.Delete}, QueueingHintFn: pl.afterPodDelete},
 		{Event: fwk.ClusterEvent{Resource: fwk.TargetPod, ActionType: fwk.UpdatePodToleration}},
+		// A DeviceClass that maps a GPU resource, or a node whose device
+		// plugin went away, can turn a node into one that serves the pod
+		// through DRA (dra.go).
+		{Event: fwk.ClusterEvent{Resource: fwk.DeviceClass, ActionType: fwk.Add | fwk.Update}},
+		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.UpdateNodeAllocatable}},
 	}, nil
 }
 

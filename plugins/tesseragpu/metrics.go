@@ -24,6 +24,12 @@ var (
 		Help:           "Pods whose GPUs were reserved, by scoring strategy and request kind (whole, share, mixed).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"strategy", "kind"})
+	draPlacements = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem:      metricsSubsystem,
+		Name:           "dra_placements_total",
+		Help:           "GPU pods placed on nodes that serve their GPUs through DRA (a DeviceClass maps the resource; the DRA allocator picks the devices), by request kind.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"kind"})
 	rejections = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem:      metricsSubsystem,
 		Name:           "rejections_total",
@@ -55,7 +61,7 @@ var (
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(placements, rejections, pruned, cacheSync, workloadClasses)
+		legacyregistry.MustRegister(placements, draPlacements, rejections, pruned, cacheSync, workloadClasses)
 		legacyregistry.CustomMustRegister(inventory)
 	})
 }

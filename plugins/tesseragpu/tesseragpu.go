@@ -51,6 +51,7 @@ const (
 	reasonUnhealthy    = "no healthy gpu of an allowed model"
 	reasonDeviceTaints = "gpus have untolerated device taints"
 	reasonCapacity     = "insufficient gpu capacity"
+	reasonDRAModels    = "gpu models are not checked on a node that serves gpus through dra"
 )
 
 // TesseraGPU is the GPU placement plugin.
@@ -73,6 +74,9 @@ type TesseraGPU struct {
 	// comparisonOperators follows the TaintTolerationComparisonOperators
 	// gate, so device taints match tolerations exactly as node taints do.
 	comparisonOperators bool
+	// classes resolves an extended resource to the DeviceClass that maps
+	// it, if any (dra.go); nil without DRA.
+	classes fwk.DeviceClassResolver
 }
 
 var (
@@ -105,6 +109,9 @@ type cycleState struct {
 	cycle uint64
 	// chosen is set by Reserve.
 	chosen assignment.Assignment
+	// dra is set when a DeviceClass maps every GPU resource the pod asks
+	// for: nodes without a device plugin for them serve it through DRA.
+	dra bool
 	// whatIf holds the nodes that PreFilterExtensions changed in this copy
 	// of the cycle state: preemption's victims taken off, nominated pods
 	// put on. Nil in an ordinary cycle.
@@ -192,14 +199,20 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		rejections.WithLabelValues(reasonNotSynced).Inc()
 		return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
 	}
-	if largest := pl.cache.LargestNode(); req.Whole > largest {
+	// Nodes that serve the pod through DRA are not in the cache: neither
+	// the size check nor pruning can speak for them.
+	dra := pl.draMapped(req)
+	if largest := pl.cache.LargestNode(); req.Whole > largest && !dra {
 		rejections.WithLabelValues("larger than any node").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable,
 			fmt.Sprintf("pod asks for %d whole gpus; the largest gpu node has %d", req.Whole, largest))
 	}
 	pl.cache.IndexNodes(nodes)
-	res := pl.prune(pod, req, len(nodes))
-	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
+	var res *fwk.PreFilterResult
+	if !dra {
+		res = pl.prune(pod, req, len(nodes))
+	}
+	cs.Write(stateKey, &cycleState{req: req, cpu: cpu, now: pl.now(), cycle: cycles.Add(1), dra: dra})
 	return res, nil
 }
 
@@ -263,6 +276,9 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	}
 	sl := pl.cache.SlotOf(ni)
 	st := sl.State()
+	if s.dra && (st == nil || st.Inv == nil) && servedByDRA(s.req, ni) {
+		return filterDRA(s.req)
+	}
 	f, status := pl.fit(s, st)
 	if status != nil {
 		if status.Code() == fwk.Unschedulable {
@@ -392,7 +408,18 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		// PreFilter skipped the pod: it asks for no GPU.
 		return nil
 	}
-	f, status := pl.fitAgain(s, pl.cache.Slot(node))
+	sl := pl.cache.Slot(node)
+	if st := sl.State(); s.dra && (st == nil || st.Inv == nil) {
+		if ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node); err == nil && servedByDRA(s.req, ni) {
+			// DynamicResources allocates the devices and records them in
+			// the pod's extended-resource claim; nothing to assume here.
+			pl.waiting.done(pod.UID)
+			draPlacements.WithLabelValues(requestKind(s.req)).Inc()
+			klog.FromContext(ctx).V(3).Info("GPUs left to DRA", "pod", klog.KObj(pod), "node", node)
+			return nil
+		}
+	}
+	f, status := pl.fitAgain(s, sl)
 	if status != nil {
 		return status
 	}
@@ -490,6 +517,9 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 	registerMetrics()
 	pl := newPlugin(logger, args, fts)
 	pl.handle = h
+	if m := h.SharedDRAManager(); m != nil {
+		pl.classes = m.DeviceClassResolver()
+	}
 	recorder := h.EventRecorder()
 	pl.store.Warn = func(regarding runtime.Object, reason, note string) {
 		recorder.Eventf(regarding, nil, v1.EventTypeWarning, reason, "Scheduling", "%s", note)

@@ -438,6 +438,40 @@ func TestChartInstallsAndSchedules(t *testing.T) {
 			}
 		}
 	}
+
+	// DRA, with the service account's permissions (system:kube-scheduler's):
+	// a pod with a ResourceClaim and a pod whose nvidia.com/gpu a
+	// DeviceClass maps, both on a node whose GPUs a DRA driver publishes.
+	// DynamicResources creates the second pod's claim, allocates both and
+	// records the allocations (resourceclaims, resourceclaims/status,
+	// resourceclaims/binding, pods/status).
+	if err := addGPUDeviceClass(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := addDRANode(ctx, c, "dra", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.ResourceV1().ResourceClaims("default").Create(ctx, oneGPUClaim("one-gpu", "default"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	onDRANode := func(p *v1.Pod) { p.Spec.NodeSelector = map[string]string{v1.LabelHostname: "dra"} }
+	var devices []string
+	for _, p := range []*v1.Pod{
+		newPod("dra-claim", usingClaim("one-gpu"), onDRANode),
+		newPod("dra-mapped", gpus(1), onDRANode),
+	} {
+		if _, err := c.Client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var claims []string
+		if p.Name == "dra-claim" {
+			claims = []string{"one-gpu"}
+		}
+		devices = append(devices, allocatedDevices(t, ctx, c, waitPodBound(t, ctx, c, p.Name), claims...)...)
+	}
+	if len(devices) != 2 || devices[0] == devices[1] {
+		t.Errorf("DRA pods got devices %v, want two different ones", devices)
+	}
 }
 
 // checkLeasePermissions acts as the scheduler's service account on leases.

@@ -133,6 +133,12 @@ func (e *env) createPod(name string, opts ...podOpt) *v1.Pod {
 }
 
 func (e *env) tryCreatePod(name string, opts ...podOpt) (*v1.Pod, error) {
+	return e.c.Client.CoreV1().Pods("default").Create(e.ctx, newPod(name, opts...), metav1.CreateOptions{})
+}
+
+// newPod is a pod of tessera-scheduler in the default namespace with one
+// container, "main", asking for 100m CPU.
+func newPod(name string, opts ...podOpt) *v1.Pod {
 	p := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
 		Spec: v1.PodSpec{
@@ -144,7 +150,7 @@ func (e *env) tryCreatePod(name string, opts ...podOpt) (*v1.Pod, error) {
 	for _, o := range opts {
 		o(p)
 	}
-	return e.c.Client.CoreV1().Pods("default").Create(e.ctx, p, metav1.CreateOptions{})
+	return p
 }
 
 // waitBound waits until the pod is bound and returns it.

@@ -1,0 +1,200 @@
+// Package drainventory reads the GPUs that a DRA driver publishes in
+// ResourceSlices into Tessera's vendor-neutral device model
+// (pkg/device), so that nodes managed by a DRA driver can be judged and
+// scored like nodes that run Tessera's device plugin.
+//
+// It understands two drivers: NVIDIA's (gpu.nvidia.com), by the attribute
+// names that driver publishes, and Tessera's own (gpu.tessera.io). Other
+// drivers' devices, and NVIDIA's MIG and VFIO devices, are not GPUs Tessera
+// models and are left out.
+package drainventory
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+
+	"github.com/tessera-gpu/tessera/pkg/device"
+)
+
+const (
+	// NVIDIADriver is the driver name of NVIDIA's DRA driver for GPUs.
+	NVIDIADriver = "gpu.nvidia.com"
+	// TesseraDriver is the driver name of Tessera's node agent in DRA mode.
+	TesseraDriver = "gpu.tessera.io"
+)
+
+// Attribute and capacity names, unqualified: a slice may write them bare
+// (in the driver's own domain) or qualified with the driver's name.
+const (
+	// attrType is NVIDIA's device type: "gpu", "mig" or "vfio".
+	attrType = "type"
+	// attrProductName is NVIDIA's model name, as NVML reports it.
+	attrProductName = "productName"
+	// attrModel is Tessera's model name, as NVML reports it.
+	attrModel = "model"
+	// attrNUMANode is Tessera's NUMA node of the GPU.
+	attrNUMANode = "numaNode"
+	// attrNVLinkIsland is Tessera's NVLink island: GPUs of one island are
+	// linked with each other.
+	attrNVLinkIsland = "nvlinkIsland"
+	// capMemory is the device memory, in both drivers.
+	capMemory = "memory"
+)
+
+// Drivers are the drivers whose devices this package reads.
+var Drivers = []string{NVIDIADriver, TesseraDriver}
+
+// IsGPUDriver reports whether driver publishes GPUs this package reads.
+func IsGPUDriver(driver string) bool { return slices.Contains(Drivers, driver) }
+
+// DeviceID is the ID a DRA device has in Tessera's inventory: its driver,
+// pool and name, which is how a claim's allocation result names it.
+func DeviceID(driver, pool, name string) string { return driver + "/" + pool + "/" + name }
+
+// Inventory builds the inventory of node from the ResourceSlices of the GPU
+// drivers that are local to it (spec.nodeName). Of each pool only the
+// slices of its newest generation count, as for the allocator. The
+// inventory is nil when no such slice lists a GPU; problems name the
+// devices left out for a reason a driver's maintainer should see (a GPU
+// without a model, say), also when the inventory is nil.
+func Inventory(node string, all []*resourceapi.ResourceSlice) (inv *device.Inventory, problems []string) {
+	type poolKey struct{ driver, pool string }
+	newest := map[poolKey]int64{}
+	var mine []*resourceapi.ResourceSlice
+	for _, s := range all {
+		if s.Spec.NodeName == nil || *s.Spec.NodeName != node || !IsGPUDriver(s.Spec.Driver) {
+			continue
+		}
+		mine = append(mine, s)
+		k := poolKey{s.Spec.Driver, s.Spec.Pool.Name}
+		if g, ok := newest[k]; !ok || s.Spec.Pool.Generation > g {
+			newest[k] = s.Spec.Pool.Generation
+		}
+	}
+	// The same devices in the same order whatever order the informer
+	// lists the slices in.
+	slices.SortFunc(mine, func(a, b *resourceapi.ResourceSlice) int { return strings.Compare(a.Name, b.Name) })
+	var specs []device.DeviceSpec
+	islands := map[string][]string{}
+	for _, s := range mine {
+		if s.Spec.Pool.Generation != newest[poolKey{s.Spec.Driver, s.Spec.Pool.Name}] {
+			continue
+		}
+		for i := range s.Spec.Devices {
+			d := &s.Spec.Devices[i]
+			spec, island, problem := deviceSpec(s.Spec.Driver, s.Spec.Pool.Name, d)
+			if problem != "" {
+				problems = append(problems, problem)
+			}
+			if spec == nil {
+				continue
+			}
+			if island != "" {
+				islands[island] = append(islands[island], spec.ID)
+			}
+			specs = append(specs, *spec)
+		}
+	}
+	if len(specs) == 0 {
+		return nil, problems
+	}
+	for i := range specs {
+		for _, peers := range islands {
+			if slices.Contains(peers, specs[i].ID) {
+				specs[i].LinkIDs = slices.DeleteFunc(slices.Clone(peers), func(id string) bool { return id == specs[i].ID })
+			}
+		}
+	}
+	// A slice has no heartbeat: the kubelet deletes a node's slices when
+	// its driver goes, so a listed device is a current one.
+	inv = device.NewInventory(node, time.Time{}, specs)
+	inv.Problems = append(problems, inv.Problems...)
+	return inv, inv.Problems
+}
+
+// deviceSpec reads one device. It returns nil for a device that is not a
+// GPU Tessera models, with a problem when the device should have been one
+// but cannot be read. island is the device's NVLink island, qualified by
+// its pool, or empty.
+func deviceSpec(driver, pool string, d *resourceapi.Device) (spec *device.DeviceSpec, island, problem string) {
+	id := DeviceID(driver, pool, d.Name)
+	if t, ok := stringAttr(d, driver, attrType); ok && t != "gpu" {
+		return nil, "", ""
+	}
+	model, ok := stringAttr(d, driver, attrProductName)
+	if !ok {
+		model, ok = stringAttr(d, driver, attrModel)
+	}
+	if !ok || model == "" {
+		return nil, "", fmt.Sprintf("device %s has no model (attribute %s or %s)", id, attrProductName, attrModel)
+	}
+	spec = &device.DeviceSpec{ID: id, Model: model, NUMANode: -1, Healthy: true}
+	if q, ok := capacity(d, driver, capMemory); ok {
+		spec.MemoryMiB = q.Value.Value() / (1 << 20)
+	}
+	if n, ok := intAttr(d, driver, attrNUMANode); ok {
+		spec.NUMANode = int(n)
+	}
+	if n, ok := intAttr(d, driver, attrNVLinkIsland); ok {
+		island = fmt.Sprintf("%s/%s/%d", driver, pool, n)
+	}
+	// A device the allocator would not hand out without a toleration in
+	// the claim takes no new pods here either.
+	for _, t := range d.Taints {
+		if t.Effect == resourceapi.DeviceTaintEffectNoSchedule || t.Effect == resourceapi.DeviceTaintEffectNoExecute {
+			spec.Healthy = false
+		}
+	}
+	return spec, island, ""
+}
+
+func attribute(d *resourceapi.Device, driver, name string) (resourceapi.DeviceAttribute, bool) {
+	if a, ok := d.Attributes[resourceapi.QualifiedName(name)]; ok {
+		return a, true
+	}
+	a, ok := d.Attributes[resourceapi.QualifiedName(driver+"/"+name)]
+	return a, ok
+}
+
+func stringAttr(d *resourceapi.Device, driver, name string) (string, bool) {
+	a, ok := attribute(d, driver, name)
+	if !ok || a.StringValue == nil {
+		return "", false
+	}
+	return *a.StringValue, true
+}
+
+func intAttr(d *resourceapi.Device, driver, name string) (int64, bool) {
+	a, ok := attribute(d, driver, name)
+	if !ok || a.IntValue == nil {
+		return 0, false
+	}
+	return *a.IntValue, true
+}
+
+func capacity(d *resourceapi.Device, driver, name string) (resourceapi.DeviceCapacity, bool) {
+	if c, ok := d.Capacity[resourceapi.QualifiedName(name)]; ok {
+		return c, true
+	}
+	c, ok := d.Capacity[resourceapi.QualifiedName(driver+"/"+name)]
+	return c, ok
+}
+
+// Allocated returns the devices of the GPU drivers that the claim's
+// allocation holds, by DeviceID; nil when it holds none.
+func Allocated(claim *resourceapi.ResourceClaim) []string {
+	if claim.Status.Allocation == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range claim.Status.Allocation.Devices.Results {
+		if IsGPUDriver(r.Driver) {
+			out = append(out, DeviceID(r.Driver, r.Pool, r.Device))
+		}
+	}
+	return out
+}

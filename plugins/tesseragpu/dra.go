@@ -1,0 +1,73 @@
+package tesseragpu
+
+import (
+	v1 "k8s.io/api/core/v1"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+)
+
+// Nodes whose GPUs are managed by a DRA driver (NVIDIA's, say) have no
+// GPUNode, so TesseraGPU knows nothing of their GPUs. Since Kubernetes 1.37
+// a DeviceClass may map an extended resource such as nvidia.com/gpu
+// (spec.extendedResourceName, KEP-5004): on a node that has none of that
+// resource allocatable, the in-tree DynamicResources plugin serves the
+// request from the node's ResourceSlices and picks the devices. TesseraGPU
+// then leaves the node to DynamicResources, so that one pod spec runs on
+// device-plugin and DRA nodes alike, rather than rejecting it for want of
+// an inventory. It does not score such nodes (they rank after device-plugin
+// nodes that fit) and writes no assignment for them.
+
+// requestedResources returns the extended resources a GPU request asks
+// for: whole GPUs, shares, or both.
+func requestedResources(req *device.Request) []v1.ResourceName {
+	var out []v1.ResourceName
+	if req.Whole > 0 {
+		out = append(out, gpu.ResourceGPU)
+	}
+	if len(req.Shares) > 0 {
+		out = append(out, gpu.ResourcePercent)
+	}
+	return out
+}
+
+// draMapped reports whether a DeviceClass maps every GPU resource the
+// request asks for, so that DynamicResources can serve it on nodes without
+// a device plugin for it.
+func (pl *TesseraGPU) draMapped(req *device.Request) bool {
+	if pl.classes == nil {
+		return false
+	}
+	names := requestedResources(req)
+	for _, r := range names {
+		if pl.classes.GetDeviceClass(r) == nil {
+			return false
+		}
+	}
+	return len(names) > 0
+}
+
+// servedByDRA reports whether the node would serve the request through
+// DRA: none of the requested resources is allocatable there, which is the
+// rule DynamicResources applies to a mapped extended resource. A node with
+// the device plugin's resources stays Tessera's own.
+func servedByDRA(req *device.Request, ni fwk.NodeInfo) bool {
+	alloc := ni.GetAllocatable().GetScalarResources()
+	for _, r := range requestedResources(req) {
+		if alloc[r] != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// filterDRA is Filter's verdict on a node without GPU inventory that
+// serves the pod's GPUs through DRA: what DynamicResources cannot check for
+// Tessera is refused, the rest is left to it.
+func filterDRA(req *device.Request) *fwk.Status {
+	if len(req.Models) > 0 {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonDRAModels)
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/pkg/localcluster"
+)
+
+// nvidiaDriver is the driver name of NVIDIA's DRA driver for GPUs.
+const nvidiaDriver = "gpu.nvidia.com"
+
+// addDRANode creates a node without a device plugin (no nvidia.com/gpu
+// allocatable, no GPUNode) whose GPUs a DRA driver publishes in a
+// ResourceSlice, with the attributes NVIDIA's driver gives them.
+func addDRANode(ctx context.Context, c *localcluster.Cluster, name string, gpus int) error {
+	if err := c.AddNode(ctx, localcluster.FakeNode{Name: name}); err != nil {
+		return err
+	}
+	var devices []resourceapi.Device
+	for i := range gpus {
+		devices = append(devices, resourceapi.Device{
+			Name: fmt.Sprintf("gpu-%d", i),
+			Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
+				"type":        {StringValue: new("gpu")},
+				"uuid":        {StringValue: new(fmt.Sprintf("GPU-%s-dra-%d", name, i))},
+				"productName": {StringValue: new("NVIDIA H100 80GB HBM3")},
+				"index":       {IntValue: new(int64(i))},
+			},
+			Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
+				"memory": {Value: resource.MustParse("80Gi")},
+			},
+		})
+	}
+	slice := &resourceapi.ResourceSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-" + nvidiaDriver},
+		Spec: resourceapi.ResourceSliceSpec{
+			Driver:   nvidiaDriver,
+			Pool:     resourceapi.ResourcePool{Name: name, Generation: 1, ResourceSliceCount: 1},
+			NodeName: new(name),
+			Devices:  devices,
+		},
+	}
+	_, err := c.Client.ResourceV1().ResourceSlices().Create(ctx, slice, metav1.CreateOptions{})
+	return err
+}
+
+// addGPUDeviceClass creates the DeviceClass of NVIDIA's GPUs that maps
+// nvidia.com/gpu to them (KEP-5004), as NVIDIA's driver chart does.
+func addGPUDeviceClass(ctx context.Context, c *localcluster.Cluster) error {
+	class := &resourceapi.DeviceClass{
+		ObjectMeta: metav1.ObjectMeta{Name: nvidiaDriver},
+		Spec: resourceapi.DeviceClassSpec{
+			Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
+				Expression: `device.driver == "` + nvidiaDriver + `" && device.attributes["` + nvidiaDriver + `"].type == "gpu"`}}},
+			ExtendedResourceName: new(string(gpu.ResourceGPU)),
+		},
+	}
+	_, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, class, metav1.CreateOptions{})
+	return err
+}
+
+// oneGPUClaim is a ResourceClaim for one GPU of NVIDIA's class.
+func oneGPUClaim(name, ns string) *resourceapi.ResourceClaim {
+	return &resourceapi.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{
+			Name: "gpu", Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: nvidiaDriver},
+		}}}},
+	}
+}
+
+// usingClaim makes the pod's container use the ResourceClaim named claim.
+func usingClaim(claim string) podOpt {
+	return func(p *v1.Pod) {
+		p.Spec.ResourceClaims = []v1.PodResourceClaim{{Name: "gpu", ResourceClaimName: new(claim)}}
+		p.Spec.Containers[0].Resources.Claims = []v1.ResourceClaim{{Name: "gpu"}}
+	}
+}
+
+// allocatedDevices waits until the pod's ResourceClaims (by default the one
+// DynamicResources made for its extended resources) are allocated and
+// returns the devices, as pool/device.
+func allocatedDevices(t *testing.T, ctx context.Context, c *localcluster.Cluster, pod *v1.Pod, claims ...string) []string {
+	t.Helper()
+	var out []string
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		out = nil
+		names := claims
+		if len(names) == 0 {
+			p, err := c.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+			if err != nil || p.Status.ExtendedResourceClaimStatus == nil {
+				return false, nil
+			}
+			names = []string{p.Status.ExtendedResourceClaimStatus.ResourceClaimName}
+		}
+		for _, n := range names {
+			claim, err := c.Client.ResourceV1().ResourceClaims(pod.Namespace).Get(ctx, n, metav1.GetOptions{})
+			if err != nil || claim.Status.Allocation == nil {
+				return false, nil
+			}
+			for _, r := range claim.Status.Allocation.Devices.Results {
+				if r.Driver != nvidiaDriver {
+					return false, fmt.Errorf("claim %s has a device of driver %s", n, r.Driver)
+				}
+				out = append(out, r.Pool+"/"+r.Device)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s: no allocated claim: %v", pod.Name, err)
+	}
+	return out
+}
+
+// TestMixedClusterPlacesMappedGPUsOnDRANodes: one pod spec asking for
+// nvidia.com/gpu runs on a device-plugin node (Tessera picks and records
+// the GPUs) and, once that is full, on a node whose GPUs a DRA driver
+// publishes and a DeviceClass maps to nvidia.com/gpu (DynamicResources
+// allocates them in the pod's extended-resource claim, no GPU is given
+// twice). A pod that names GPU models is not sent to the DRA node, where
+// Tessera cannot check them, and says why; a pod with a ResourceClaim of
+// the class gets a GPU of the DRA node too.
+func TestMixedClusterPlacesMappedGPUsOnDRANodes(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	e.addNode("dp", localcluster.FakeNode{GPUs: 2})
+	if err := addGPUDeviceClass(e.ctx, e.c); err != nil {
+		t.Fatal(err)
+	}
+	if err := addDRANode(e.ctx, e.c, "dra", 3); err != nil {
+		t.Fatal(err)
+	}
+
+	nodes := map[string]int{}
+	seen := map[string]bool{}
+	for i := range 4 {
+		name := fmt.Sprintf("gpu-%d", i)
+		e.createPod(name, gpus(1))
+		p := e.waitBound(name)
+		nodes[p.Spec.NodeName]++
+		switch p.Spec.NodeName {
+		case "dp":
+			if a := e.assignmentOf(p); len(a["main"]) != 1 {
+				t.Errorf("pod %s on the device-plugin node has assignment %v", name, a)
+			}
+		case "dra":
+			if _, ok := p.Annotations["tessera.io/gpu-assignment"]; ok {
+				t.Errorf("pod %s on the DRA node has an assignment: %s", name, p.Annotations["tessera.io/gpu-assignment"])
+			}
+			for _, d := range allocatedDevices(t, e.ctx, e.c, p) {
+				if seen[d] {
+					t.Errorf("device %s allocated twice", d)
+				}
+				seen[d] = true
+			}
+		}
+	}
+	// Tessera's own node first (binpack ranks nodes it cannot score last),
+	// then the DRA node.
+	if nodes["dp"] != 2 || nodes["dra"] != 2 {
+		t.Errorf("pods per node %v, want 2 on dp and 2 on dra", nodes)
+	}
+
+	e.createPod("h100-only", gpus(1), annotated(gpu.ModelsAnnotation, "NVIDIA H100 80GB HBM3"))
+	msg := e.waitUnschedulable("h100-only", "gpu models are not checked on a node that serves gpus through dra")
+	if !strings.Contains(msg, "Insufficient nvidia.com/gpu") && !strings.Contains(msg, "insufficient gpu capacity") {
+		t.Errorf("the device-plugin node's reason is missing: %s", msg)
+	}
+
+	if _, err := e.c.Client.ResourceV1().ResourceClaims("default").Create(e.ctx, oneGPUClaim("one-gpu", "default"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.createPod("with-claim", usingClaim("one-gpu"))
+	if p := e.waitBound("with-claim"); p.Spec.NodeName != "dra" {
+		t.Errorf("the pod with a claim went to %s", p.Spec.NodeName)
+	} else if d := allocatedDevices(t, e.ctx, e.c, p, "one-gpu"); len(d) != 1 || seen[d[0]] {
+		t.Errorf("the claim got %v; the extended-resource pods hold %v", d, seen)
+	}
+
+	// The DRA node is full now: a fifth pod waits, with DRA's reason.
+	e.createPod("gpu-4", gpus(1))
+	e.waitUnschedulable("gpu-4", "cannot allocate all claims|insufficient gpu capacity")
+}
