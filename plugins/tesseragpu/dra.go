@@ -1,11 +1,14 @@
 package tesseragpu
 
 import (
+	"slices"
+
 	v1 "k8s.io/api/core/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
 // Nodes whose GPUs are managed by a DRA driver (NVIDIA's, say) have no
@@ -70,4 +73,34 @@ func filterDRA(req *device.Request) *fwk.Status {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonDRAModels)
 	}
 	return nil
+}
+
+// filterDRAState is what Filter checks first on a node whose GPUs Tessera
+// reads from ResourceSlices. The DRA allocator picks the devices and knows
+// nothing of tessera.io/gpu-models, so a model list holds there only when
+// every GPU of the node is of an allowed model.
+func filterDRAState(st *gpucache.NodeState, req *device.Request) *fwk.Status {
+	if len(req.Models) == 0 {
+		return nil
+	}
+	for _, m := range st.Inv.Models() {
+		if !slices.Contains(req.Models, m) {
+			return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonDRAModels)
+		}
+	}
+	return nil
+}
+
+// leftToDRA reports whether Reserve leaves the pod's devices on node to
+// the DRA allocator: the node's GPUs come from ResourceSlices (st.DRA), or
+// Tessera knows none of them and the node serves the pod through DRA.
+func (pl *TesseraGPU) leftToDRA(s *cycleState, st *gpucache.NodeState, node string) bool {
+	if st != nil && st.DRA {
+		return true
+	}
+	if !s.dra || (st != nil && st.Inv != nil) {
+		return false
+	}
+	ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node)
+	return err == nil && servedByDRA(s.req, ni)
 }

@@ -32,8 +32,9 @@ const gpuNodeEvents fwk.EventResource = "gpunodes.v1alpha1.tessera.io"
 
 var metav1PatchOptions = metav1.PatchOptions{FieldManager: gpucache.FieldManager}
 
-// watch feeds the cache from the pod informer the scheduler already runs and
-// from a GPUNode informer of the plugin's own. It returns a function that
+// watch feeds the cache from the pod, ResourceSlice and ResourceClaim
+// informers the scheduler already runs and from a GPUNode informer of the
+// plugin's own. It returns a function that
 // reports whether both have delivered their initial lists, so that no pod is
 // placed on a cache that does not yet know what is running.
 func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, error) {
@@ -66,8 +67,21 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 		return nil, fmt.Errorf("watching GPUNodes: %w", err)
 	}
 	factory.Start(ctx.Done())
+	// GPUs of DRA drivers: the informers DynamicResources uses.
+	dra := newDRAFeed(pl.store)
+	resources := h.SharedInformerFactory().Resource().V1()
+	sliceReg, err := resources.ResourceSlices().Informer().AddEventHandler(dra.sliceHandler())
+	if err != nil {
+		return nil, fmt.Errorf("watching ResourceSlices: %w", err)
+	}
+	claimReg, err := resources.ResourceClaims().Informer().AddEventHandler(dra.claimHandler())
+	if err != nil {
+		return nil, fmt.Errorf("watching ResourceClaims: %w", err)
+	}
 	start := time.Now()
-	synced := func() bool { return podReg.HasSynced() && gnReg.HasSynced() }
+	synced := func() bool {
+		return podReg.HasSynced() && gnReg.HasSynced() && sliceReg.HasSynced() && claimReg.HasSynced()
+	}
 	go func() {
 		if !cache.WaitForCacheSync(ctx.Done(), synced) {
 			return

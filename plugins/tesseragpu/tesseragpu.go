@@ -319,7 +319,11 @@ func (pl *TesseraGPU) fit(s *cycleState, st *gpucache.NodeState) (gpucache.Fit, 
 	if st == nil || st.Inv == nil {
 		return gpucache.Fit{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
-	if st.Inv.Stale(s.now, pl.staleness) {
+	if st.DRA {
+		if status := filterDRAState(st, s.req); status != nil {
+			return gpucache.Fit{}, status
+		}
+	} else if st.Inv.Stale(s.now, pl.staleness) {
 		return gpucache.Fit{}, fwk.NewStatus(fwk.Unschedulable, reasonStale)
 	}
 	if st.Unknown > 0 {
@@ -409,15 +413,13 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		return nil
 	}
 	sl := pl.cache.Slot(node)
-	if st := sl.State(); s.dra && (st == nil || st.Inv == nil) {
-		if ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node); err == nil && servedByDRA(s.req, ni) {
-			// DynamicResources allocates the devices and records them in
-			// the pod's extended-resource claim; nothing to assume here.
-			pl.waiting.done(pod.UID)
-			draPlacements.WithLabelValues(requestKind(s.req)).Inc()
-			klog.FromContext(ctx).V(3).Info("GPUs left to DRA", "pod", klog.KObj(pod), "node", node)
-			return nil
-		}
+	if pl.leftToDRA(s, sl.State(), node) {
+		// DynamicResources allocates the devices and records them in the
+		// pod's claim; the cache counts them once the claim shows them.
+		pl.waiting.done(pod.UID)
+		draPlacements.WithLabelValues(requestKind(s.req)).Inc()
+		klog.FromContext(ctx).V(3).Info("GPUs left to DRA", "pod", klog.KObj(pod), "node", node)
+		return nil
 	}
 	f, status := pl.fitAgain(s, sl)
 	if status != nil {

@@ -448,7 +448,7 @@ func TestChartInstallsAndSchedules(t *testing.T) {
 	if err := addGPUDeviceClass(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if err := addDRANode(ctx, c, "dra", 2); err != nil {
+	if err := addDRANode(ctx, c, "dra", h100, h100); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Client.ResourceV1().ResourceClaims("default").Create(ctx, oneGPUClaim("one-gpu", "default"), metav1.CreateOptions{}); err != nil {

@@ -20,21 +20,25 @@ import (
 // nvidiaDriver is the driver name of NVIDIA's DRA driver for GPUs.
 const nvidiaDriver = "gpu.nvidia.com"
 
+// h100 is the model of the DRA nodes' GPUs unless a test names others.
+const h100 = "NVIDIA H100 80GB HBM3"
+
 // addDRANode creates a node without a device plugin (no nvidia.com/gpu
 // allocatable, no GPUNode) whose GPUs a DRA driver publishes in a
-// ResourceSlice, with the attributes NVIDIA's driver gives them.
-func addDRANode(ctx context.Context, c *localcluster.Cluster, name string, gpus int) error {
+// ResourceSlice, with the attributes NVIDIA's driver gives them: one GPU
+// per model named.
+func addDRANode(ctx context.Context, c *localcluster.Cluster, name string, models ...string) error {
 	if err := c.AddNode(ctx, localcluster.FakeNode{Name: name}); err != nil {
 		return err
 	}
 	var devices []resourceapi.Device
-	for i := range gpus {
+	for i, model := range models {
 		devices = append(devices, resourceapi.Device{
 			Name: fmt.Sprintf("gpu-%d", i),
 			Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
 				"type":        {StringValue: new("gpu")},
 				"uuid":        {StringValue: new(fmt.Sprintf("GPU-%s-dra-%d", name, i))},
-				"productName": {StringValue: new("NVIDIA H100 80GB HBM3")},
+				"productName": {StringValue: new(model)},
 				"index":       {IntValue: new(int64(i))},
 			},
 			Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
@@ -129,21 +133,34 @@ func allocatedDevices(t *testing.T, ctx context.Context, c *localcluster.Cluster
 // the GPUs) and, once that is full, on a node whose GPUs a DRA driver
 // publishes and a DeviceClass maps to nvidia.com/gpu (DynamicResources
 // allocates them in the pod's extended-resource claim, no GPU is given
-// twice). A pod that names GPU models is not sent to the DRA node, where
-// Tessera cannot check them, and says why; a pod with a ResourceClaim of
-// the class gets a GPU of the DRA node too.
+// twice). Model lists hold on a DRA node whose GPUs are all of an allowed
+// model and are refused, with their own reason, on a node of mixed models,
+// where the allocator could pick another; a pod with a ResourceClaim of
+// the class gets a GPU of the DRA node too, and Tessera counts it.
 func TestMixedClusterPlacesMappedGPUsOnDRANodes(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
 	e.addNode("dp", localcluster.FakeNode{GPUs: 2})
 	if err := addGPUDeviceClass(e.ctx, e.c); err != nil {
 		t.Fatal(err)
 	}
-	if err := addDRANode(e.ctx, e.c, "dra", 3); err != nil {
+	if err := addDRANode(e.ctx, e.c, "dra", h100, h100, h100, h100); err != nil {
 		t.Fatal(err)
 	}
 
 	nodes := map[string]int{}
 	seen := map[string]bool{}
+	onDRA := func(p *v1.Pod, claims ...string) {
+		t.Helper()
+		if _, ok := p.Annotations["tessera.io/gpu-assignment"]; ok {
+			t.Errorf("pod %s on the DRA node has an assignment: %s", p.Name, p.Annotations["tessera.io/gpu-assignment"])
+		}
+		for _, d := range allocatedDevices(t, e.ctx, e.c, p, claims...) {
+			if seen[d] {
+				t.Errorf("device %s allocated twice", d)
+			}
+			seen[d] = true
+		}
+	}
 	for i := range 4 {
 		name := fmt.Sprintf("gpu-%d", i)
 		e.createPod(name, gpus(1))
@@ -155,40 +172,92 @@ func TestMixedClusterPlacesMappedGPUsOnDRANodes(t *testing.T) {
 				t.Errorf("pod %s on the device-plugin node has assignment %v", name, a)
 			}
 		case "dra":
-			if _, ok := p.Annotations["tessera.io/gpu-assignment"]; ok {
-				t.Errorf("pod %s on the DRA node has an assignment: %s", name, p.Annotations["tessera.io/gpu-assignment"])
-			}
-			for _, d := range allocatedDevices(t, e.ctx, e.c, p) {
-				if seen[d] {
-					t.Errorf("device %s allocated twice", d)
-				}
-				seen[d] = true
-			}
+			onDRA(p)
 		}
 	}
-	// Tessera's own node first (binpack ranks nodes it cannot score last),
-	// then the DRA node.
+	// binpack fills the smaller node first.
 	if nodes["dp"] != 2 || nodes["dra"] != 2 {
 		t.Errorf("pods per node %v, want 2 on dp and 2 on dra", nodes)
 	}
 
-	e.createPod("h100-only", gpus(1), annotated(gpu.ModelsAnnotation, "NVIDIA H100 80GB HBM3"))
-	msg := e.waitUnschedulable("h100-only", "gpu models are not checked on a node that serves gpus through dra")
-	if !strings.Contains(msg, "Insufficient nvidia.com/gpu") && !strings.Contains(msg, "insufficient gpu capacity") {
-		t.Errorf("the device-plugin node's reason is missing: %s", msg)
+	e.createPod("h100-only", gpus(1), annotated(gpu.ModelsAnnotation, h100))
+	if p := e.waitBound("h100-only"); p.Spec.NodeName != "dra" {
+		t.Errorf("h100-only went to %s", p.Spec.NodeName)
+	} else {
+		onDRA(p)
 	}
-
 	if _, err := e.c.Client.ResourceV1().ResourceClaims("default").Create(e.ctx, oneGPUClaim("one-gpu", "default"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.createPod("with-claim", usingClaim("one-gpu"))
-	if p := e.waitBound("with-claim"); p.Spec.NodeName != "dra" {
-		t.Errorf("the pod with a claim went to %s", p.Spec.NodeName)
-	} else if d := allocatedDevices(t, e.ctx, e.c, p, "one-gpu"); len(d) != 1 || seen[d[0]] {
-		t.Errorf("the claim got %v; the extended-resource pods hold %v", d, seen)
-	}
+	onDRA(e.waitBound("with-claim"), "one-gpu")
+	// The DRA node is full now, in Tessera's view too: the claim counts,
+	// beside the two GPUs of the device-plugin node.
+	waitAllocatedGPUs(t, e.ctx, 6)
 
-	// The DRA node is full now: a fifth pod waits, with DRA's reason.
-	e.createPod("gpu-4", gpus(1))
-	e.waitUnschedulable("gpu-4", "cannot allocate all claims|insufficient gpu capacity")
+	if err := addDRANode(e.ctx, e.c, "dra-mixed", h100, "NVIDIA A100-SXM4-80GB"); err != nil {
+		t.Fatal(err)
+	}
+	e.createPod("h100-again", gpus(1), annotated(gpu.ModelsAnnotation, h100))
+	msg := e.waitUnschedulable("h100-again", "gpu models are not checked on a node that serves gpus through dra")
+	// DynamicResources filters before TesseraGPU, so a full DRA node
+	// carries its reason.
+	if !strings.Contains(msg, "cannot allocate all claims") && !strings.Contains(msg, "insufficient gpu capacity") {
+		t.Errorf("the full DRA node's reason is missing: %s", msg)
+	}
+}
+
+// waitAllocatedGPUs waits until tessera-scheduler counts n H100s held.
+func waitAllocatedGPUs(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	want := fmt.Sprintf(`tessera_scheduler_gpus_allocated{model="%s"} %d`, h100, n)
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return strings.Contains(scrapeSchedulerMetrics(t), want+"\n"), nil
+	}); err != nil {
+		t.Fatalf("the scheduler does not count %d GPUs allocated:\n%s", n, grepLines(scrapeSchedulerMetrics(t), "gpus_allocated"))
+	}
+}
+
+// TestBinpackOnDRANodes: Tessera scores DRA nodes from their ResourceSlices
+// and claims. Under binpack, pods asking for nvidia.com/gpu one after the
+// other fill one 4-GPU DRA node before the next; the default scorers alone
+// would spread them (least-allocated CPU). Each claim's GPU is counted
+// once: the scheduler's allocated-GPU gauge follows the pods one by one.
+func TestBinpackOnDRANodes(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	if err := addGPUDeviceClass(e.ctx, e.c); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"x", "y"} {
+		if err := addDRANode(e.ctx, e.c, n, h100, h100, h100, h100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := map[string]int{}
+	var first string
+	for i := range 5 {
+		name := fmt.Sprintf("gpu-%d", i)
+		e.createPod(name, gpus(1))
+		p := e.waitBound(name)
+		allocatedDevices(t, e.ctx, e.c, p)
+		nodes[p.Spec.NodeName]++
+		if i == 0 {
+			first = p.Spec.NodeName
+		}
+		waitAllocatedGPUs(t, e.ctx, i+1)
+	}
+	if nodes[first] != 4 || len(nodes) != 2 {
+		t.Errorf("pods per node %v, want 4 on %s and the fifth on the other", nodes, first)
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -40,6 +40,13 @@ type nodeRecord struct {
 	// seen is when the scheduler saw the node's heartbeat change last
 	// (firstSeen for the first sight); zero for a GPUNode without one.
 	seen time.Time
+	// dra is set while Inv is the node's DRA inventory (draInv): no
+	// GPUNode, GPUs published in ResourceSlices (dra.go).
+	dra bool
+	// draInv is the node's GPUs as ResourceSlices list them, claimed the
+	// devices allocated ResourceClaims hold, sorted.
+	draInv  *device.Inventory
+	claimed []string
 }
 
 // record returns the node's record, or nil when nothing is known.
@@ -179,7 +186,7 @@ func (c *Cache) recordLocked(name string) *nodeRecord {
 }
 
 func (c *Cache) dropRecordLocked(r *nodeRecord) {
-	if r.Inv != nil || len(r.pods) > 0 {
+	if r.Inv != nil || len(r.pods) > 0 || r.draInv != nil || len(r.claimed) > 0 {
 		return
 	}
 	old := *c.nodes.Load()

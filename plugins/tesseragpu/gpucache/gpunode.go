@@ -47,7 +47,7 @@ func (c *Cache) SetGPUNode(gn *v1alpha1.GPUNode) {
 	inv.Heartbeat = r.seen
 	changed := r.gn == nil || InventoryChanged(r.gn, gn) || (wasStale && !device.Stale(r.seen, now, c.staleness))
 	c.inventoryLocked(r.Inv, inv)
-	r.rv, r.gn, r.Inv = gn.ResourceVersion, gn, inv
+	r.rv, r.gn, r.Inv, r.dra = gn.ResourceVersion, gn, inv, false
 	c.publishLocked(r)
 	c.stalenessLocked(r, now)
 	// A NoExecute taint set or lifted changes what the evictor must do.
@@ -211,6 +211,7 @@ func (c *Cache) DeleteGPUNode(name string) {
 	}
 	c.inventoryLocked(r.Inv, nil)
 	r.Inv, r.gn = nil, nil
+	c.useDRALocked(r)
 	delete(c.noExecute, name)
 	c.publishLocked(r)
 	c.stalenessLocked(r, c.Now())

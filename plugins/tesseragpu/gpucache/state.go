@@ -16,8 +16,13 @@ import (
 // NodeState is an immutable view of one node's GPUs. Writers build a new one
 // and swap it in, so Filter and Score read it without locks or copies.
 type NodeState struct {
-	// inv is nil until the node's GPUNode is seen.
+	// inv is nil until the node's GPUNode, or the ResourceSlices of a DRA
+	// driver, are seen.
 	Inv *device.Inventory
+	// DRA is set when Inv comes from ResourceSlices: Used is what
+	// allocated ResourceClaims hold, the inventory has no heartbeat, and a
+	// DRA allocator, not Tessera, picks the devices.
+	DRA bool
 	// used is the capacity in use per device index.
 	Used []int
 	// holders are the pods counted in used and unknown. Filter compares
@@ -52,7 +57,13 @@ func (r *nodeRecord) State() *NodeState { return r.slot.Load().State() }
 func (c *Cache) publishLocked(r *nodeRecord) {
 	st := newNodeState(r.Inv)
 	var guessed []*podRecord
-	for _, p := range r.pods {
+	pods := r.pods
+	if r.dra {
+		// Pods hold a DRA node's GPUs through their claims.
+		st.publishDRA(r.claimed)
+		pods = nil
+	}
+	for _, p := range pods {
 		if p.guess != nil {
 			guessed = append(guessed, p)
 			continue
@@ -113,7 +124,7 @@ func (st *NodeState) Holders() []types.UID {
 func (st *NodeState) Clone() *NodeState {
 	c := newNodeState(st.Inv)
 	copy(c.Used, st.Used)
-	c.Unknown, c.holders, c.requested = st.Unknown, st.holders, st.requested
+	c.Unknown, c.holders, c.requested, c.DRA = st.Unknown, st.holders, st.requested, st.DRA
 	return c
 }
 

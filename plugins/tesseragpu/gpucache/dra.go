@@ -1,0 +1,80 @@
+package gpucache
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tessera-gpu/tessera/pkg/device"
+)
+
+// SetDRA sets the node's GPUs as a DRA driver publishes them in
+// ResourceSlices (inv, nil when it publishes none) and the devices that
+// allocated ResourceClaims hold there (claimed, by inventory ID).
+//
+// On such a node the claims are the whole truth about use: the DRA
+// allocator picks the devices and writes them into the claims, and pods
+// hold GPUs only through claims (a pod's nvidia.com/gpu, through the claim
+// DynamicResources makes for it), so the node's pods are not counted. A
+// node with a GPUNode keeps that inventory, which Tessera's device plugin
+// serves; its DRA inventory is kept aside and takes over if the GPUNode
+// goes.
+func (c *Cache) SetDRA(node string, inv *device.Inventory, claimed []string) {
+	c.mu.Lock()
+	r := c.recordLocked(node)
+	if inv != nil && len(inv.Problems) > 0 && (r.draInv == nil || fmt.Sprint(r.draInv.Problems) != fmt.Sprint(inv.Problems)) {
+		c.logger.Info("ResourceSlices list GPUs that cannot be used; they are skipped", "node", node, "problems", inv.Problems)
+	}
+	claimed = slices.Sorted(slices.Values(claimed))
+	same := sameInventory(r.draInv, inv) && slices.Equal(r.claimed, claimed)
+	r.draInv, r.claimed = inv, claimed
+	if r.gn != nil || same {
+		c.unlock(false)
+		return
+	}
+	c.inventoryLocked(r.Inv, inv)
+	r.Inv, r.dra = inv, inv != nil
+	c.publishLocked(r)
+	c.dropRecordLocked(r)
+	c.unlock(true)
+}
+
+// useDRALocked makes the node's DRA inventory its inventory again, once
+// its GPUNode is gone.
+func (c *Cache) useDRALocked(r *nodeRecord) {
+	if r.draInv == nil {
+		return
+	}
+	c.inventoryLocked(r.Inv, r.draInv)
+	r.Inv, r.dra = r.draInv, true
+}
+
+// publishDRA fills a DRA node's state: every device a claim holds is
+// taken whole.
+func (st *NodeState) publishDRA(claimed []string) {
+	st.DRA = true
+	for _, id := range claimed {
+		if i, ok := st.Inv.IndexOf(id); ok {
+			st.Used[i] = device.FullUnits
+		}
+	}
+}
+
+// sameInventory reports whether two inventories list the same devices
+// alike, for SetDRA to skip republishing an unchanged node.
+func sameInventory(a, b *device.Inventory) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.Len() != b.Len() || strings.Join(a.Problems, "\n") != strings.Join(b.Problems, "\n") {
+		return false
+	}
+	for i := range a.Devices {
+		x, y := a.Devices[i], b.Devices[i]
+		if x.ID != y.ID || x.Model != y.Model || x.MemoryMiB != y.MemoryMiB || x.NUMANode != y.NUMANode ||
+			x.Links != y.Links || x.Healthy != y.Healthy {
+			return false
+		}
+	}
+	return true
+}
