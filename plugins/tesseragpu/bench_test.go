@@ -3,6 +3,7 @@ package tesseragpu
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"github.com/tessera-gpu/tessera/config"
 	configscheme "github.com/tessera-gpu/tessera/config/scheme"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
@@ -28,7 +31,7 @@ import (
 type benchNode struct {
 	name  string
 	gpus  int
-	state string // empty, half, fragmented, tainted
+	state string // empty, half, fragmented, tainted; dra-empty, dra-half
 }
 
 func benchNodes() []benchNode {
@@ -38,12 +41,41 @@ func benchNodes() []benchNode {
 			out = append(out, benchNode{name: fmt.Sprintf("%dgpu-%s", n, st), gpus: n, state: st})
 		}
 	}
+	// An 8-GPU node of a DRA driver, its GPUs from ResourceSlices.
+	for _, st := range []string{"dra-empty", "dra-half"} {
+		out = append(out, benchNode{name: "8gpu-" + st, gpus: 8, state: st})
+	}
 	return out
+}
+
+// setupDRA builds a DRA node in the plugin's cache, half of its GPUs held
+// by claims for dra-half, and the node as the snapshot has it: no GPU
+// resources, since no device plugin serves them.
+func (bn benchNode) setupDRA(pl *TesseraGPU) fwk.NodeInfo {
+	var specs []device.DeviceSpec
+	var claimed []string
+	for i := range bn.gpus {
+		id := drainventory.DeviceID(drainventory.NVIDIADriver, bn.name, fmt.Sprintf("gpu-%d", i))
+		specs = append(specs, device.DeviceSpec{ID: id, Model: "H100", MemoryMiB: 81920, NUMANode: -1, Healthy: true})
+		if bn.state == "dra-half" && i < bn.gpus/2 {
+			claimed = append(claimed, id)
+		}
+	}
+	pl.store.SetDRA(bn.name, device.NewInventory(bn.name, time.Time{}, specs), claimed)
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: bn.name}}
+	alloc := v1.ResourceList{v1.ResourceCPU: resource.MustParse("64"), v1.ResourceMemory: resource.MustParse("512Gi"), v1.ResourcePods: resource.MustParse("110")}
+	node.Status.Allocatable, node.Status.Capacity = alloc, alloc
+	ni := framework.NewNodeInfo()
+	ni.SetNode(node)
+	return ni
 }
 
 // setup builds the node in the plugin's cache and the same node, with the
 // same pods, as a NodeInfo for NodeResourcesFit.
 func (bn benchNode) setup(tb testing.TB, pl *TesseraGPU) fwk.NodeInfo {
+	if strings.HasPrefix(bn.state, "dra-") {
+		return bn.setupDRA(pl)
+	}
 	gn := gpuNode(bn.name, bn.gpus, "H100")
 	if bn.state == "tainted" {
 		for i := 0; i < bn.gpus; i += 2 {
