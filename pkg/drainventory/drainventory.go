@@ -41,6 +41,10 @@ const (
 	// attrNVLinkIsland is Tessera's NVLink island: GPUs of one island are
 	// linked with each other.
 	attrNVLinkIsland = "nvlinkIsland"
+	// attrUUID and attrIndex are the GPU's NVML UUID and index, in both
+	// drivers.
+	attrUUID  = "uuid"
+	attrIndex = "index"
 	// capMemory is the device memory, in both drivers.
 	capMemory = "memory"
 )
@@ -55,13 +59,27 @@ func IsGPUDriver(driver string) bool { return slices.Contains(Drivers, driver) }
 // pool and name, which is how a claim's allocation result names it.
 func DeviceID(driver, pool, name string) string { return driver + "/" + pool + "/" + name }
 
-// Inventory builds the inventory of node from the ResourceSlices of the GPU
-// drivers that are local to it (spec.nodeName). Of each pool only the
-// slices of its newest generation count, as for the allocator. The
-// inventory is nil when no such slice lists a GPU; problems name the
-// devices left out for a reason a driver's maintainer should see (a GPU
-// without a model, say), also when the inventory is nil.
-func Inventory(node string, all []*resourceapi.ResourceSlice) (inv *device.Inventory, problems []string) {
+// GPU is one GPU a DRA driver publishes, as Tessera reads it.
+type GPU struct {
+	// DeviceSpec is the GPU in the device model; its ID is DeviceID.
+	device.DeviceSpec
+	// UUID and Index are the driver's attributes "uuid" and "index", where
+	// it publishes them ("" and -1 otherwise).
+	UUID  string
+	Index int
+	// Island is the GPU's NVLink island, qualified by driver and pool;
+	// empty when the driver does not say.
+	Island string
+	// Taints are the device's taints as published.
+	Taints []resourceapi.DeviceTaint
+}
+
+// GPUs returns the GPUs that the GPU drivers' ResourceSlices local to node
+// (spec.nodeName) publish, in a fixed order (by slice name, then as
+// listed). Of each pool only the slices of its newest generation count, as
+// for the allocator. problems name the devices left out for a reason a
+// driver's maintainer should see, such as a GPU without a model.
+func GPUs(node string, all []*resourceapi.ResourceSlice) (gpus []GPU, problems []string) {
 	type poolKey struct{ driver, pool string }
 	newest := map[poolKey]int64{}
 	var mine []*resourceapi.ResourceSlice
@@ -78,36 +96,45 @@ func Inventory(node string, all []*resourceapi.ResourceSlice) (inv *device.Inven
 	// The same devices in the same order whatever order the informer
 	// lists the slices in.
 	slices.SortFunc(mine, func(a, b *resourceapi.ResourceSlice) int { return strings.Compare(a.Name, b.Name) })
-	var specs []device.DeviceSpec
-	islands := map[string][]string{}
 	for _, s := range mine {
 		if s.Spec.Pool.Generation != newest[poolKey{s.Spec.Driver, s.Spec.Pool.Name}] {
 			continue
 		}
 		for i := range s.Spec.Devices {
-			d := &s.Spec.Devices[i]
-			spec, island, problem := deviceSpec(s.Spec.Driver, s.Spec.Pool.Name, d)
+			g, problem := readGPU(s.Spec.Driver, s.Spec.Pool.Name, &s.Spec.Devices[i])
 			if problem != "" {
 				problems = append(problems, problem)
 			}
-			if spec == nil {
-				continue
+			if g != nil {
+				gpus = append(gpus, *g)
 			}
-			if island != "" {
-				islands[island] = append(islands[island], spec.ID)
-			}
-			specs = append(specs, *spec)
 		}
 	}
-	if len(specs) == 0 {
+	return gpus, problems
+}
+
+// Inventory builds the inventory of node from what GPUs returns: GPUs of
+// one NVLink island are linked with each other. The inventory is nil when
+// the node has no GPU; problems are GPUs' and the inventory's, also when
+// it is nil.
+func Inventory(node string, all []*resourceapi.ResourceSlice) (inv *device.Inventory, problems []string) {
+	gpus, problems := GPUs(node, all)
+	if len(gpus) == 0 {
 		return nil, problems
 	}
-	for i := range specs {
-		for _, peers := range islands {
-			if slices.Contains(peers, specs[i].ID) {
-				specs[i].LinkIDs = slices.DeleteFunc(slices.Clone(peers), func(id string) bool { return id == specs[i].ID })
-			}
+	islands := map[string][]string{}
+	for _, g := range gpus {
+		if g.Island != "" {
+			islands[g.Island] = append(islands[g.Island], g.ID)
 		}
+	}
+	specs := make([]device.DeviceSpec, 0, len(gpus))
+	for _, g := range gpus {
+		spec := g.DeviceSpec
+		if g.Island != "" {
+			spec.LinkIDs = slices.DeleteFunc(slices.Clone(islands[g.Island]), func(id string) bool { return id == g.ID })
+		}
+		specs = append(specs, spec)
 	}
 	// A slice has no heartbeat: the kubelet deletes a node's slices when
 	// its driver goes, so a listed device is a current one.
@@ -116,40 +143,43 @@ func Inventory(node string, all []*resourceapi.ResourceSlice) (inv *device.Inven
 	return inv, inv.Problems
 }
 
-// deviceSpec reads one device. It returns nil for a device that is not a
-// GPU Tessera models, with a problem when the device should have been one
-// but cannot be read. island is the device's NVLink island, qualified by
-// its pool, or empty.
-func deviceSpec(driver, pool string, d *resourceapi.Device) (spec *device.DeviceSpec, island, problem string) {
+// readGPU reads one device. It returns nil for a device that is not a GPU
+// Tessera models, with a problem when the device should have been one but
+// cannot be read.
+func readGPU(driver, pool string, d *resourceapi.Device) (*GPU, string) {
 	id := DeviceID(driver, pool, d.Name)
 	if t, ok := stringAttr(d, driver, attrType); ok && t != "gpu" {
-		return nil, "", ""
+		return nil, ""
 	}
 	model, ok := stringAttr(d, driver, attrProductName)
 	if !ok {
 		model, ok = stringAttr(d, driver, attrModel)
 	}
 	if !ok || model == "" {
-		return nil, "", fmt.Sprintf("device %s has no model (attribute %s or %s)", id, attrProductName, attrModel)
+		return nil, fmt.Sprintf("device %s has no model (attribute %s or %s)", id, attrProductName, attrModel)
 	}
-	spec = &device.DeviceSpec{ID: id, Model: model, NUMANode: -1, Healthy: true}
+	g := &GPU{DeviceSpec: device.DeviceSpec{ID: id, Model: model, NUMANode: -1, Healthy: true}, Index: -1, Taints: d.Taints}
+	g.UUID, _ = stringAttr(d, driver, attrUUID)
+	if n, ok := intAttr(d, driver, attrIndex); ok {
+		g.Index = int(n)
+	}
 	if q, ok := capacity(d, driver, capMemory); ok {
-		spec.MemoryMiB = q.Value.Value() / (1 << 20)
+		g.MemoryMiB = q.Value.Value() / (1 << 20)
 	}
 	if n, ok := intAttr(d, driver, attrNUMANode); ok {
-		spec.NUMANode = int(n)
+		g.NUMANode = int(n)
 	}
 	if n, ok := intAttr(d, driver, attrNVLinkIsland); ok {
-		island = fmt.Sprintf("%s/%s/%d", driver, pool, n)
+		g.Island = fmt.Sprintf("%s/%s/%d", driver, pool, n)
 	}
 	// A device the allocator would not hand out without a toleration in
 	// the claim takes no new pods here either.
 	for _, t := range d.Taints {
 		if t.Effect == resourceapi.DeviceTaintEffectNoSchedule || t.Effect == resourceapi.DeviceTaintEffectNoExecute {
-			spec.Healthy = false
+			g.Healthy = false
 		}
 	}
-	return spec, island, ""
+	return g, ""
 }
 
 func attribute(d *resourceapi.Device, driver, name string) (resourceapi.DeviceAttribute, bool) {

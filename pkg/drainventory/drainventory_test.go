@@ -166,3 +166,33 @@ func TestAllocated(t *testing.T) {
 		t.Errorf("an unallocated claim holds %v", got)
 	}
 }
+
+// TestGPUs: what kubectl tessera shows of a DRA GPU beside the device
+// model: the driver's UUID and index, and its taints as published.
+func TestGPUs(t *testing.T) {
+	tainted := nvidiaGPU(1, "NVIDIA H100 80GB HBM3")
+	tainted.Taints = []resourceapi.DeviceTaint{{Key: "gpu.nvidia.com/xid", Value: "79", Effect: resourceapi.DeviceTaintEffectNoExecute}}
+	gpus, problems := GPUs("n", []*resourceapi.ResourceSlice{
+		slice("a", NVIDIADriver, "n", 1, nvidiaGPU(0, "NVIDIA H100 80GB HBM3"), tainted),
+		slice("t", TesseraDriver, "n", 1, tesseraGPU(0, 0, 3)),
+	})
+	type got struct {
+		ID, UUID string
+		Index    int
+		Island   string
+		Healthy  bool
+		Taints   int
+	}
+	var out []got
+	for _, g := range gpus {
+		out = append(out, got{g.ID, g.UUID, g.Index, g.Island, g.Healthy, len(g.Taints)})
+	}
+	want := []got{
+		{"gpu.nvidia.com/n/gpu-0", "GPU-0", 0, "", true, 0},
+		{"gpu.nvidia.com/n/gpu-1", "GPU-1", 1, "", false, 1},
+		{"gpu.tessera.io/n/gpu-0", "", -1, "gpu.tessera.io/n/3", true, 0},
+	}
+	if diff := cmp.Diff(want, out); diff != "" || problems != nil {
+		t.Errorf("GPUs (-want +got):\n%s\nproblems %v", diff, problems)
+	}
+}

@@ -197,6 +197,10 @@ func (s *Snapshot) writeNodes(w io.Writer, o PrintOptions) {
 			name, heartbeat := "", ""
 			if i == 0 {
 				name, heartbeat = n.Name, s.age(n.HeartbeatTime)
+				if n.Source == SourceDRA {
+					// A DRA driver's node: no heartbeat, claims hold the GPUs.
+					name, heartbeat = n.Name+" (dra)", "-"
+				}
 			}
 			cells := []string{name, fmt.Sprintf("%d %s", g.Index, short(g.UUID)), g.Model, health(g.Health, nil), taints(g.Taints),
 				fmt.Sprintf("%d%%", g.Used), holders(g.Holders)}

@@ -67,8 +67,13 @@ type GPURow struct {
 type NodeRow struct {
 	// Name is the node's name.
 	Name string `json:"name"`
-	// HasInventory is false for a node without a GPUNode.
+	// HasInventory is false for a node without a GPUNode or GPUs of a DRA
+	// driver.
 	HasInventory bool `json:"hasInventory"`
+	// Source is "DRA" for a node whose GPUs a DRA driver publishes in
+	// ResourceSlices (no GPUNode): its GPUs are held through allocated
+	// ResourceClaims, each device whole. Empty for a GPUNode.
+	Source string `json:"source,omitempty"`
 	// HeartbeatTime is the GPUNode's heartbeat; the scheduler places no new
 	// GPU pods on a node whose heartbeat is older than its
 	// inventoryStaleness.
@@ -277,6 +282,11 @@ func nodeRows(ctx context.Context, kube kubernetes.Interface, gpus versioned.Int
 		}
 		rows[gn.Name] = inventoryRow(gn)
 	}
+	if err := addDRARows(ctx, kube, rows, func(name string) bool {
+		return (len(named) == 0 || named[name]) && (selected == nil || selected[name])
+	}); err != nil {
+		return nil, nil, err
+	}
 	var missing []string
 	switch {
 	case len(named) > 0:
@@ -397,6 +407,10 @@ func fileBoundPod(r *NodeRow, p *v1.Pod) {
 	}
 	name := p.Namespace + "/" + p.Name
 	h := podgpu.Of(p)
+	if r.Source == SourceDRA && h.State != podgpu.None {
+		// It holds its GPUs through claims, which addDRARows filed.
+		return
+	}
 	switch h.State {
 	case podgpu.None:
 		r.Other = append(r.Other, name)

@@ -445,10 +445,10 @@ func TestChartInstallsAndSchedules(t *testing.T) {
 	// DynamicResources creates the second pod's claim, allocates both and
 	// records the allocations (resourceclaims, resourceclaims/status,
 	// resourceclaims/binding, pods/status).
-	if err := addGPUDeviceClass(ctx, c); err != nil {
+	if err := c.AddGPUDeviceClass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := addDRANode(ctx, c, "dra", h100, h100); err != nil {
+	if err := c.AddDRANode(ctx, "dra", h100, h100); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Client.ResourceV1().ResourceClaims("default").Create(ctx, oneGPUClaim("one-gpu", "default"), metav1.CreateOptions{}); err != nil {

@@ -9,70 +9,19 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
 )
 
 // nvidiaDriver is the driver name of NVIDIA's DRA driver for GPUs.
-const nvidiaDriver = "gpu.nvidia.com"
+const nvidiaDriver = drainventory.NVIDIADriver
 
 // h100 is the model of the DRA nodes' GPUs unless a test names others.
 const h100 = "NVIDIA H100 80GB HBM3"
-
-// addDRANode creates a node without a device plugin (no nvidia.com/gpu
-// allocatable, no GPUNode) whose GPUs a DRA driver publishes in a
-// ResourceSlice, with the attributes NVIDIA's driver gives them: one GPU
-// per model named.
-func addDRANode(ctx context.Context, c *localcluster.Cluster, name string, models ...string) error {
-	if err := c.AddNode(ctx, localcluster.FakeNode{Name: name}); err != nil {
-		return err
-	}
-	var devices []resourceapi.Device
-	for i, model := range models {
-		devices = append(devices, resourceapi.Device{
-			Name: fmt.Sprintf("gpu-%d", i),
-			Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
-				"type":        {StringValue: new("gpu")},
-				"uuid":        {StringValue: new(fmt.Sprintf("GPU-%s-dra-%d", name, i))},
-				"productName": {StringValue: new(model)},
-				"index":       {IntValue: new(int64(i))},
-			},
-			Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
-				"memory": {Value: resource.MustParse("80Gi")},
-			},
-		})
-	}
-	slice := &resourceapi.ResourceSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: name + "-" + nvidiaDriver},
-		Spec: resourceapi.ResourceSliceSpec{
-			Driver:   nvidiaDriver,
-			Pool:     resourceapi.ResourcePool{Name: name, Generation: 1, ResourceSliceCount: 1},
-			NodeName: new(name),
-			Devices:  devices,
-		},
-	}
-	_, err := c.Client.ResourceV1().ResourceSlices().Create(ctx, slice, metav1.CreateOptions{})
-	return err
-}
-
-// addGPUDeviceClass creates the DeviceClass of NVIDIA's GPUs that maps
-// nvidia.com/gpu to them (KEP-5004), as NVIDIA's driver chart does.
-func addGPUDeviceClass(ctx context.Context, c *localcluster.Cluster) error {
-	class := &resourceapi.DeviceClass{
-		ObjectMeta: metav1.ObjectMeta{Name: nvidiaDriver},
-		Spec: resourceapi.DeviceClassSpec{
-			Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
-				Expression: `device.driver == "` + nvidiaDriver + `" && device.attributes["` + nvidiaDriver + `"].type == "gpu"`}}},
-			ExtendedResourceName: new(string(gpu.ResourceGPU)),
-		},
-	}
-	_, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, class, metav1.CreateOptions{})
-	return err
-}
 
 // oneGPUClaim is a ResourceClaim for one GPU of NVIDIA's class.
 func oneGPUClaim(name, ns string) *resourceapi.ResourceClaim {
@@ -140,10 +89,10 @@ func allocatedDevices(t *testing.T, ctx context.Context, c *localcluster.Cluster
 func TestMixedClusterPlacesMappedGPUsOnDRANodes(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
 	e.addNode("dp", localcluster.FakeNode{GPUs: 2})
-	if err := addGPUDeviceClass(e.ctx, e.c); err != nil {
+	if err := e.c.AddGPUDeviceClass(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := addDRANode(e.ctx, e.c, "dra", h100, h100, h100, h100); err != nil {
+	if err := e.c.AddDRANode(e.ctx, "dra", h100, h100, h100, h100); err != nil {
 		t.Fatal(err)
 	}
 
@@ -195,7 +144,7 @@ func TestMixedClusterPlacesMappedGPUsOnDRANodes(t *testing.T) {
 	// beside the two GPUs of the device-plugin node.
 	waitAllocatedGPUs(t, e.ctx, 6)
 
-	if err := addDRANode(e.ctx, e.c, "dra-mixed", h100, "NVIDIA A100-SXM4-80GB"); err != nil {
+	if err := e.c.AddDRANode(e.ctx, "dra-mixed", h100, "NVIDIA A100-SXM4-80GB"); err != nil {
 		t.Fatal(err)
 	}
 	e.createPod("h100-again", gpus(1), annotated(gpu.ModelsAnnotation, h100))
@@ -225,11 +174,11 @@ func waitAllocatedGPUs(t *testing.T, ctx context.Context, n int) {
 // once: the scheduler's allocated-GPU gauge follows the pods one by one.
 func TestBinpackOnDRANodes(t *testing.T) {
 	e := newEnv(t, localcluster.SchedulerOptions{})
-	if err := addGPUDeviceClass(e.ctx, e.c); err != nil {
+	if err := e.c.AddGPUDeviceClass(e.ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"x", "y"} {
-		if err := addDRANode(e.ctx, e.c, n, h100, h100, h100, h100); err != nil {
+		if err := e.c.AddDRANode(e.ctx, n, h100, h100, h100, h100); err != nil {
 			t.Fatal(err)
 		}
 	}
