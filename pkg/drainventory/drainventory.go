@@ -228,3 +228,28 @@ func Allocated(claim *resourceapi.ResourceClaim) []string {
 	}
 	return out
 }
+
+// IsGPUClass reports whether a DeviceClass selects the GPUs of a driver
+// this package reads: it maps nvidia.com/gpu, or one of its CEL selectors
+// names such a driver (device.driver == "gpu.nvidia.com", as the classes of
+// NVIDIA's driver do).
+func IsGPUClass(class *resourceapi.DeviceClass, gpuResource string) bool {
+	if class == nil {
+		return false
+	}
+	if class.Spec.ExtendedResourceName != nil && *class.Spec.ExtendedResourceName == gpuResource {
+		return true
+	}
+	for _, s := range class.Spec.Selectors {
+		if s.CEL == nil {
+			continue
+		}
+		expr := strings.Join(strings.Fields(s.CEL.Expression), "")
+		for _, d := range Drivers {
+			if strings.Contains(expr, `device.driver=="`+d+`"`) || strings.Contains(expr, `device.driver=='`+d+`'`) {
+				return true
+			}
+		}
+	}
+	return false
+}

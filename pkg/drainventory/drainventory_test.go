@@ -196,3 +196,25 @@ func TestGPUs(t *testing.T) {
 		t.Errorf("GPUs (-want +got):\n%s\nproblems %v", diff, problems)
 	}
 }
+
+func TestIsGPUClass(t *testing.T) {
+	cel := func(expr string) *resourceapi.DeviceClass {
+		return &resourceapi.DeviceClass{Spec: resourceapi.DeviceClassSpec{Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{Expression: expr}}}}}
+	}
+	mapped := &resourceapi.DeviceClass{Spec: resourceapi.DeviceClassSpec{ExtendedResourceName: new("nvidia.com/gpu")}}
+	for _, tc := range []struct {
+		class *resourceapi.DeviceClass
+		want  bool
+	}{
+		{cel(`device.driver == "gpu.nvidia.com" && device.attributes["gpu.nvidia.com"].type == "gpu"`), true},
+		{cel(`device.driver=='gpu.tessera.io'`), true},
+		{cel(`device.driver == "sriov.example.com"`), false},
+		{mapped, true},
+		{&resourceapi.DeviceClass{}, false},
+		{nil, false},
+	} {
+		if got := IsGPUClass(tc.class, "nvidia.com/gpu"); got != tc.want {
+			t.Errorf("IsGPUClass(%+v) = %v, want %v", tc.class, got, tc.want)
+		}
+	}
+}

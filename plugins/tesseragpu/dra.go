@@ -4,9 +4,11 @@ import (
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
@@ -103,4 +105,66 @@ func (pl *TesseraGPU) leftToDRA(s *cycleState, st *gpucache.NodeState, node stri
 	}
 	ni, err := pl.handle.SnapshotSharedLister().NodeInfos().Get(node)
 	return err == nil && servedByDRA(s.req, ni)
+}
+
+// claimRequest is what a pod's unallocated ResourceClaims ask of GPU
+// classes (drainventory.IsGPUClass): the sum of their requests for an
+// exact count of devices, as whole GPUs, for ranking the DRA nodes that
+// could serve them. It is nil when the pod asks no GPU that way, and when
+// any claim is one Tessera cannot size (not generated yet, all devices of
+// a class, a prioritized list): DynamicResources alone decides those.
+func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
+	if pl.draManager == nil || len(pod.Spec.ResourceClaims) == 0 {
+		return nil
+	}
+	generated := map[string]*string{}
+	for _, st := range pod.Status.ResourceClaimStatuses {
+		generated[st.Name] = st.ResourceClaimName
+	}
+	whole := 0
+	for _, rc := range pod.Spec.ResourceClaims {
+		name := rc.ResourceClaimName
+		if name == nil {
+			name = generated[rc.Name]
+		}
+		if name == nil {
+			return nil
+		}
+		claim, err := pl.draManager.ResourceClaims().Get(pod.Namespace, *name)
+		if err != nil {
+			return nil
+		}
+		if claim.Status.Allocation != nil {
+			// Shared and already allocated: it takes no more devices.
+			continue
+		}
+		for _, r := range claim.Spec.Devices.Requests {
+			if r.Exactly == nil {
+				return nil
+			}
+			class, err := pl.draManager.DeviceClasses().Get(r.Exactly.DeviceClassName)
+			if err != nil {
+				return nil
+			}
+			if !drainventory.IsGPUClass(class, string(gpu.ResourceGPU)) {
+				continue
+			}
+			if r.Exactly.AllocationMode == resourceapi.DeviceAllocationModeAll {
+				return nil
+			}
+			n := int(r.Exactly.Count)
+			if n == 0 {
+				n = 1
+			}
+			whole += n
+		}
+	}
+	if whole == 0 || whole > device.MaxDevicesPerNode {
+		return nil
+	}
+	req, err := device.NewRequest([]device.ContainerDemand{{Name: "claims", Count: whole}}, nil, nil)
+	if err != nil {
+		return nil
+	}
+	return req
 }

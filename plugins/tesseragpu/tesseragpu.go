@@ -77,6 +77,9 @@ type TesseraGPU struct {
 	// classes resolves an extended resource to the DeviceClass that maps
 	// it, if any (dra.go); nil without DRA.
 	classes fwk.DeviceClassResolver
+	// draManager reads claims and classes for claimRequest; nil without
+	// DRA.
+	draManager fwk.SharedDRAManager
 }
 
 var (
@@ -112,6 +115,10 @@ type cycleState struct {
 	// dra is set when a DeviceClass maps every GPU resource the pod asks
 	// for: nodes without a device plugin for them serve it through DRA.
 	dra bool
+	// claimOnly is set when req is what the pod's ResourceClaims ask of GPU
+	// classes (claimRequest): Tessera ranks the DRA nodes and rejects
+	// none, since DynamicResources decides what the claims can get.
+	claimOnly bool
 	// whatIf holds the nodes that PreFilterExtensions changed in this copy
 	// of the cycle state: preemption's victims taken off, nominated pods
 	// put on. Nil in an ordinary cycle.
@@ -185,6 +192,11 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	}
 	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, req)
 	if req.Empty() {
+		if claims := pl.claimRequest(pod); claims != nil {
+			pl.cache.IndexNodes(nodes)
+			cs.Write(stateKey, &cycleState{req: claims, cpu: cpu, now: pl.now(), cycle: cycles.Add(1), claimOnly: true})
+			return nil, nil
+		}
 		if scoreWithoutGPUs {
 			pl.cache.IndexNodes(nodes)
 			cs.Write(stateKey, &cycleState{cpu: cpu, now: pl.now(), cycle: cycles.Add(1)})
@@ -265,6 +277,9 @@ func (pl *TesseraGPU) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni
 	s, err := readState(cs)
 	if err != nil {
 		return fwk.AsStatus(err)
+	}
+	if s.claimOnly {
+		return nil
 	}
 	if s.whatIf != nil {
 		if w := s.whatIf[ni.Node().Name]; w != nil {
@@ -382,10 +397,15 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 		// Only a scorer that scores pods without GPUs gets here.
 		return pl.scorer.score(s, gpucache.Fit{State: sl.State()}, ni), nil
 	}
+	if s.claimOnly && !sl.State().DRA {
+		// Claims are served from ResourceSlices only.
+		return 0, nil
+	}
 	f, status := pl.fitAgain(s, sl)
 	if status != nil {
-		// The node changed since Filter; rank it last rather than fail the
-		// cycle, and let Reserve have the final word.
+		// The node changed since Filter (or, for claims, Tessera sees no
+		// room where DynamicResources found some); rank it last rather
+		// than fail the cycle, and let Reserve have the final word.
 		return 0, nil
 	}
 	return pl.scorer.score(s, f, ni), nil
@@ -413,7 +433,7 @@ func (pl *TesseraGPU) Reserve(ctx context.Context, cs fwk.CycleState, pod *v1.Po
 		return nil
 	}
 	sl := pl.cache.Slot(node)
-	if pl.leftToDRA(s, sl.State(), node) {
+	if s.claimOnly || pl.leftToDRA(s, sl.State(), node) {
 		// DynamicResources allocates the devices and records them in the
 		// pod's claim; the cache counts them once the claim shows them.
 		pl.waiting.done(pod.UID)
@@ -520,7 +540,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 	pl := newPlugin(logger, args, fts)
 	pl.handle = h
 	if m := h.SharedDRAManager(); m != nil {
-		pl.classes = m.DeviceClassResolver()
+		pl.classes, pl.draManager = m.DeviceClassResolver(), m
 	}
 	recorder := h.EventRecorder()
 	pl.store.Warn = func(regarding runtime.Object, reason, note string) {

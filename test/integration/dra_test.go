@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,35 +169,47 @@ func waitAllocatedGPUs(t *testing.T, ctx context.Context, n int) {
 }
 
 // TestBinpackOnDRANodes: Tessera scores DRA nodes from their ResourceSlices
-// and claims. Under binpack, pods asking for nvidia.com/gpu one after the
-// other fill one 4-GPU DRA node before the next; the default scorers alone
-// would spread them (least-allocated CPU). Each claim's GPU is counted
-// once: the scheduler's allocated-GPU gauge follows the pods one by one.
+// and claims. Under binpack, pods asking for nvidia.com/gpu, and pods with
+// a ResourceClaim for a GPU of NVIDIA's class, one after the other fill the
+// 4-GPU DRA node "b" before they go to the 8-GPU node "a": the pod fills
+// more of the smaller node. The other scorers cannot tell the two nodes
+// apart (same CPU and memory). Each claim's GPU is counted once: the
+// scheduler's allocated-GPU gauge follows the pods one by one.
 func TestBinpackOnDRANodes(t *testing.T) {
-	e := newEnv(t, localcluster.SchedulerOptions{})
-	if err := e.c.AddGPUDeviceClass(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []string{"x", "y"} {
-		if err := e.c.AddDRANode(e.ctx, n, h100, h100, h100, h100); err != nil {
-			t.Fatal(err)
-		}
-	}
-	nodes := map[string]int{}
-	var first string
-	for i := range 5 {
-		name := fmt.Sprintf("gpu-%d", i)
-		e.createPod(name, gpus(1))
-		p := e.waitBound(name)
-		allocatedDevices(t, e.ctx, e.c, p)
-		nodes[p.Spec.NodeName]++
-		if i == 0 {
-			first = p.Spec.NodeName
-		}
-		waitAllocatedGPUs(t, e.ctx, i+1)
-	}
-	if nodes[first] != 4 || len(nodes) != 2 {
-		t.Errorf("pods per node %v, want 4 on %s and the fifth on the other", nodes, first)
+	for _, kind := range []string{"mapped", "claim"} {
+		t.Run(kind, func(t *testing.T) {
+			e := newEnv(t, localcluster.SchedulerOptions{})
+			if err := e.c.AddGPUDeviceClass(e.ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.c.AddDRANode(e.ctx, "a", h100, h100, h100, h100, h100, h100, h100, h100); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.c.AddDRANode(e.ctx, "b", h100, h100, h100, h100); err != nil {
+				t.Fatal(err)
+			}
+			var placed []string
+			for i := range 5 {
+				name := fmt.Sprintf("gpu-%d", i)
+				var claims []string
+				if kind == "claim" {
+					if _, err := e.c.Client.ResourceV1().ResourceClaims("default").Create(e.ctx, oneGPUClaim(name, "default"), metav1.CreateOptions{}); err != nil {
+						t.Fatal(err)
+					}
+					e.createPod(name, usingClaim(name))
+					claims = []string{name}
+				} else {
+					e.createPod(name, gpus(1))
+				}
+				p := e.waitBound(name)
+				allocatedDevices(t, e.ctx, e.c, p, claims...)
+				placed = append(placed, p.Spec.NodeName)
+				waitAllocatedGPUs(t, e.ctx, i+1)
+			}
+			if want := []string{"b", "b", "b", "b", "a"}; !slices.Equal(placed, want) {
+				t.Errorf("pods went to %v, want %v", placed, want)
+			}
+		})
 	}
 }
 
