@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
@@ -18,16 +16,8 @@ import (
 // claims as holders. A mapped pod bound there holds its GPU through its
 // claim and is not listed as unrecorded; a device taint shows.
 func TestDRANodes(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), TB: t})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	f := &fixture{t: t, ctx: ctx, c: c}
-	clock = func() time.Time { return t0.Add(90 * time.Second) }
-	defer func() { clock = time.Now }()
+	f := startFixture(t)
+	ctx, c := f.ctx, f.c
 
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -90,17 +90,9 @@ func TestCommandLine(t *testing.T) {
 // their FailedScheduling events, and compares its output with
 // testdata/*.golden. Run with -update to rewrite them.
 func TestAgainstCluster(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), TB: t})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	f := &fixture{t: t, ctx: ctx, c: c}
+	f := startFixture(t)
+	ctx, c := f.ctx, f.c
 	f.build()
-	clock = func() time.Time { return t0.Add(90 * time.Second) }
-	defer func() { clock = time.Now }()
 
 	for _, tc := range []struct {
 		golden string
@@ -177,6 +169,22 @@ func compare(t *testing.T, name, got string) {
 	if got != string(want) {
 		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
+}
+
+// startFixture starts an empty cluster for a test, stopped when it ends,
+// with the command's clock pinned 90 seconds after t0.
+func startFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), TB: t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	clock = func() time.Time { return t0.Add(90 * time.Second) }
+	t.Cleanup(func() { clock = time.Now })
+	return &fixture{t: t, ctx: ctx, c: c}
 }
 
 // fixture builds the cluster the golden files show.
