@@ -215,24 +215,31 @@ func capacity(d *resourceapi.Device, driver, name string) (resourceapi.DeviceCap
 }
 
 // Allocated returns the devices of the GPU drivers that the claim's
-// allocation holds, by DeviceID; nil when it holds none.
+// allocation holds, by DeviceID; nil when it holds none. A result with
+// admin access does not use its device (a monitoring agent's, say), and one
+// of a device that allows several allocations (ShareID) uses only part of
+// it: neither holds the device, as the scheduler's own accounting of
+// allocated devices has it.
 func Allocated(claim *resourceapi.ResourceClaim) []string {
 	if claim.Status.Allocation == nil {
 		return nil
 	}
 	var out []string
 	for _, r := range claim.Status.Allocation.Devices.Results {
-		if IsGPUDriver(r.Driver) {
-			out = append(out, DeviceID(r.Driver, r.Pool, r.Device))
+		if !IsGPUDriver(r.Driver) || (r.AdminAccess != nil && *r.AdminAccess) || r.ShareID != nil {
+			continue
 		}
+		out = append(out, DeviceID(r.Driver, r.Pool, r.Device))
 	}
 	return out
 }
 
-// IsGPUClass reports whether a DeviceClass selects the GPUs of a driver
+// IsGPUClass reports whether a DeviceClass selects whole GPUs of a driver
 // this package reads: it maps nvidia.com/gpu, or one of its CEL selectors
 // names such a driver (device.driver == "gpu.nvidia.com", as the classes of
-// NVIDIA's driver do).
+// NVIDIA's driver do) and none pins the device type to anything but "gpu"
+// (NVIDIA's MIG and VFIO classes select the same driver with type "mig" or
+// "vfio").
 func IsGPUClass(class *resourceapi.DeviceClass, gpuResource string) bool {
 	if class == nil {
 		return false
@@ -240,6 +247,7 @@ func IsGPUClass(class *resourceapi.DeviceClass, gpuResource string) bool {
 	if class.Spec.ExtendedResourceName != nil && *class.Spec.ExtendedResourceName == gpuResource {
 		return true
 	}
+	gpuDriver := false
 	for _, s := range class.Spec.Selectors {
 		if s.CEL == nil {
 			continue
@@ -247,9 +255,35 @@ func IsGPUClass(class *resourceapi.DeviceClass, gpuResource string) bool {
 		expr := strings.Join(strings.Fields(s.CEL.Expression), "")
 		for _, d := range Drivers {
 			if strings.Contains(expr, `device.driver=="`+d+`"`) || strings.Contains(expr, `device.driver=='`+d+`'`) {
-				return true
+				gpuDriver = true
+			}
+		}
+		for _, t := range pinnedTypes(expr) {
+			if t != "gpu" {
+				return false
 			}
 		}
 	}
-	return false
+	return gpuDriver
+}
+
+// pinnedTypes returns the values a whitespace-free CEL expression compares
+// a device's type attribute with (....type=="mig", ....type=='gpu').
+func pinnedTypes(expr string) []string {
+	var out []string
+	for rest := expr; ; {
+		i := strings.Index(rest, ".type==")
+		if i < 0 {
+			return out
+		}
+		rest = rest[i+len(".type=="):]
+		if rest == "" || (rest[0] != '"' && rest[0] != '\'') {
+			continue
+		}
+		q := rest[0]
+		if j := strings.IndexByte(rest[1:], q); j >= 0 {
+			out = append(out, rest[1:1+j])
+			rest = rest[1+j:]
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tessera-gpu/tessera/pkg/device"
 )
@@ -157,6 +158,8 @@ func TestAllocated(t *testing.T) {
 		Devices: resourceapi.DeviceAllocationResult{Results: []resourceapi.DeviceRequestAllocationResult{
 			{Request: "gpu", Driver: NVIDIADriver, Pool: "n", Device: "gpu-3"},
 			{Request: "nic", Driver: "sriov.example.com", Pool: "n", Device: "vf-1"},
+			{Request: "monitor", Driver: NVIDIADriver, Pool: "n", Device: "gpu-4", AdminAccess: new(true)},
+			{Request: "share", Driver: NVIDIADriver, Pool: "n", Device: "gpu-5", ShareID: new(types.UID("a1"))},
 		}},
 	}}}
 	if diff := cmp.Diff([]string{"gpu.nvidia.com/n/gpu-3"}, Allocated(claim)); diff != "" {
@@ -209,6 +212,8 @@ func TestIsGPUClass(t *testing.T) {
 		{cel(`device.driver == "gpu.nvidia.com" && device.attributes["gpu.nvidia.com"].type == "gpu"`), true},
 		{cel(`device.driver=='gpu.tessera.io'`), true},
 		{cel(`device.driver == "sriov.example.com"`), false},
+		{cel(`device.driver == 'gpu.nvidia.com' && device.attributes['gpu.nvidia.com'].type == 'mig'`), false},
+		{cel(`device.driver == "gpu.nvidia.com" && device.attributes["gpu.nvidia.com"].type == "vfio"`), false},
 		{mapped, true},
 		{&resourceapi.DeviceClass{}, false},
 		{nil, false},

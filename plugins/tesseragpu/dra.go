@@ -58,13 +58,12 @@ func (pl *TesseraGPU) draMapped(req *device.Request) bool {
 // rule DynamicResources applies to a mapped extended resource. A node with
 // the device plugin's resources stays Tessera's own.
 func servedByDRA(req *device.Request, ni fwk.NodeInfo) bool {
+	// Filter calls it on every node without inventory: no allocation.
 	alloc := ni.GetAllocatable().GetScalarResources()
-	for _, r := range requestedResources(req) {
-		if alloc[r] != 0 {
-			return false
-		}
+	if req.Whole > 0 && alloc[gpu.ResourceGPU] != 0 {
+		return false
 	}
-	return true
+	return len(req.Shares) == 0 || alloc[gpu.ResourcePercent] == 0
 }
 
 // filterDRA is Filter's verdict on a node without GPU inventory that

@@ -13,6 +13,7 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 
 	"github.com/tessera-gpu/tessera/config"
+	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 )
 
@@ -85,5 +86,29 @@ func TestPreFilterDoesNotSizeOrPruneForDRA(t *testing.T) {
 	pl.classes = mappedClasses{gpu.ResourceGPU: true}
 	if _, st := preFilter(t, pl, pod); !st.IsSuccess() {
 		t.Errorf("with a mapping PreFilter gave %v", st)
+	}
+}
+
+// TestScoreClaimsOnNodesTesseraCannotRead: a pod ranked for its claims
+// scores 0, without a panic, on a node the cache knows nothing of and on a
+// device-plugin node; Filter rejects neither (DynamicResources decides).
+func TestScoreClaimsOnNodesTesseraCannotRead(t *testing.T) {
+	pl := testPlugin(t, config.ScoringStrategyBinpack, gpuNode("dp", 8, "H100"))
+	req, err := device.NewRequest([]device.ContainerDemand{{Name: "claims", Count: 1}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := framework.NewCycleState()
+	cs.Write(stateKey, &cycleState{req: req, claimOnly: true, now: now, cycle: cycles.Add(1)})
+	pod := makePod("p")
+	for _, name := range []string{"unknown", "dp"} {
+		ni := framework.NewNodeInfo()
+		ni.SetNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		if st := pl.Filter(context.Background(), cs, pod, ni); st != nil {
+			t.Errorf("Filter on %s: %v", name, st)
+		}
+		if score, st := pl.Score(context.Background(), cs, pod, ni); score != 0 || st != nil {
+			t.Errorf("Score on %s = %d, %v; want 0", name, score, st)
+		}
 	}
 }

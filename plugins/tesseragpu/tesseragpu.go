@@ -192,7 +192,7 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	}
 	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, req)
 	if req.Empty() {
-		if claims := pl.claimRequest(pod); claims != nil {
+		if claims := pl.claimRequest(pod); claims != nil && pl.synced() {
 			pl.cache.IndexNodes(nodes)
 			cs.Write(stateKey, &cycleState{req: claims, cpu: cpu, now: pl.now(), cycle: cycles.Add(1), claimOnly: true})
 			return nil, nil
@@ -397,9 +397,12 @@ func (pl *TesseraGPU) Score(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni 
 		// Only a scorer that scores pods without GPUs gets here.
 		return pl.scorer.score(s, gpucache.Fit{State: sl.State()}, ni), nil
 	}
-	if s.claimOnly && !sl.State().DRA {
-		// Claims are served from ResourceSlices only.
-		return 0, nil
+	if s.claimOnly {
+		if st := sl.State(); st == nil || !st.DRA {
+			// Claims are served from ResourceSlices only, and Tessera
+			// reads no GPU of this node.
+			return 0, nil
+		}
 	}
 	f, status := pl.fitAgain(s, sl)
 	if status != nil {

@@ -21,7 +21,15 @@ import (
 // goes.
 func (c *Cache) SetDRA(node string, inv *device.Inventory, claimed []string) {
 	c.mu.Lock()
-	r := c.recordLocked(node)
+	r := (*c.nodes.Load())[node]
+	if r == nil {
+		if inv == nil && len(claimed) == 0 {
+			// Nothing known, nothing to keep.
+			c.unlock(false)
+			return
+		}
+		r = c.recordLocked(node)
+	}
 	if inv != nil && len(inv.Problems) > 0 && (r.draInv == nil || fmt.Sprint(r.draInv.Problems) != fmt.Sprint(inv.Problems)) {
 		c.logger.Info("ResourceSlices list GPUs that cannot be used; they are skipped", "node", node, "problems", inv.Problems)
 	}
@@ -29,6 +37,7 @@ func (c *Cache) SetDRA(node string, inv *device.Inventory, claimed []string) {
 	same := sameInventory(r.draInv, inv) && slices.Equal(r.claimed, claimed)
 	r.draInv, r.claimed = inv, claimed
 	if r.gn != nil || same {
+		c.dropRecordLocked(r)
 		c.unlock(false)
 		return
 	}

@@ -77,4 +77,10 @@ func TestSetDRA(t *testing.T) {
 	if r := c.record("n"); r != nil {
 		t.Errorf("a node with no slices, claims or pods is still recorded: %+v", r)
 	}
+	// Slices of a driver Tessera cannot read leave no record either.
+	c.SetDRA("other", nil, nil)
+	c.SetDRA("other", nil, nil)
+	if r := c.record("other"); r != nil {
+		t.Errorf("a node with nothing to keep was recorded: %+v", r)
+	}
 }
