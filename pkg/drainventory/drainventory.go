@@ -55,9 +55,22 @@ var Drivers = []string{NVIDIADriver, TesseraDriver}
 // IsGPUDriver reports whether driver publishes GPUs this package reads.
 func IsGPUDriver(driver string) bool { return slices.Contains(Drivers, driver) }
 
+// PoolID names a driver's pool: the part of DeviceID before the device's
+// name.
+func PoolID(driver, pool string) string { return driver + "/" + pool }
+
+// PoolOf returns the PoolID part of a DeviceID.
+func PoolOf(id string) string {
+	i := strings.LastIndexByte(id, '/')
+	if i < 0 {
+		return ""
+	}
+	return id[:i]
+}
+
 // DeviceID is the ID a DRA device has in Tessera's inventory: its driver,
 // pool and name, which is how a claim's allocation result names it.
-func DeviceID(driver, pool, name string) string { return driver + "/" + pool + "/" + name }
+func DeviceID(driver, pool, name string) string { return PoolID(driver, pool) + "/" + name }
 
 // GPU is one GPU a DRA driver publishes, as Tessera reads it.
 type GPU struct {

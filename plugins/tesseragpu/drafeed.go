@@ -1,13 +1,13 @@
 package tesseragpu
 
 import (
-	"strings"
 	"sync"
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/drainventory"
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
@@ -22,6 +22,9 @@ type draFeed struct {
 	mu sync.Mutex
 	// slices are the GPU drivers' node-local slices by node, then name.
 	slices map[string]map[string]*resourceapi.ResourceSlice
+	// inv is each node's inventory from its slices, rebuilt only when
+	// they change: claims change with every pod, slices seldom.
+	inv map[string]*device.Inventory
 	// poolNode is the node of each driver/pool those slices name.
 	poolNode map[string]string
 	// claimed is what each allocated claim holds of GPU drivers' devices,
@@ -32,17 +35,8 @@ type draFeed struct {
 }
 
 func newDRAFeed(store *gpucache.Cache) *draFeed {
-	return &draFeed{store: store, slices: map[string]map[string]*resourceapi.ResourceSlice{}, poolNode: map[string]string{},
+	return &draFeed{store: store, slices: map[string]map[string]*resourceapi.ResourceSlice{}, inv: map[string]*device.Inventory{}, poolNode: map[string]string{},
 		claimed: map[string]map[types.UID][]string{}, claimPools: map[types.UID][]string{}}
-}
-
-// poolOf is the driver/pool part of a drainventory.DeviceID.
-func poolOf(id string) string {
-	i := strings.LastIndexByte(id, '/')
-	if i < 0 {
-		return ""
-	}
-	return id[:i]
 }
 
 func sliceNode(s *resourceapi.ResourceSlice) string {
@@ -73,13 +67,33 @@ func (f *draFeed) setSlice(old, s *resourceapi.ResourceSlice) {
 				f.slices[n] = map[string]*resourceapi.ResourceSlice{}
 			}
 			f.slices[n][s.Name] = s
-			f.poolNode[s.Spec.Driver+"/"+s.Spec.Pool.Name] = n
+			f.poolNode[drainventory.PoolID(s.Spec.Driver, s.Spec.Pool.Name)] = n
 			nodes[n] = true
 		}
 	}
 	for n := range nodes {
+		f.inventoryLocked(n)
 		f.publishLocked(n)
 	}
+}
+
+// inventoryLocked rebuilds the node's inventory from its slices, and
+// forgets the pools of a node left without slices.
+func (f *draFeed) inventoryLocked(node string) {
+	var list []*resourceapi.ResourceSlice
+	for _, s := range f.slices[node] {
+		list = append(list, s)
+	}
+	if len(list) == 0 {
+		delete(f.inv, node)
+		for p, n := range f.poolNode {
+			if n == node {
+				delete(f.poolNode, p)
+			}
+		}
+		return
+	}
+	f.inv[node], _ = drainventory.Inventory(node, list)
 }
 
 // setClaim records what an allocated claim holds (nothing for a deleted
@@ -101,7 +115,7 @@ func (f *draFeed) setClaim(uid types.UID, claim *resourceapi.ResourceClaim) {
 	}
 	delete(f.claimPools, uid)
 	for _, id := range held {
-		p := poolOf(id)
+		p := drainventory.PoolOf(id)
 		if f.claimed[p] == nil {
 			f.claimed[p] = map[types.UID][]string{}
 		}
@@ -122,32 +136,20 @@ func (f *draFeed) setClaim(uid types.UID, claim *resourceapi.ResourceClaim) {
 	}
 }
 
-// publishLocked hands the node's inventory and claimed devices to the
-// cache.
+// publishLocked hands the node's inventory and the devices claims hold in
+// its pools to the cache.
 func (f *draFeed) publishLocked(node string) {
-	var list []*resourceapi.ResourceSlice
-	for _, s := range f.slices[node] {
-		list = append(list, s)
-	}
-	inv, _ := drainventory.Inventory(node, list)
 	var claimed []string
 	pools := map[string]bool{}
-	for _, s := range list {
-		pools[s.Spec.Driver+"/"+s.Spec.Pool.Name] = true
+	for _, s := range f.slices[node] {
+		pools[drainventory.PoolID(s.Spec.Driver, s.Spec.Pool.Name)] = true
 	}
 	for p := range pools {
 		for _, ids := range f.claimed[p] {
 			claimed = append(claimed, ids...)
 		}
 	}
-	if len(list) == 0 {
-		for p, n := range f.poolNode {
-			if n == node {
-				delete(f.poolNode, p)
-			}
-		}
-	}
-	f.store.SetDRA(node, inv, claimed)
+	f.store.SetDRA(node, f.inv[node], claimed)
 }
 
 // sliceHandler and claimHandler adapt informer callbacks.
