@@ -36,15 +36,12 @@ var metav1PatchOptions = metav1.PatchOptions{FieldManager: gpucache.FieldManager
 // informers the scheduler already runs and from a GPUNode informer of the
 // plugin's own. It returns a function that
 // reports whether both have delivered their initial lists, so that no pod is
-// placed on a cache that does not yet know what is running.
-func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, error) {
-	// Before any handler runs: the cache announces stale inventories, and
-	// inventories fresh again, on the GPUNode, and stops its heartbeat
-	// timers with the scheduler.
-	recorder := h.EventRecorder()
-	pl.store.Normal = func(regarding runtime.Object, reason, note string) {
-		recorder.Eventf(regarding, nil, v1.EventTypeNormal, reason, "Scheduling", "%s", note)
-	}
+// placed on a cache that does not yet know what is running. It opens the
+// event gate once the scheduler's informers have synced, which the
+// scheduler starts only after its event broadcaster.
+func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle, gate *eventGate) (func() bool, error) {
+	// Before any handler runs: the cache stops its heartbeat timers with
+	// the scheduler.
 	pl.store.Stop = ctx.Done()
 	podReg, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(pl.podHandler())
 	if err != nil {
@@ -87,6 +84,7 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle) (func() bool, err
 			return
 		}
 		cacheSync.Set(time.Since(start).Seconds())
+		gate.Open()
 		// A pod rejected as "not yet synced" waits for a change to the
 		// cache. If the initial lists were delivered before its attempt,
 		// none may follow, and it would wait for the queue's periodic

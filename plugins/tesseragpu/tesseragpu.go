@@ -545,13 +545,18 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 	if m := h.SharedDRAManager(); m != nil {
 		pl.classes, pl.draManager = m.DeviceClassResolver(), m
 	}
-	recorder := h.EventRecorder()
+	// Every event the plugin records goes through one gate, which watch
+	// opens once the scheduler records events (eventgate.go).
+	gate := newEventGate(h.EventRecorder())
 	pl.store.Warn = func(regarding runtime.Object, reason, note string) {
-		recorder.Eventf(regarding, nil, v1.EventTypeWarning, reason, "Scheduling", "%s", note)
+		gate.record(regarding, v1.EventTypeWarning, reason, note)
+	}
+	pl.store.Normal = func(regarding runtime.Object, reason, note string) {
+		gate.record(regarding, v1.EventTypeNormal, reason, note)
 	}
 	// The evictor hooks into the cache before the informers feed it.
 	evict := newEvictor(pl.store, h.ClientSet(), pl.store.Warn, time.Now)
-	synced, err := pl.watch(ctx, h)
+	synced, err := pl.watch(ctx, h, gate)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
