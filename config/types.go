@@ -15,6 +15,9 @@ const (
 	// TesseraTaintTolerationName is the name of the plugin that replaces the
 	// in-tree TaintToleration plugin with GPU-aware taint handling.
 	TesseraTaintTolerationName = "TesseraTaintToleration"
+	// TesseraDynamicResourcesName is the name of the plugin that runs the
+	// in-tree DynamicResources with Tessera's choice of GPUs.
+	TesseraDynamicResourcesName = "TesseraDynamicResources"
 )
 
 // ScoringStrategyType names the policy TesseraGPU uses to rank nodes and the

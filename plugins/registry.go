@@ -15,6 +15,7 @@ import (
 	// Registers the plugin args with the scheduler's configuration scheme.
 	_ "github.com/tessera-gpu/tessera/config/scheme"
 	"github.com/tessera-gpu/tessera/plugins/gputaints"
+	"github.com/tessera-gpu/tessera/plugins/tesseradra"
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu"
 )
 
@@ -28,6 +29,7 @@ func Registry() frameworkruntime.Registry {
 	return frameworkruntime.Registry{
 		tesseragpu.Name: withFeatures(tesseragpu.New),
 		gputaints.Name:  withFeatures(gputaints.New),
+		tesseradra.Name: withFeatures(tesseradra.New),
 	}
 }
 
@@ -37,6 +39,7 @@ func RegistryWithFeatures(fts plfeature.Features) frameworkruntime.Registry {
 	return frameworkruntime.Registry{
 		tesseragpu.Name: frameworkruntime.FactoryAdapter(fts, tesseragpu.New),
 		gputaints.Name:  frameworkruntime.FactoryAdapter(fts, gputaints.New),
+		tesseradra.Name: frameworkruntime.FactoryAdapter(fts, tesseradra.New),
 	}
 }
 

@@ -12,6 +12,16 @@
 //
 //	go test ./bench/bound -run='^$' -bench=. -benchtime=1x            # the full matrix
 //	go test ./bench/bound -run='^$' -bench=. -benchtime=1x -short     # the CI case
+//	go test ./bench/bound -run='^$' -bench=/dra -benchtime=1x -bound.dra  # DRA nodes
+//
+// With -bound.dra the nodes are DRA nodes instead: Tessera's DRA driver
+// publishes each node's GPUs in a ResourceSlice, a DeviceClass maps
+// nvidia.com/gpu to them, and the pods ask nvidia.com/gpu, which
+// DynamicResources serves through an extended-resource claim it creates
+// for each pod (two more API writes per pod, for every profile alike).
+// The profiles are then Tessera's (TesseraDynamicResources), Tessera's
+// with the in-tree DynamicResources (what Tessera's device choice costs)
+// and the default one.
 package bound
 
 import (
@@ -35,6 +45,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/config/examples"
 	"github.com/tessera-gpu/tessera/pkg/assignment"
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
 	"github.com/tessera-gpu/tessera/pkg/localcluster"
 )
@@ -49,7 +60,7 @@ type workload struct {
 	// the rest empty) instead of the same share of every node.
 	packed bool
 	pods   int
-	kind   string // whole, share or mixed
+	kind   string // whole, share or mixed; dra: whole GPUs on DRA nodes
 }
 
 func (w workload) String() string {
@@ -70,23 +81,33 @@ var profiles = []string{"tessera-scheduler", "default-scheduler"}
 var (
 	systemSpread  = flag.Bool("bound.system-spread", false, "also run Tessera's profile with PodTopologySpread's System defaults (batching off)")
 	fragmentation = flag.Bool("bound.fragmentation", false, "also run Tessera's profile with the fragmentation scoring strategy")
+	dra           = flag.Bool("bound.dra", false, "run the DRA workloads: nodes whose GPUs a DRA driver publishes, pods asking a mapped nvidia.com/gpu")
 )
 
 // The variants of Tessera's profile; their pods ask for tessera-scheduler.
 const (
 	tesseraSystemSpread  = "tessera-scheduler+system-spread"
 	tesseraFragmentation = "tessera-scheduler+fragmentation"
+	// tesseraInTreeDRA is Tessera's profile with the in-tree
+	// DynamicResources in place of TesseraDynamicResources.
+	tesseraInTreeDRA = "tessera-scheduler+in-tree-dra"
 )
 
 // schedulerName is the spec.schedulerName of a profile's pods.
 func schedulerName(profile string) string {
-	if profile == tesseraSystemSpread || profile == tesseraFragmentation {
+	if profile == tesseraSystemSpread || profile == tesseraFragmentation || profile == tesseraInTreeDRA {
 		return "tessera-scheduler"
 	}
 	return profile
 }
 
 func workloads(short bool) []workload {
+	if *dra {
+		if short {
+			return []workload{{nodes: 100, pods: 400, kind: "dra"}}
+		}
+		return []workload{{nodes: 500, pods: 2000, kind: "dra"}, {nodes: 1000, pods: 4000, kind: "dra"}}
+	}
 	if short {
 		return []workload{{nodes: 100, pods: 400, kind: "whole"}}
 	}
@@ -110,6 +131,9 @@ func workloads(short bool) []workload {
 
 func BenchmarkSchedulerBound(b *testing.B) {
 	ps := profiles
+	if *dra {
+		ps = []string{"tessera-scheduler", tesseraInTreeDRA, "default-scheduler"}
+	}
 	if *systemSpread {
 		ps = append(ps, tesseraSystemSpread)
 	}
@@ -140,9 +164,18 @@ func run(b *testing.B, w workload, profile string) float64 {
 	}
 	defer c.Stop()
 	start := time.Now()
-	parallel(b, w.nodes, func(i int) error {
-		return c.AddNode(ctx, localcluster.FakeNode{Name: nodeName(i), GPUs: 8, NoTaint: true})
-	})
+	if w.kind == "dra" {
+		if err := c.AddTesseraDeviceClass(ctx, string(gpu.ResourceGPU)); err != nil {
+			b.Fatal(err)
+		}
+		parallel(b, w.nodes, func(i int) error {
+			return c.AddTesseraDRANode(ctx, nodeName(i), draGPUs(nodeName(i)))
+		})
+	} else {
+		parallel(b, w.nodes, func(i int) error {
+			return c.AddNode(ctx, localcluster.FakeNode{Name: nodeName(i), GPUs: 8, NoTaint: true})
+		})
+	}
 	// Fill: on each node, one pod of another scheduler holds the first
 	// GPUs, recorded as Tessera records them, so both profiles count them.
 	// Packed, the first nodes are held whole and the others not at all.
@@ -229,6 +262,16 @@ func run(b *testing.B, w workload, profile string) float64 {
 
 func nodeName(i int) string { return fmt.Sprintf("gpu-%05d", i) }
 
+// draGPUs are a DRA node's eight GPUs in two NVLink islands of four.
+func draGPUs(node string) []drainventory.PublishedGPU {
+	gpus := make([]drainventory.PublishedGPU, 8)
+	for i := range gpus {
+		gpus[i] = drainventory.PublishedGPU{Name: fmt.Sprintf("gpu-%d", i), UUID: localcluster.FakeGPUUUID(node, i), Index: i,
+			Model: "NVIDIA H100 80GB HBM3", MemoryMiB: 80 << 10, NUMANode: i / 4, Island: i / 4}
+	}
+	return gpus
+}
+
 func pod(name, scheduler string, res v1.ResourceName, qty int64) *v1.Pod {
 	return &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
@@ -250,6 +293,12 @@ func config(b *testing.B, kubeconfig, profile string) []byte {
 		if err := yaml.Unmarshal(examples.TesseraScheduler, &cfg); err != nil {
 			b.Fatal(err)
 		}
+	}
+	if profile == tesseraInTreeDRA {
+		// Without the multiPoint entry the default set's DynamicResources
+		// is back and TesseraDynamicResources is not enabled.
+		prof := cfg["profiles"].([]any)[0].(map[string]any)
+		delete(prof["plugins"].(map[string]any), "multiPoint")
 	}
 	if profile == tesseraSystemSpread || profile == tesseraFragmentation {
 		prof := cfg["profiles"].([]any)[0].(map[string]any)

@@ -35,6 +35,7 @@ import (
 	"github.com/tessera-gpu/tessera/config/examples"
 	"github.com/tessera-gpu/tessera/pkg/report"
 	tesseraplugins "github.com/tessera-gpu/tessera/plugins"
+	"github.com/tessera-gpu/tessera/plugins/tesseradra"
 )
 
 // explainOptions are the flags of `kubectl tessera explain`.
@@ -197,7 +198,7 @@ func (o *explainOptions) explain(ctx context.Context, c *clients, pod *v1.Pod) (
 	ps := profile.Plugins
 	for _, set := range []*schedconfig.PluginSet{&ps.PreEnqueue, &ps.QueueSort, &ps.PreFilter, &ps.Filter, &ps.PostFilter,
 		&ps.PreScore, &ps.Score, &ps.Reserve, &ps.Permit, &ps.PreBind, &ps.Bind, &ps.PostBind} {
-		for _, p := range []string{names.DynamicResources, names.GangScheduling} {
+		for _, p := range []string{names.DynamicResources, tesseradra.Name, names.GangScheduling} {
 			set.Disabled = append(set.Disabled, schedconfig.Plugin{Name: p})
 		}
 	}

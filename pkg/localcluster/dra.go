@@ -54,17 +54,30 @@ func (c *Cluster) AddDRANode(ctx context.Context, name string, models ...string)
 // the driver, that maps nvidia.com/gpu to them (KEP-5004), as NVIDIA's
 // driver chart does.
 func (c *Cluster) AddGPUDeviceClass(ctx context.Context) error {
-	d := drainventory.NVIDIADriver
-	class := &resourceapi.DeviceClass{
-		ObjectMeta: metav1.ObjectMeta{Name: d},
-		Spec: resourceapi.DeviceClassSpec{
-			Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
-				Expression: `device.driver == "` + d + `" && device.attributes["` + d + `"].type == "gpu"`}}},
-			ExtendedResourceName: new(string(gpu.ResourceGPU)),
-		},
-	}
+	return c.addDeviceClass(ctx, drainventory.GPUClass(drainventory.NVIDIADriver, string(gpu.ResourceGPU)))
+}
+
+// AddTesseraDeviceClass creates the DeviceClass of Tessera's DRA driver,
+// mapping extendedResource to its GPUs unless that is empty.
+func (c *Cluster) AddTesseraDeviceClass(ctx context.Context, extendedResource string) error {
+	return c.addDeviceClass(ctx, drainventory.GPUClass(drainventory.TesseraDriver, extendedResource))
+}
+
+func (c *Cluster) addDeviceClass(ctx context.Context, class *resourceapi.DeviceClass) error {
 	if _, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("creating DeviceClass %s: %w", d, err)
+		return fmt.Errorf("creating DeviceClass %s: %w", class.Name, err)
+	}
+	return nil
+}
+
+// AddTesseraDRANode creates a node without a device plugin whose GPUs
+// Tessera's DRA driver publishes, as it would: one ResourceSlice.
+func (c *Cluster) AddTesseraDRANode(ctx context.Context, name string, gpus []drainventory.PublishedGPU) error {
+	if err := c.AddNode(ctx, FakeNode{Name: name}); err != nil {
+		return err
+	}
+	if _, err := c.Client.ResourceV1().ResourceSlices().Create(ctx, drainventory.TesseraSlice(name, 1, gpus), metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the ResourceSlice of node %s: %w", name, err)
 	}
 	return nil
 }

@@ -32,11 +32,15 @@ type draFeed struct {
 	claimed map[string]map[types.UID][]string
 	// claimPools are the pools each claim holds devices of.
 	claimPools map[types.UID][]string
+	// pending are the claims whose allocation DynamicResources has made
+	// but not yet written (TesseraDynamicResources reports them): their
+	// devices are held although the informer's claim shows none.
+	pending map[types.UID]bool
 }
 
 func newDRAFeed(store *gpucache.Cache) *draFeed {
 	return &draFeed{store: store, slices: map[string]map[string]*resourceapi.ResourceSlice{}, inv: map[string]*device.Inventory{}, poolNode: map[string]string{},
-		claimed: map[string]map[types.UID][]string{}, claimPools: map[types.UID][]string{}}
+		claimed: map[string]map[types.UID][]string{}, claimPools: map[types.UID][]string{}, pending: map[types.UID]bool{}}
 }
 
 func sliceNode(s *resourceapi.ResourceSlice) string {
@@ -96,15 +100,52 @@ func (f *draFeed) inventoryLocked(node string) {
 	f.inv[node], _ = drainventory.Inventory(node, list)
 }
 
-// setClaim records what an allocated claim holds (nothing for a deleted
-// or unallocated one) and republishes the nodes whose devices changed.
+// setClaim records what the informer's claim holds (nothing for a deleted
+// or unallocated one). An unallocated claim whose allocation is pending
+// keeps the pending devices: the informer has not caught up with them.
 func (f *draFeed) setClaim(uid types.UID, claim *resourceapi.ResourceClaim) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if claim != nil && claim.Status.Allocation == nil && f.pending[uid] {
+		return
+	}
+	delete(f.pending, uid)
 	var held []string
 	if claim != nil {
 		held = drainventory.Allocated(claim)
 	}
+	f.holdLocked(uid, held)
+}
+
+// setPending records an allocation DynamicResources has made in Reserve
+// and not yet written.
+func (f *draFeed) setPending(claim *resourceapi.ResourceClaim) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.pending[claim.UID] = true
+	f.holdLocked(claim.UID, drainventory.Allocated(claim))
+}
+
+// settle ends a pending allocation: now is the claim as the scheduler
+// knows it afterwards (nil when it knows none). An allocation written by
+// the scheduler stays held until the informer brings it; one given up
+// (Unreserve) is released.
+func (f *draFeed) settle(uid types.UID, now *resourceapi.ResourceClaim) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var held []string
+	if now != nil && now.Status.Allocation != nil {
+		held = drainventory.Allocated(now)
+	}
+	if held == nil {
+		delete(f.pending, uid)
+	}
+	f.holdLocked(uid, held)
+}
+
+// holdLocked records the devices a claim holds and republishes the nodes
+// whose devices changed.
+func (f *draFeed) holdLocked(uid types.UID, held []string) {
 	pools := map[string]bool{}
 	for _, p := range f.claimPools[uid] {
 		delete(f.claimed[p], uid)

@@ -65,7 +65,7 @@ func (pl *TesseraGPU) watch(ctx context.Context, h fwk.Handle, gate *eventGate) 
 	}
 	factory.Start(ctx.Done())
 	// GPUs of DRA drivers: the informers DynamicResources uses.
-	dra := newDRAFeed(pl.store)
+	dra := pl.dra
 	resources := h.SharedInformerFactory().Resource().V1()
 	sliceReg, err := resources.ResourceSlices().Informer().AddEventHandler(dra.sliceHandler())
 	if err != nil {

@@ -31,6 +31,7 @@ import (
 	"github.com/tessera-gpu/tessera/pkg/assignment"
 	"github.com/tessera-gpu/tessera/pkg/device"
 	"github.com/tessera-gpu/tessera/pkg/gpu"
+	"github.com/tessera-gpu/tessera/plugins/tesseradra"
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu/gpucache"
 )
 
@@ -80,6 +81,9 @@ type TesseraGPU struct {
 	// draManager reads claims and classes for claimRequest; nil without
 	// DRA.
 	draManager fwk.SharedDRAManager
+	// dra feeds the cache from ResourceSlices and ResourceClaims, and
+	// from the allocations TesseraDynamicResources reports.
+	dra *draFeed
 }
 
 var (
@@ -192,7 +196,14 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 	}
 	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, req)
 	if req.Empty() {
-		if claims := pl.claimRequest(pod); claims != nil && pl.synced() {
+		if claims := pl.claimRequest(pod); claims != nil {
+			// The device choice on DRA nodes (TesseraDynamicResources)
+			// is only as good as the cache: wait for it, as GPU pods do.
+			pl.waiting.attempt(pod, pl.cache.Generation())
+			if !pl.synced() {
+				rejections.WithLabelValues(reasonNotSynced).Inc()
+				return nil, fwk.NewStatus(fwk.Unschedulable, reasonNotSynced)
+			}
 			pl.cache.IndexNodes(nodes)
 			cs.Write(stateKey, &cycleState{req: claims, cpu: cpu, now: pl.now(), cycle: cycles.Add(1), claimOnly: true})
 			return nil, nil
@@ -561,6 +572,9 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	pl.synced = synced
+	// TesseraDynamicResources, where the profile runs it, asks for the
+	// devices to list first and reports pending allocations.
+	tesseradra.Provide(ctx, h, pl)
 	inventory.track(ctx, pl.store)
 	go evict.run(klog.NewContext(ctx, logger.WithName("device-taint-eviction")))
 	go pl.activateLoop(klog.NewContext(ctx, logger), h)
@@ -577,6 +591,7 @@ func newPlugin(logger klog.Logger, args *config.TesseraGPUArgs, fts feature.Feat
 		synced:              func() bool { return true },
 		now:                 time.Now,
 		comparisonOperators: fts.EnableTaintTolerationComparisonOperators,
+		dra:                 newDRAFeed(store),
 	}
 	pl.store.Changed = pl.waiting.notify
 	pl.scorer = newScorer(args, pl.cache, func() fwk.Handle { return pl.handle })

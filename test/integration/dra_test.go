@@ -44,8 +44,14 @@ func usingClaim(claim string) podOpt {
 
 // allocatedDevices waits until the pod's ResourceClaims (by default the one
 // DynamicResources made for its extended resources) are allocated and
-// returns the devices, as pool/device.
+// returns the devices, as pool/device; all must be NVIDIA's.
 func allocatedDevices(t *testing.T, ctx context.Context, c *localcluster.Cluster, pod *v1.Pod, claims ...string) []string {
+	t.Helper()
+	return allocatedDevicesOf(t, ctx, c, pod, nvidiaDriver, claims...)
+}
+
+// allocatedDevicesOf is allocatedDevices for devices of driver.
+func allocatedDevicesOf(t *testing.T, ctx context.Context, c *localcluster.Cluster, pod *v1.Pod, driver string, claims ...string) []string {
 	t.Helper()
 	var out []string
 	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -64,7 +70,7 @@ func allocatedDevices(t *testing.T, ctx context.Context, c *localcluster.Cluster
 				return false, nil
 			}
 			for _, r := range claim.Status.Allocation.Devices.Results {
-				if r.Driver != nvidiaDriver {
+				if r.Driver != driver {
 					return false, fmt.Errorf("claim %s has a device of driver %s", n, r.Driver)
 				}
 				out = append(out, r.Pool+"/"+r.Device)

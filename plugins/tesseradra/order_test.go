@@ -1,0 +1,102 @@
+package tesseradra
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
+)
+
+func slice(name, driver string, node *string, devices ...string) *resourceapi.ResourceSlice {
+	s := &resourceapi.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: resourceapi.ResourceSliceSpec{Driver: driver, NodeName: node, Pool: resourceapi.ResourcePool{Name: "pool"}}}
+	for _, d := range devices {
+		s.Spec.Devices = append(s.Spec.Devices, resourceapi.Device{Name: d})
+	}
+	return s
+}
+
+func deviceNames(all []*resourceapi.ResourceSlice) [][]string {
+	var out [][]string
+	for _, s := range all {
+		var names []string
+		for _, d := range s.Spec.Devices {
+			names = append(names, d.Name)
+		}
+		out = append(out, names)
+	}
+	return out
+}
+
+// TestOrdered: each GPU node's preferred devices come first in their slice,
+// in the order given; everything else is listed as it was, and the input
+// is never changed.
+func TestOrdered(t *testing.T) {
+	gpuDriver := drainventory.TesseraDriver
+	id := func(d string) string { return drainventory.DeviceID(gpuDriver, "pool", d) }
+	order := map[string][]string{
+		"a": {id("g3"), id("g1")},
+		"b": {id("g0"), id("g1")},
+		"c": nil,
+	}
+	tests := []struct {
+		name string
+		in   []*resourceapi.ResourceSlice
+		want [][]string
+		same []bool // which slices must be the input's own objects
+	}{{
+		name: "preferred first, the rest in place",
+		in:   []*resourceapi.ResourceSlice{slice("a", gpuDriver, new("a"), "g0", "g1", "g2", "g3")},
+		want: [][]string{{"g3", "g1", "g0", "g2"}},
+		same: []bool{false},
+	}, {
+		name: "already in order",
+		in:   []*resourceapi.ResourceSlice{slice("b", gpuDriver, new("b"), "g0", "g1", "g2")},
+		want: [][]string{{"g0", "g1", "g2"}},
+		same: []bool{true},
+	}, {
+		name: "other drivers, nodes without preference, slices of no node",
+		in: []*resourceapi.ResourceSlice{
+			slice("nic", "nic.example.com", new("a"), "n1", "g3"),
+			slice("c", gpuDriver, new("c"), "g1", "g0"),
+			slice("net", gpuDriver, nil, "g3", "g1"),
+		},
+		want: [][]string{{"n1", "g3"}, {"g1", "g0"}, {"g3", "g1"}},
+		same: []bool{true, true, true},
+	}, {
+		name: "preferred devices in two slices of one node",
+		in: []*resourceapi.ResourceSlice{
+			slice("a-0", gpuDriver, new("a"), "g0", "g1"),
+			slice("a-1", gpuDriver, new("a"), "g2", "g3"),
+		},
+		want: [][]string{{"g1", "g0"}, {"g3", "g2"}},
+		same: []bool{false, false},
+	}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := deviceNames(tc.in)
+			calls := map[string]int{}
+			got := ordered(tc.in, func(node string) []string { calls[node]++; return order[node] })
+			if diff := cmp.Diff(tc.want, deviceNames(got)); diff != "" {
+				t.Errorf("devices (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(before, deviceNames(tc.in)); diff != "" {
+				t.Errorf("the input changed (-before +after):\n%s", diff)
+			}
+			for i := range tc.in {
+				if (got[i] == tc.in[i]) != tc.same[i] {
+					t.Errorf("slice %s: same object %v, want %v", tc.in[i].Name, got[i] == tc.in[i], tc.same[i])
+				}
+			}
+			for node, n := range calls {
+				if n != 1 {
+					t.Errorf("order asked %d times for node %s", n, node)
+				}
+			}
+		})
+	}
+}
