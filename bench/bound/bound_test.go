@@ -12,7 +12,7 @@
 //
 //	go test ./bench/bound -run='^$' -bench=. -benchtime=1x            # the full matrix
 //	go test ./bench/bound -run='^$' -bench=. -benchtime=1x -short     # the CI case
-//	go test ./bench/bound -run='^$' -bench=/dra -benchtime=1x -bound.dra  # DRA nodes
+//	go test ./bench/bound -run='^$' -bench=. -benchtime=1x -bound.dra   # DRA nodes
 //
 // With -bound.dra the nodes are DRA nodes instead: Tessera's DRA driver
 // publishes each node's GPUs in a ResourceSlice, a DeviceClass maps

@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,6 +61,7 @@ type options struct {
 	keep       bool
 	cpuProfile string
 	summarize  bool
+	mode       string
 }
 
 func parseFlags() (*options, error) {
@@ -78,7 +80,12 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.serverLogs, "server-logs", false, "show the apiserver's and the plugins' logs")
 	flag.BoolVar(&o.summarize, "summarize", false, "only rewrite <out>/summary.md from the results saved there (after replays run in parallel or stopped part way)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replays (not the control plane's start) to this file")
+	flag.StringVar(&o.mode, "mode", modeDevicePlugin, "how the nodes serve GPUs: "+strings.Join(modes, ", ")+
+		" (dra: Tessera's DRA driver's ResourceSlices, whole GPUs by a mapped nvidia.com/gpu, shares by ResourceClaims with a percent capacity, allocated by TesseraDynamicResources; dra-first-fit: the same with the in-tree DynamicResources)")
 	flag.Parse()
+	if !slices.Contains(modes, o.mode) {
+		return nil, fmt.Errorf("-mode %q: valid modes are %s", o.mode, strings.Join(modes, ", "))
+	}
 	if !o.serverLogs {
 		// The control plane is only the inventories' store; its logs would
 		// bury the replay's progress.
@@ -232,7 +239,7 @@ func run() error {
 		return err
 	}
 	defer lc.Stop()
-	cl, err := publish(ctx, lc, nodes)
+	cl, err := publish(ctx, lc, nodes, o.mode)
 	if err != nil {
 		return err
 	}
@@ -310,10 +317,18 @@ func run() error {
 	return nil
 }
 
-// publish writes one GPUNode per trace node, as the device plugin would,
-// and returns the nodes as the scheduler sees them.
-func publish(ctx context.Context, lc *localcluster.Cluster, nodes []traceNode) (*cluster, error) {
-	cl := &cluster{kubeConfig: lc.Config}
+// publish writes one GPUNode per trace node, as the device plugin would
+// (in DRA modes a ResourceSlice, as Tessera's DRA driver would), and
+// returns the nodes as the scheduler sees them.
+func publish(ctx context.Context, lc *localcluster.Cluster, nodes []traceNode, mode string) (*cluster, error) {
+	cl := &cluster{kubeConfig: lc.Config, mode: mode}
+	one := publishOne
+	if isDRA(mode) {
+		if err := prepareDRA(ctx, lc); err != nil {
+			return nil, err
+		}
+		one = publishDRA
+	}
 	work := make(chan traceNode)
 	errs := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -322,7 +337,7 @@ func publish(ctx context.Context, lc *localcluster.Cluster, nodes []traceNode) (
 		go func() {
 			defer wg.Done()
 			for n := range work {
-				if err := publishOne(ctx, lc, n); err != nil {
+				if err := one(ctx, lc, n); err != nil {
 					select {
 					case errs <- err:
 					default:
@@ -335,7 +350,7 @@ func publish(ctx context.Context, lc *localcluster.Cluster, nodes []traceNode) (
 		if n.gpus == 0 {
 			continue
 		}
-		cl.nodes = append(cl.nodes, nodeObject(n))
+		cl.nodes = append(cl.nodes, nodeObject(n, isDRA(mode)))
 		cl.capacity += int64(n.gpus) * 1000
 		work <- n
 	}

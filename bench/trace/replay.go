@@ -145,17 +145,21 @@ type cluster struct {
 	capacity int64 // milli-GPU
 	// kube is the in-process apiserver holding the GPUNodes.
 	kubeConfig *rest.Config
+	// mode is how the nodes serve their GPUs (modeDevicePlugin, ...).
+	mode string
 }
 
 const gpuModelLabel = "tessera.io/trace-gpu-model"
 
-func nodeObject(n traceNode) *v1.Node {
+// nodeObject is the trace node as a Node; on a DRA node no device plugin
+// makes GPUs allocatable.
+func nodeObject(n traceNode, dra bool) *v1.Node {
 	alloc := v1.ResourceList{
 		v1.ResourceCPU:    *resource.NewMilliQuantity(n.cpuMilli, resource.DecimalSI),
 		v1.ResourceMemory: *resource.NewQuantity(n.memMiB<<20, resource.BinarySI),
 		v1.ResourcePods:   resource.MustParse("1001"),
 	}
-	if n.gpus > 0 {
+	if n.gpus > 0 && !dra {
 		alloc[gpu.ResourceGPU] = *resource.NewQuantity(int64(n.gpus), resource.DecimalSI)
 		alloc[gpu.ResourcePercent] = *resource.NewQuantity(int64(n.gpus*100), resource.DecimalSI)
 	}
@@ -249,7 +253,19 @@ func replay(ctx context.Context, cl *cluster, st strategy, allPods, order []trac
 	if err != nil {
 		return nil, err
 	}
-	fw, err := frameworkruntime.NewFramework(ctx, registry, profile,
+	opts := []frameworkruntime.Option{}
+	var dra fwk.SharedDRAManager
+	run := draRuns.Add(1)
+	if isDRA(cl.mode) {
+		if dra, err = draManager(ctx, client, informerFactory); err != nil {
+			return nil, err
+		}
+		opts = append(opts, frameworkruntime.WithSharedDRAManager(dra))
+		if err := draPlugin(profile, cl.mode); err != nil {
+			return nil, err
+		}
+	}
+	fw, err := frameworkruntime.NewFramework(ctx, registry, profile, append(opts,
 		frameworkruntime.WithKubeConfig(cl.kubeConfig),
 		frameworkruntime.WithClientSet(client),
 		frameworkruntime.WithInformerFactory(informerFactory),
@@ -257,7 +273,7 @@ func replay(ctx context.Context, cl *cluster, st strategy, allPods, order []trac
 		frameworkruntime.WithEventRecorder(&events.FakeRecorder{}),
 		frameworkruntime.WithParallelism(runtime.GOMAXPROCS(0)),
 		frameworkruntime.WithPodActivator(noQueue{}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("building the framework for %s: %w", st.name, err)
 	}
@@ -284,6 +300,11 @@ func replay(ctx context.Context, cl *cluster, st strategy, allPods, order []trac
 	for i := range order {
 		p := &order[i]
 		pod := podObject(p, i)
+		if dra != nil {
+			if err := draPod(ctx, client, dra, run, p, pod); err != nil {
+				return nil, err
+			}
+		}
 		node, ok := schedule(ctx, fw, pod, infos, feasible, rng)
 		arrived += p.demand()
 		if ok {

@@ -49,6 +49,11 @@ const (
 	capMemory = "memory"
 )
 
+// CapacityPercent is the capacity by which Tessera's driver shares a GPU:
+// 100 per GPU, consumed by each allocation (consumable capacity, KEP-5075).
+// A claim asks a share with capacity.requests {percent: N}.
+const CapacityPercent = "percent"
+
 // Drivers are the drivers whose devices this package reads.
 var Drivers = []string{NVIDIADriver, TesseraDriver}
 
@@ -227,24 +232,52 @@ func capacity(d *resourceapi.Device, driver, name string) (resourceapi.DeviceCap
 	return c, ok
 }
 
-// Allocated returns the devices of the GPU drivers that the claim's
-// allocation holds, by DeviceID; nil when it holds none. A result with
-// admin access does not use its device (a monitoring agent's, say), and one
-// of a device that allows several allocations (ShareID) uses only part of
-// it: neither holds the device, as the scheduler's own accounting of
-// allocated devices has it.
-func Allocated(claim *resourceapi.ResourceClaim) []string {
+// Held is a GPU that an allocated claim holds: the device, by DeviceID,
+// and how much of it, in device.FullUnits.
+type Held struct {
+	ID    string
+	Units int
+}
+
+// Allocated returns what the claim's allocation holds of the GPU drivers'
+// devices; nil when it holds none. A result holds its device whole, except
+// one of a device that allows several allocations (ShareID), which holds
+// the percent capacity it consumed (Tessera's driver publishes it) and
+// nothing where it consumed none (another driver's sharing, which the
+// scheduler's own accounting does not count as holding the device either).
+// A result with admin access holds nothing (a monitoring agent's, say).
+func Allocated(claim *resourceapi.ResourceClaim) []Held {
 	if claim.Status.Allocation == nil {
 		return nil
 	}
-	var out []string
+	var out []Held
 	for _, r := range claim.Status.Allocation.Devices.Results {
-		if !IsGPUDriver(r.Driver) || (r.AdminAccess != nil && *r.AdminAccess) || r.ShareID != nil {
+		if !IsGPUDriver(r.Driver) || (r.AdminAccess != nil && *r.AdminAccess) {
 			continue
 		}
-		out = append(out, DeviceID(r.Driver, r.Pool, r.Device))
+		units := device.FullUnits
+		if r.ShareID != nil {
+			units = consumedPercent(r)
+			if units == 0 {
+				continue
+			}
+		}
+		out = append(out, Held{ID: DeviceID(r.Driver, r.Pool, r.Device), Units: units})
 	}
 	return out
+}
+
+// consumedPercent is the percent capacity a shared result consumed, in
+// device.FullUnits, 0 if none.
+func consumedPercent(r resourceapi.DeviceRequestAllocationResult) int {
+	q, ok := r.ConsumedCapacity[resourceapi.QualifiedName(CapacityPercent)]
+	if !ok {
+		q, ok = r.ConsumedCapacity[resourceapi.QualifiedName(r.Driver+"/"+CapacityPercent)]
+	}
+	if !ok {
+		return 0
+	}
+	return int(min(max(q.Value(), 0), device.FullUnits))
 }
 
 // IsGPUClass reports whether a DeviceClass selects whole GPUs of a driver

@@ -160,9 +160,14 @@ func TestAllocated(t *testing.T) {
 			{Request: "nic", Driver: "sriov.example.com", Pool: "n", Device: "vf-1"},
 			{Request: "monitor", Driver: NVIDIADriver, Pool: "n", Device: "gpu-4", AdminAccess: new(true)},
 			{Request: "share", Driver: NVIDIADriver, Pool: "n", Device: "gpu-5", ShareID: new(types.UID("a1"))},
+			{Request: "part", Driver: TesseraDriver, Pool: "n", Device: "gpu-6", ShareID: new(types.UID("a2")),
+				ConsumedCapacity: map[resourceapi.QualifiedName]resource.Quantity{"percent": resource.MustParse("25")}},
+			{Request: "all", Driver: TesseraDriver, Pool: "n", Device: "gpu-7", ShareID: new(types.UID("a3")),
+				ConsumedCapacity: map[resourceapi.QualifiedName]resource.Quantity{"gpu.tessera.io/percent": resource.MustParse("100")}},
 		}},
 	}}}
-	if diff := cmp.Diff([]string{"gpu.nvidia.com/n/gpu-3"}, Allocated(claim)); diff != "" {
+	want := []Held{{"gpu.nvidia.com/n/gpu-3", 100}, {"gpu.tessera.io/n/gpu-6", 25}, {"gpu.tessera.io/n/gpu-7", 100}}
+	if diff := cmp.Diff(want, Allocated(claim)); diff != "" {
 		t.Errorf("Allocated (-want +got):\n%s", diff)
 	}
 	if got := Allocated(&resourceapi.ResourceClaim{}); got != nil {

@@ -6,6 +6,8 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tessera-gpu/tessera/pkg/device"
 )
 
 // PublishedGPU is one GPU as Tessera's DRA driver publishes it.
@@ -24,7 +26,11 @@ type PublishedGPU struct {
 
 // TesseraSlice is the ResourceSlice Tessera's driver publishes for a node's
 // GPUs: one pool named after the node, in one slice, each GPU with the
-// attributes GPUs (above) reads.
+// attributes GPUs (above) reads. Each GPU may be allocated to several
+// claims (consumable capacity): each allocation consumes the percent it
+// asks (capacity.requests {percent: N}, 1-100; 100 when it asks none, so a
+// claim that asks nothing gets the GPU whole), and the memory it asks
+// (none by default; memory is not what GPUs are shared by).
 func TesseraSlice(node string, generation int64, gpus []PublishedGPU) *resourceapi.ResourceSlice {
 	devices := make([]resourceapi.Device, 0, len(gpus))
 	for _, g := range gpus {
@@ -40,11 +46,20 @@ func TesseraSlice(node string, generation int64, gpus []PublishedGPU) *resourcea
 		if g.Island >= 0 {
 			attrs[attrNVLinkIsland] = resourceapi.DeviceAttribute{IntValue: new(int64(g.Island))}
 		}
+		memory := resource.NewQuantity(g.MemoryMiB<<20, resource.BinarySI)
 		devices = append(devices, resourceapi.Device{
-			Name:       g.Name,
-			Attributes: attrs,
+			Name:                     g.Name,
+			Attributes:               attrs,
+			AllowMultipleAllocations: new(true),
 			Capacity: map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
-				capMemory: {Value: *resource.NewQuantity(g.MemoryMiB<<20, resource.BinarySI)},
+				CapacityPercent: {Value: *resource.NewQuantity(device.FullUnits, resource.DecimalSI), RequestPolicy: &resourceapi.CapacityRequestPolicy{
+					Default:    resource.NewQuantity(device.FullUnits, resource.DecimalSI),
+					ValidRange: &resourceapi.CapacityRequestPolicyRange{Min: resource.NewQuantity(1, resource.DecimalSI), Max: resource.NewQuantity(device.FullUnits, resource.DecimalSI), Step: resource.NewQuantity(1, resource.DecimalSI)},
+				}},
+				capMemory: {Value: *memory, RequestPolicy: &resourceapi.CapacityRequestPolicy{
+					Default:    resource.NewQuantity(0, resource.BinarySI),
+					ValidRange: &resourceapi.CapacityRequestPolicyRange{Min: resource.NewQuantity(0, resource.BinarySI), Max: memory},
+				}},
 			},
 		})
 	}

@@ -92,24 +92,25 @@ func addDRARows(ctx context.Context, kube kubernetes.Interface, rows map[string]
 	return nil
 }
 
-// fileClaim adds an allocated claim's pods as holders of its GPUs, each
-// device whole; a claim reserved for no pod yet is shown by its name.
+// fileClaim adds an allocated claim's pods as holders of its GPUs, with
+// what the claim holds of each; a claim reserved for no pod yet is shown by
+// its name.
 func fileClaim(byID map[string]*GPURow, c *resourceapi.ResourceClaim) {
-	for _, id := range drainventory.Allocated(c) {
-		g := byID[id]
+	for _, h := range drainventory.Allocated(c) {
+		g := byID[h.ID]
 		if g == nil {
 			continue
 		}
-		g.Used = device.FullUnits
+		g.Used = min(g.Used+h.Units, device.FullUnits)
 		holders := 0
 		for _, ref := range c.Status.ReservedFor {
 			if ref.Resource == "pods" && ref.APIGroup == "" {
-				g.Holders = append(g.Holders, Holder{Namespace: c.Namespace, Pod: ref.Name, Container: "claim " + c.Name, Percent: device.FullUnits})
+				g.Holders = append(g.Holders, Holder{Namespace: c.Namespace, Pod: ref.Name, Container: "claim " + c.Name, Percent: h.Units})
 				holders++
 			}
 		}
 		if holders == 0 {
-			g.Holders = append(g.Holders, Holder{Namespace: c.Namespace, Pod: "-", Container: "claim " + c.Name, Percent: device.FullUnits})
+			g.Holders = append(g.Holders, Holder{Namespace: c.Namespace, Pod: "-", Container: "claim " + c.Name, Percent: h.Units})
 		}
 	}
 }

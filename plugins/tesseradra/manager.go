@@ -35,6 +35,8 @@ type manager struct {
 	mu sync.Mutex
 	// order is the current pod's order; nil when there is none.
 	order func(node string) []string
+	// memo is what ordered returned for the previous pod, under mu.
+	memo map[*resourceapi.ResourceSlice]reorder
 
 	pendingMu sync.Mutex
 	// pending names the claims with a pending allocation, to look them up
@@ -96,7 +98,9 @@ func (l *sliceLister) ListWithDeviceTaintRules() ([]*resourceapi.ResourceSlice, 
 	if err != nil || l.manager.order == nil {
 		return all, err
 	}
-	return ordered(all, l.manager.order), nil
+	var out []*resourceapi.ResourceSlice
+	out, l.manager.memo = ordered(all, l.manager.order, l.manager.memo)
+	return out, nil
 }
 
 // tracker is the profile's claim tracker, reporting pending allocations

@@ -2,11 +2,16 @@ package tesseradra
 
 import (
 	"slices"
+	"strings"
 
 	resourceapi "k8s.io/api/resource/v1"
 
 	"github.com/tessera-gpu/tessera/pkg/drainventory"
 )
+
+// drainventoryMaxOnStack is how many devices' ranks reordered keeps on the
+// stack: a node's GPUs, in every slice seen so far.
+const drainventoryMaxOnStack = 64
 
 // ordered returns the slices with the devices order names for each node
 // moved to the front of their slice, in that order; the other devices keep
@@ -20,10 +25,16 @@ import (
 // node's GPUs in one slice, as NVIDIA's and Tessera's drivers publish them,
 // are therefore tried in exactly Tessera's order; across several slices,
 // each slice's preferred devices come first within it.
-func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string) []*resourceapi.ResourceSlice {
+//
+// memo holds the slices reordered for the previous pod: a node whose
+// preferred devices have not changed since gets the same copy, so that a
+// run of pods costs one copy per node that changed, not one per node and
+// pod. ordered returns the memo for the next call.
+func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string, memo map[*resourceapi.ResourceSlice]reorder) ([]*resourceapi.ResourceSlice, map[*resourceapi.ResourceSlice]reorder) {
 	out := all
 	copied := false
 	byNode := map[string][]string{}
+	next := make(map[*resourceapi.ResourceSlice]reorder, len(memo))
 	for i, s := range all {
 		if s.Spec.NodeName == nil || !drainventory.IsGPUDriver(s.Spec.Driver) {
 			continue
@@ -34,7 +45,16 @@ func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string)
 			ids = order(node)
 			byNode[node] = ids
 		}
-		r := reordered(s, ids)
+		if len(ids) == 0 {
+			continue
+		}
+		r := s
+		if m, ok := memo[s]; ok && slices.Equal(m.ids, ids) {
+			r = m.out
+		} else {
+			r = reordered(s, ids)
+		}
+		next[s] = reorder{ids: ids, out: r}
 		if r == s {
 			continue
 		}
@@ -43,7 +63,13 @@ func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string)
 		}
 		out[i] = r
 	}
-	return out
+	return out, next
+}
+
+// reorder is a slice as ordered for some preferred devices.
+type reorder struct {
+	ids []string
+	out *resourceapi.ResourceSlice
 }
 
 // reordered returns s with the devices of ids first, in that order, or s
@@ -52,14 +78,23 @@ func reordered(s *resourceapi.ResourceSlice, ids []string) *resourceapi.Resource
 	if len(ids) == 0 {
 		return s
 	}
+	// IDs are "<pool ID>/<name>": compare the names without building
+	// each device's ID.
+	pool := drainventory.PoolID(s.Spec.Driver, s.Spec.Pool.Name) + "/"
 	rank := func(d *resourceapi.Device) int {
-		id := drainventory.DeviceID(s.Spec.Driver, s.Spec.Pool.Name, d.Name)
-		if i := slices.Index(ids, id); i >= 0 {
-			return i
+		for i, id := range ids {
+			if len(id) == len(pool)+len(d.Name) && strings.HasPrefix(id, pool) && id[len(pool):] == d.Name {
+				return i
+			}
 		}
 		return len(ids)
 	}
-	ranks := make([]int, len(s.Spec.Devices))
+	var buf [drainventoryMaxOnStack]int
+	ranks := buf[:0]
+	if len(s.Spec.Devices) > len(buf) {
+		ranks = make([]int, 0, len(s.Spec.Devices))
+	}
+	ranks = ranks[:len(s.Spec.Devices)]
 	for i := range s.Spec.Devices {
 		ranks[i] = rank(&s.Spec.Devices[i])
 	}

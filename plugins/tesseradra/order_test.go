@@ -80,7 +80,7 @@ func TestOrdered(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := deviceNames(tc.in)
 			calls := map[string]int{}
-			got := ordered(tc.in, func(node string) []string { calls[node]++; return order[node] })
+			got, memo := ordered(tc.in, func(node string) []string { calls[node]++; return order[node] }, nil)
 			if diff := cmp.Diff(tc.want, deviceNames(got)); diff != "" {
 				t.Errorf("devices (-want +got):\n%s", diff)
 			}
@@ -97,6 +97,30 @@ func TestOrdered(t *testing.T) {
 					t.Errorf("order asked %d times for node %s", n, node)
 				}
 			}
+			// The next pod with the same preferences gets the same copies.
+			again, _ := ordered(tc.in, func(node string) []string { return order[node] }, memo)
+			for i := range got {
+				if again[i] != got[i] {
+					t.Errorf("slice %s was copied again for the same preferences", tc.in[i].Name)
+				}
+			}
+
 		})
+	}
+}
+
+// TestOrderedMemo: a node whose preferences change gets a new copy in the
+// new order, even with the previous pod's copy remembered.
+func TestOrderedMemo(t *testing.T) {
+	gpuDriver := drainventory.TesseraDriver
+	id := func(d string) string { return drainventory.DeviceID(gpuDriver, "pool", d) }
+	in := []*resourceapi.ResourceSlice{slice("a", gpuDriver, new("a"), "g0", "g1", "g2", "g3")}
+	first, memo := ordered(in, func(string) []string { return []string{id("g3"), id("g1")} }, nil)
+	second, _ := ordered(in, func(string) []string { return []string{id("g1"), id("g3")} }, memo)
+	if diff := cmp.Diff([][]string{{"g1", "g3", "g0", "g2"}}, deviceNames(second)); diff != "" {
+		t.Errorf("devices (-want +got):\n%s", diff)
+	}
+	if second[0] == first[0] {
+		t.Error("the previous pod's copy was reused for other preferences")
 	}
 }

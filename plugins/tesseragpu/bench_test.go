@@ -53,12 +53,12 @@ func benchNodes() []benchNode {
 // resources, since no device plugin serves them.
 func (bn benchNode) setupDRA(pl *TesseraGPU) fwk.NodeInfo {
 	var specs []device.DeviceSpec
-	var claimed []string
+	var claimed []drainventory.Held
 	for i := range bn.gpus {
 		id := drainventory.DeviceID(drainventory.NVIDIADriver, bn.name, fmt.Sprintf("gpu-%d", i))
 		specs = append(specs, device.DeviceSpec{ID: id, Model: "H100", MemoryMiB: 81920, NUMANode: -1, Healthy: true})
 		if bn.state == "dra-half" && i < bn.gpus/2 {
-			claimed = append(claimed, id)
+			claimed = append(claimed, drainventory.Held{ID: id, Units: device.FullUnits})
 		}
 	}
 	pl.store.SetDRA(bn.name, device.NewInventory(bn.name, time.Time{}, specs), claimed)

@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"context"
+	"slices"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
@@ -28,9 +29,7 @@ var _ tesseradra.Preferences = &TesseraGPU{}
 // does not read from ResourceSlices or where the pod does not fit.
 func (pl *TesseraGPU) DeviceOrder(ctx context.Context, pod *v1.Pod) func(node string) []string {
 	req := pl.draRequest(pod)
-	if req == nil || len(req.Shares) > 0 || !pl.synced() {
-		// Shares are sized as whole GPUs on DRA nodes for now: no
-		// preference rather than a wrong one.
+	if req == nil || !pl.synced() {
 		return nil
 	}
 	s := &cycleState{req: req, cpu: podCPU(pod), now: pl.now()}
@@ -45,10 +44,17 @@ func (pl *TesseraGPU) DeviceOrder(ctx context.Context, pod *v1.Pod) func(node st
 			return nil
 		}
 		p := pl.scorer.placement(s, f, node)
+		// Whole GPUs first, then the GPU of each share: a share claim
+		// takes the first GPU with enough percent left.
 		var ids []string
 		for i := range st.Inv.Devices {
 			if p.Whole&(1<<uint(i)) != 0 {
 				ids = append(ids, st.Inv.Devices[i].ID)
+			}
+		}
+		for k := range s.req.Shares {
+			if id := st.Inv.Devices[p.Share[k]].ID; !slices.Contains(ids, id) {
+				ids = append(ids, id)
 			}
 		}
 		logger.V(5).Info("Preferred DRA devices", "pod", klog.KObj(pod), "node", node, "devices", ids)

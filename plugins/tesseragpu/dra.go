@@ -2,6 +2,7 @@ package tesseragpu
 
 import (
 	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
@@ -107,11 +108,15 @@ func (pl *TesseraGPU) leftToDRA(s *cycleState, st *gpucache.NodeState, node stri
 }
 
 // claimRequest is what a pod's unallocated ResourceClaims ask of GPU
-// classes (drainventory.IsGPUClass): the sum of their requests for an
-// exact count of devices, as whole GPUs, for ranking the DRA nodes that
-// could serve them. It is nil when the pod asks no GPU that way, and when
+// classes (drainventory.IsGPUClass), for ranking the DRA nodes that could
+// serve them and for choosing their devices: each request for an exact
+// count of devices is that many whole GPUs, or, when it asks one device
+// with a percent capacity below 100 (Tessera's driver shares GPUs so), a
+// share of one GPU. It is nil when the pod asks no GPU that way, and when
 // any claim is one Tessera cannot size (not generated yet, all devices of
-// a class, a prioritized list): DynamicResources alone decides those.
+// a class, a prioritized list, capacity other than percent and memory,
+// several shared devices in one request): DynamicResources alone decides
+// those. Memory a share asks is left to the allocator.
 func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 	if pl.draManager == nil || len(pod.Spec.ResourceClaims) == 0 {
 		return nil
@@ -121,6 +126,7 @@ func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 		generated[st.Name] = st.ResourceClaimName
 	}
 	whole := 0
+	var shares []device.ContainerDemand
 	for _, rc := range pod.Spec.ResourceClaims {
 		name := rc.ResourceClaimName
 		if name == nil {
@@ -155,15 +161,53 @@ func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 			if n == 0 {
 				n = 1
 			}
-			whole += n
+			percent, ok := requestedPercent(r.Exactly.Capacity)
+			switch {
+			case !ok:
+				return nil
+			case percent >= device.FullUnits:
+				whole += n
+			case n > 1:
+				return nil
+			default:
+				shares = append(shares, device.ContainerDemand{Name: claim.Name + "/" + r.Name, Units: percent})
+			}
 		}
 	}
-	if whole == 0 || whole > device.MaxDevicesPerNode {
+	if (whole == 0 && len(shares) == 0) || whole > device.MaxDevicesPerNode {
 		return nil
 	}
-	req, err := device.NewRequest([]device.ContainerDemand{{Name: "claims", Count: whole}}, nil, nil)
+	demands := shares
+	if whole > 0 {
+		demands = append(demands, device.ContainerDemand{Name: "claims", Count: whole})
+	}
+	req, err := device.NewRequest(demands, nil, nil)
 	if err != nil {
 		return nil
 	}
 	return req
+}
+
+// requestedPercent is the percent of a device a request's capacity asks
+// (drainventory.CapacityPercent, bare or qualified), FullUnits when it asks
+// none; ok is false when it asks a capacity Tessera does not size by.
+func requestedPercent(c *resourceapi.CapacityRequirements) (percent int, ok bool) {
+	percent = device.FullUnits
+	if c == nil {
+		return percent, true
+	}
+	for name, q := range c.Requests {
+		base := string(name)
+		if i := strings.LastIndexByte(base, '/'); i >= 0 {
+			base = base[i+1:]
+		}
+		switch base {
+		case drainventory.CapacityPercent:
+			percent = int(min(max(q.Value(), 1), device.FullUnits))
+		case "memory":
+		default:
+			return 0, false
+		}
+	}
+	return percent, true
 }

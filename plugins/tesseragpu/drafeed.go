@@ -29,7 +29,7 @@ type draFeed struct {
 	poolNode map[string]string
 	// claimed is what each allocated claim holds of GPU drivers' devices,
 	// by driver/pool, then claim.
-	claimed map[string]map[types.UID][]string
+	claimed map[string]map[types.UID][]drainventory.Held
 	// claimPools are the pools each claim holds devices of.
 	claimPools map[types.UID][]string
 	// pending are the claims whose allocation DynamicResources has made
@@ -40,7 +40,7 @@ type draFeed struct {
 
 func newDRAFeed(store *gpucache.Cache) *draFeed {
 	return &draFeed{store: store, slices: map[string]map[string]*resourceapi.ResourceSlice{}, inv: map[string]*device.Inventory{}, poolNode: map[string]string{},
-		claimed: map[string]map[types.UID][]string{}, claimPools: map[types.UID][]string{}, pending: map[types.UID]bool{}}
+		claimed: map[string]map[types.UID][]drainventory.Held{}, claimPools: map[types.UID][]string{}, pending: map[types.UID]bool{}}
 }
 
 func sliceNode(s *resourceapi.ResourceSlice) string {
@@ -110,7 +110,7 @@ func (f *draFeed) setClaim(uid types.UID, claim *resourceapi.ResourceClaim) {
 		return
 	}
 	delete(f.pending, uid)
-	var held []string
+	var held []drainventory.Held
 	if claim != nil {
 		held = drainventory.Allocated(claim)
 	}
@@ -133,7 +133,7 @@ func (f *draFeed) setPending(claim *resourceapi.ResourceClaim) {
 func (f *draFeed) settle(uid types.UID, now *resourceapi.ResourceClaim) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var held []string
+	var held []drainventory.Held
 	if now != nil && now.Status.Allocation != nil {
 		held = drainventory.Allocated(now)
 	}
@@ -145,7 +145,7 @@ func (f *draFeed) settle(uid types.UID, now *resourceapi.ResourceClaim) {
 
 // holdLocked records the devices a claim holds and republishes the nodes
 // whose devices changed.
-func (f *draFeed) holdLocked(uid types.UID, held []string) {
+func (f *draFeed) holdLocked(uid types.UID, held []drainventory.Held) {
 	pools := map[string]bool{}
 	for _, p := range f.claimPools[uid] {
 		delete(f.claimed[p], uid)
@@ -155,15 +155,15 @@ func (f *draFeed) holdLocked(uid types.UID, held []string) {
 		pools[p] = true
 	}
 	delete(f.claimPools, uid)
-	for _, id := range held {
-		p := drainventory.PoolOf(id)
+	for _, h := range held {
+		p := drainventory.PoolOf(h.ID)
 		if f.claimed[p] == nil {
-			f.claimed[p] = map[types.UID][]string{}
+			f.claimed[p] = map[types.UID][]drainventory.Held{}
 		}
 		if len(f.claimed[p][uid]) == 0 {
 			f.claimPools[uid] = append(f.claimPools[uid], p)
 		}
-		f.claimed[p][uid] = append(f.claimed[p][uid], id)
+		f.claimed[p][uid] = append(f.claimed[p][uid], h)
 		pools[p] = true
 	}
 	nodes := map[string]bool{}
@@ -180,7 +180,7 @@ func (f *draFeed) holdLocked(uid types.UID, held []string) {
 // publishLocked hands the node's inventory and the devices claims hold in
 // its pools to the cache.
 func (f *draFeed) publishLocked(node string) {
-	var claimed []string
+	var claimed []drainventory.Held
 	pools := map[string]bool{}
 	for _, s := range f.slices[node] {
 		pools[drainventory.PoolID(s.Spec.Driver, s.Spec.Pool.Name)] = true

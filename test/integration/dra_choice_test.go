@@ -11,6 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -206,4 +207,56 @@ func TestDRAAllocatesTesseraChoice(t *testing.T) {
 	take("mapped-four", four)
 	oneIsland("mapped nvidia.com/gpu: 4", four)
 	waitAllocatedGPUs(t, e.ctx, 13)
+}
+
+// shareClaim is a ResourceClaim for percent of one GPU of Tessera's class
+// (consumable capacity), also matching sel where it is not empty.
+func shareClaim(name string, percent int64, sel string) *resourceapi.ResourceClaim {
+	rc := gpuClaim(name, tesseraDriver, 1, sel)
+	rc.Spec.Devices.Requests[0].Exactly.Capacity = &resourceapi.CapacityRequirements{
+		Requests: map[resourceapi.QualifiedName]resource.Quantity{drainventory.CapacityPercent: *resource.NewQuantity(percent, resource.DecimalSI)}}
+	return rc
+}
+
+// TestDRASharesByCapacity: Tessera's DRA driver lets several claims share
+// a GPU by percent (consumable capacity), and the allocator puts a share
+// where Tessera would: with 50 % of GPU 0 and 80 % of GPU 1 taken, a 20 %
+// share goes to GPU 1, the tightest fit under binpack, not to GPU 0, the
+// first with room. A share too large for any GPU's rest waits.
+func TestDRASharesByCapacity(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	if err := e.c.AddTesseraDeviceClass(e.ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	var gpuList []drainventory.PublishedGPU
+	for i := range 2 {
+		gpuList = append(gpuList, drainventory.PublishedGPU{Name: fmt.Sprintf("gpu-%d", i), UUID: fmt.Sprintf("GPU-shared-%d", i),
+			Index: i, Model: h100, MemoryMiB: 80 << 10, NUMANode: -1, Island: -1})
+	}
+	if err := e.c.AddTesseraDRANode(e.ctx, "shared", gpuList); err != nil {
+		t.Fatal(err)
+	}
+	place := func(name string, rc *resourceapi.ResourceClaim) []string {
+		t.Helper()
+		if _, err := e.c.Client.ResourceV1().ResourceClaims("default").Create(e.ctx, rc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.createPod(name, usingClaims(rc.Name))
+		e.waitBound(name)
+		return claimResults(t, e.ctx, e.c, rc.Name)
+	}
+	if got := place("half", shareClaim("half", 50, fmt.Sprintf(`device.attributes[%q].index == 0`, tesseraDriver))); !slices.Equal(got, []string{"shared/gpu-0"}) {
+		t.Fatalf("half got %v", got)
+	}
+	if got := place("most", shareClaim("most", 80, "")); !slices.Equal(got, []string{"shared/gpu-1"}) {
+		t.Fatalf("most got %v, want the GPU with room", got)
+	}
+	if got := place("fifth", shareClaim("fifth", 20, "")); !slices.Equal(got, []string{"shared/gpu-1"}) {
+		t.Errorf("fifth got %v, want the tightest fit shared/gpu-1", got)
+	}
+	if _, err := e.c.Client.ResourceV1().ResourceClaims("default").Create(e.ctx, shareClaim("big", 60, ""), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.createPod("big", usingClaims("big"))
+	e.waitUnschedulable("big", "cannot allocate all claims")
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tessera-gpu/tessera/api/v1alpha1"
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 )
 
 // nodeRecord is the mutable bookkeeping behind a node's state; it is
@@ -46,7 +47,7 @@ type nodeRecord struct {
 	// draInv is the node's GPUs as ResourceSlices list them, claimed the
 	// devices allocated ResourceClaims hold, sorted.
 	draInv  *device.Inventory
-	claimed []string
+	claimed []drainventory.Held
 }
 
 // record returns the node's record, or nil when nothing is known.

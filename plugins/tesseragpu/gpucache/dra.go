@@ -1,16 +1,18 @@
 package gpucache
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 )
 
 // SetDRA sets the node's GPUs as a DRA driver publishes them in
-// ResourceSlices (inv, nil when it publishes none) and the devices that
-// allocated ResourceClaims hold there (claimed, by inventory ID).
+// ResourceSlices (inv, nil when it publishes none) and what allocated
+// ResourceClaims hold there (claimed: devices by inventory ID, and units).
 //
 // On such a node the claims are the whole truth about use: the DRA
 // allocator picks the devices and writes them into the claims, and pods
@@ -19,7 +21,7 @@ import (
 // node with a GPUNode keeps that inventory, which Tessera's device plugin
 // serves; its DRA inventory is kept aside and takes over if the GPUNode
 // goes.
-func (c *Cache) SetDRA(node string, inv *device.Inventory, claimed []string) {
+func (c *Cache) SetDRA(node string, inv *device.Inventory, claimed []drainventory.Held) {
 	c.mu.Lock()
 	r := (*c.nodes.Load())[node]
 	if r == nil {
@@ -33,7 +35,9 @@ func (c *Cache) SetDRA(node string, inv *device.Inventory, claimed []string) {
 	if inv != nil && len(inv.Problems) > 0 && (r.draInv == nil || fmt.Sprint(r.draInv.Problems) != fmt.Sprint(inv.Problems)) {
 		c.logger.Info("ResourceSlices list GPUs that cannot be used; they are skipped", "node", node, "problems", inv.Problems)
 	}
-	claimed = slices.Sorted(slices.Values(claimed))
+	slices.SortFunc(claimed, func(a, b drainventory.Held) int {
+		return cmp.Or(strings.Compare(a.ID, b.ID), cmp.Compare(a.Units, b.Units))
+	})
 	same := sameInventory(r.draInv, inv) && slices.Equal(r.claimed, claimed)
 	r.draInv, r.claimed = inv, claimed
 	if r.gn != nil || same {
@@ -58,13 +62,13 @@ func (c *Cache) useDRALocked(r *nodeRecord) {
 	r.Inv, r.dra = r.draInv, true
 }
 
-// publishDRA fills a DRA node's state: every device a claim holds is
-// taken whole.
-func (st *NodeState) publishDRA(claimed []string) {
+// publishDRA fills a DRA node's state: each device is used by what the
+// claims hold of it, never more than whole.
+func (st *NodeState) publishDRA(claimed []drainventory.Held) {
 	st.DRA = true
-	for _, id := range claimed {
-		if i, ok := st.Inv.IndexOf(id); ok {
-			st.Used[i] = device.FullUnits
+	for _, h := range claimed {
+		if i, ok := st.Inv.IndexOf(h.ID); ok {
+			st.Used[i] = min(st.Used[i]+h.Units, device.FullUnits)
 		}
 	}
 }

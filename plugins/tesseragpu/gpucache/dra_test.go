@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tessera-gpu/tessera/pkg/device"
+	"github.com/tessera-gpu/tessera/pkg/drainventory"
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu/internal/gputest"
 )
 
@@ -35,7 +36,7 @@ func TestSetDRA(t *testing.T) {
 		return append([]int(nil), st.Used...)
 	}
 
-	c.SetDRA("n", draInventory("n", 4), []string{"gpu.nvidia.com/n/gpu-2", "gpu.nvidia.com/other/gpu-0"})
+	c.SetDRA("n", draInventory("n", 4), []drainventory.Held{{ID: "gpu.nvidia.com/n/gpu-2", Units: 100}, {ID: "gpu.nvidia.com/other/gpu-0", Units: 100}})
 	if st := c.State("n"); st == nil || !st.DRA {
 		t.Fatalf("state %+v, want a DRA state", st)
 	}
@@ -51,7 +52,7 @@ func TestSetDRA(t *testing.T) {
 	if diff := cmp.Diff([]int{0, 0, 100, 0}, used("n")); diff != "" {
 		t.Errorf("used with a pod bound (-want +got):\n%s", diff)
 	}
-	c.SetDRA("n", draInventory("n", 4), []string{"gpu.nvidia.com/n/gpu-2", "gpu.nvidia.com/n/gpu-0"})
+	c.SetDRA("n", draInventory("n", 4), []drainventory.Held{{ID: "gpu.nvidia.com/n/gpu-2", Units: 100}, {ID: "gpu.nvidia.com/n/gpu-0", Units: 60}, {ID: "gpu.nvidia.com/n/gpu-0", Units: 60}})
 	if diff := cmp.Diff([]int{100, 0, 100, 0}, used("n")); diff != "" {
 		t.Errorf("used after a second claim (-want +got):\n%s", diff)
 	}
