@@ -3,6 +3,7 @@ package tesseradra
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
@@ -33,9 +34,11 @@ type manager struct {
 	// mu is held from forPod until its end function: one pod's order at a
 	// time.
 	mu sync.Mutex
-	// order is the current pod's order; nil when there is none.
-	order func(node string) []string
-	// memo is what ordered returned for the previous pod, under mu.
+	// order is the current pod's order; nil when there is none. It is
+	// atomic so that a lister called outside PreFilter reads it safely.
+	order  atomic.Pointer[func(node string) []string]
+	memoMu sync.Mutex
+	// memo is what ordered returned for the previous pod.
 	memo map[*resourceapi.ResourceSlice]reorder
 
 	pendingMu sync.Mutex
@@ -74,12 +77,14 @@ func (m *manager) DeviceClassResolver() fwk.DeviceClassResolver {
 func (m *manager) forPod(ctx context.Context, pod *v1.Pod) func() {
 	m.mu.Lock()
 	if p := preferencesOf(m.fh); p != nil {
-		m.order = p.DeviceOrder(ctx, pod)
+		if order := p.DeviceOrder(ctx, pod); order != nil {
+			m.order.Store(&order)
+		}
 	} else {
 		klog.FromContext(ctx).V(5).Info("No TesseraGPU in this profile: devices in the drivers' order", "pod", klog.KObj(pod))
 	}
 	return func() {
-		m.order = nil
+		m.order.Store(nil)
 		m.mu.Unlock()
 	}
 }
@@ -92,14 +97,18 @@ type sliceLister struct {
 
 // ListWithDeviceTaintRules lists the slices as the profile's lister does
 // (device taint rules applied), with each GPU node's preferred devices
-// first. DynamicResources calls it from PreFilter, under forPod's lock.
+// first. DynamicResources calls it from PreFilter, within forPod.
 func (l *sliceLister) ListWithDeviceTaintRules() ([]*resourceapi.ResourceSlice, error) {
 	all, err := l.inner.ListWithDeviceTaintRules()
-	if err != nil || l.manager.order == nil {
+	order := l.manager.order.Load()
+	if err != nil || order == nil {
 		return all, err
 	}
+	m := l.manager
+	m.memoMu.Lock()
+	defer m.memoMu.Unlock()
 	var out []*resourceapi.ResourceSlice
-	out, l.manager.memo = ordered(all, l.manager.order, l.manager.memo)
+	out, m.memo = ordered(all, *order, m.memo)
 	return out, nil
 }
 
