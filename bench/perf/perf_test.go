@@ -42,6 +42,9 @@ import (
 	"github.com/tessera-gpu/tessera/plugins/tesseragpu"
 )
 
+// draNodeLabel marks the nodes of templates/gpu-node-dra.yaml.
+const draNodeLabel = "bench.tessera.io/dra"
+
 // gpusPerNode matches templates/gpu-node.yaml.
 const gpusPerNode = 8
 
@@ -51,7 +54,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	// Collect the per-plugin execution-time histograms for our plugins too.
-	schedperf.PluginNames = append(schedperf.PluginNames, config.TesseraGPUName, config.TesseraTaintTolerationName)
+	schedperf.PluginNames = append(schedperf.PluginNames, config.TesseraGPUName, config.TesseraTaintTolerationName, config.TesseraDynamicResourcesName)
 	os.Exit(m.Run())
 }
 
@@ -113,6 +116,14 @@ func publishInventories(tCtx ktesting.TContext, _ *scheduler.Scheduler, _ *sched
 		return err
 	}
 	gpuNodes := client.TesseraV1alpha1().GPUNodes()
+	// Nodes of a DRA driver have no GPUNode (templates/gpu-node-dra.yaml).
+	var plugin v1.NodeList
+	for _, n := range nodes.Items {
+		if n.Labels[draNodeLabel] == "" {
+			plugin.Items = append(plugin.Items, n)
+		}
+	}
+	nodes = &plugin
 	errs := make([]error, len(nodes.Items))
 	workqueue.ParallelizeUntil(tCtx, 16, len(nodes.Items), func(i int) {
 		name := nodes.Items[i].Name
@@ -144,8 +155,8 @@ func publishInventories(tCtx ktesting.TContext, _ *scheduler.Scheduler, _ *sched
 // one-GPU pod on every node.
 func waitForPlugin(tCtx ktesting.TContext, nodes *v1.NodeList) error {
 	pl := current.get()
-	if pl == nil {
-		return nil // an in-tree-only profile
+	if pl == nil || len(nodes.Items) == 0 {
+		return nil // an in-tree-only profile, or only DRA nodes
 	}
 	pre, ok1 := pl.(fwk.PreFilterPlugin)
 	filter, ok2 := pl.(fwk.FilterPlugin)

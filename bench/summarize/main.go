@@ -289,7 +289,7 @@ func perf(dirs []string, benchstatOut string, w io.Writer) error {
 	}
 	podsOf := func(r *run) map[string]float64 { return r.pods }
 	fmt.Fprintln(w, "Medians over runs. pods/s: SchedulingThroughput average of the measured pods;")
-	fmt.Fprintln(w, "ratio: to InTreeWholeGPU of the same size; attempt: scheduling_attempt_duration")
+	fmt.Fprintln(w, "ratio: to InTreeWholeGPU of the same size (DRA cases: to InTreeDRAWholeGPU); attempt: scheduling_attempt_duration")
 	fmt.Fprintln(w, "(result=scheduled); e2e: pod_scheduling_sli_duration (first enqueue to bound).")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| nodes | case | runs | pods/s | ratio | attempt p50 / p90 / p99 ms | e2e p50 / p90 / p99 ms | Filter / Score p50 ms |")
@@ -298,7 +298,11 @@ func perf(dirs []string, benchstatOut string, w io.Writer) error {
 		rs := groups[k]
 		pods := med(rs, podsOf, "Average")
 		ratio := "n/a"
-		if base := groups[key{k.workload, "InTreeWholeGPU"}]; len(base) > 0 {
+		baseline := "InTreeWholeGPU"
+		if strings.Contains(k.testCase, "DRA") {
+			baseline = "InTreeDRAWholeGPU"
+		}
+		if base := groups[key{k.workload, baseline}]; len(base) > 0 {
 			if b := med(base, podsOf, "Average"); b > 0 {
 				ratio = fmt.Sprintf("%.2f", pods/b)
 			}

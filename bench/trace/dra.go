@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/dynamic-resource-allocation/deviceclass/extendedresourcecache"
 	"k8s.io/dynamic-resource-allocation/resourceslice/tracker"
 	"k8s.io/klog/v2"
 	kschedv1 "k8s.io/kube-scheduler/config/v1"
@@ -96,7 +97,18 @@ func draManager(ctx context.Context, client kubernetes.Interface, factory inform
 	if err != nil {
 		return nil, fmt.Errorf("starting the ResourceSlice tracker: %w", err)
 	}
-	return dynamicresources.NewDRAManager(ctx, claims, slices, factory), nil
+	m := dynamicresources.NewDRAManager(ctx, claims, slices, factory)
+	// The scheduler feeds the manager's DeviceClass resolver from the
+	// DeviceClass informer (its event handlers); without it no class maps
+	// nvidia.com/gpu and NodeResourcesFit finds none on a DRA node.
+	resolver, ok := m.DeviceClassResolver().(*extendedresourcecache.ExtendedResourceCache)
+	if !ok {
+		return nil, fmt.Errorf("the DRA manager resolves extended resources with a %T", m.DeviceClassResolver())
+	}
+	if _, err := factory.Resource().V1().DeviceClasses().Informer().AddEventHandler(resolver); err != nil {
+		return nil, fmt.Errorf("watching DeviceClasses: %w", err)
+	}
+	return m, nil
 }
 
 // draPlugin adds the mode's DRA plugin to the replay's profile: after the

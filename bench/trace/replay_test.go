@@ -95,6 +95,21 @@ func TestReplayIsReproducible(t *testing.T) {
 							t.Errorf("node %s was given %d milli-GPU of %d", n, u, gpusOf[n]*1000)
 						}
 					}
+					// Every kind of pod is placed somewhere: in DRA mode whole
+					// GPUs go through the class's mapping and shares through
+					// claims, and neither may be refused wholesale.
+					for _, p := range pods {
+						if !slices.ContainsFunc(order, func(q tracePod) bool { return q.name == p.name }) {
+							continue
+						}
+						placed := false
+						for i, n := range first.placed {
+							placed = placed || (n != "" && order[i].name == p.name)
+						}
+						if !placed {
+							t.Errorf("no %s pod was placed", p.name)
+						}
+					}
 					if failed != first.failed || failed == 0 {
 						t.Errorf("%d arrivals failed, the result says %d; at 130%% of capacity some must fail", failed, first.failed)
 					}
