@@ -40,6 +40,9 @@ type manager struct {
 	memoMu sync.Mutex
 	// memo is what ordered returned for the previous pod.
 	memo map[*resourceapi.ResourceSlice]reorder
+	// preferred is each node's preferred GPUs for the pod last listed,
+	// which Reserve's pending allocations are compared with.
+	preferred map[string][]string
 
 	pendingMu sync.Mutex
 	// pending names the claims with a pending allocation, to look them up
@@ -76,6 +79,9 @@ func (m *manager) DeviceClassResolver() fwk.DeviceClassResolver {
 // is called.
 func (m *manager) forPod(ctx context.Context, pod *v1.Pod) func() {
 	m.mu.Lock()
+	m.memoMu.Lock()
+	m.preferred = nil
+	m.memoMu.Unlock()
 	if p := preferencesOf(m.fh); p != nil {
 		if order := p.DeviceOrder(ctx, pod); order != nil {
 			m.order.Store(&order)
@@ -108,7 +114,7 @@ func (l *sliceLister) ListWithDeviceTaintRules() ([]*resourceapi.ResourceSlice, 
 	m.memoMu.Lock()
 	defer m.memoMu.Unlock()
 	var out []*resourceapi.ResourceSlice
-	out, m.memo = ordered(all, *order, m.memo)
+	out, m.memo, m.preferred = ordered(all, *order, m.memo)
 	return out, nil
 }
 
@@ -129,6 +135,14 @@ func (t *tracker) SignalClaimPendingAllocation(uid types.UID, claim *resourceapi
 	m.pendingMu.Lock()
 	m.pending[uid] = types.NamespacedName{Namespace: claim.Namespace, Name: claim.Name}
 	m.pendingMu.Unlock()
+	// Reserve follows the pod's PreFilter: the last preferences listed
+	// are this pod's.
+	m.memoMu.Lock()
+	outcome, ok := choiceOf(claim, m.preferred)
+	m.memoMu.Unlock()
+	if ok {
+		deviceChoices.WithLabelValues(outcome).Inc()
+	}
 	if p := preferencesOf(m.fh); p != nil {
 		p.ClaimPending(claim)
 	}

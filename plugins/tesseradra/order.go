@@ -30,11 +30,13 @@ const drainventoryMaxOnStack = 64
 // preferred devices have not changed since gets the same copy, so that a
 // run of pods costs one copy per node that changed, not one per node and
 // pod. ordered returns the memo for the next call.
-func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string, memo map[*resourceapi.ResourceSlice]reorder) ([]*resourceapi.ResourceSlice, map[*resourceapi.ResourceSlice]reorder) {
-	out := all
+//
+// byNode is each GPU node's preferred devices, as order gave them.
+func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string, memo map[*resourceapi.ResourceSlice]reorder) (out []*resourceapi.ResourceSlice, next map[*resourceapi.ResourceSlice]reorder, byNode map[string][]string) {
+	out = all
 	copied := false
-	byNode := map[string][]string{}
-	next := make(map[*resourceapi.ResourceSlice]reorder, len(memo))
+	byNode = map[string][]string{}
+	next = make(map[*resourceapi.ResourceSlice]reorder, len(memo))
 	for i, s := range all {
 		if s.Spec.NodeName == nil || !drainventory.IsGPUDriver(s.Spec.Driver) {
 			continue
@@ -63,7 +65,7 @@ func ordered(all []*resourceapi.ResourceSlice, order func(node string) []string,
 		}
 		out[i] = r
 	}
-	return out, next
+	return out, next, byNode
 }
 
 // reorder is a slice as ordered for some preferred devices.

@@ -1,6 +1,7 @@
 package tesseradra
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -80,7 +81,7 @@ func TestOrdered(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := deviceNames(tc.in)
 			calls := map[string]int{}
-			got, memo := ordered(tc.in, func(node string) []string { calls[node]++; return order[node] }, nil)
+			got, memo, _ := ordered(tc.in, func(node string) []string { calls[node]++; return order[node] }, nil)
 			if diff := cmp.Diff(tc.want, deviceNames(got)); diff != "" {
 				t.Errorf("devices (-want +got):\n%s", diff)
 			}
@@ -98,7 +99,7 @@ func TestOrdered(t *testing.T) {
 				}
 			}
 			// The next pod with the same preferences gets the same copies.
-			again, _ := ordered(tc.in, func(node string) []string { return order[node] }, memo)
+			again, _, _ := ordered(tc.in, func(node string) []string { return order[node] }, memo)
 			for i := range got {
 				if again[i] != got[i] {
 					t.Errorf("slice %s was copied again for the same preferences", tc.in[i].Name)
@@ -115,12 +116,55 @@ func TestOrderedMemo(t *testing.T) {
 	gpuDriver := drainventory.TesseraDriver
 	id := func(d string) string { return drainventory.DeviceID(gpuDriver, "pool", d) }
 	in := []*resourceapi.ResourceSlice{slice("a", gpuDriver, new("a"), "g0", "g1", "g2", "g3")}
-	first, memo := ordered(in, func(string) []string { return []string{id("g3"), id("g1")} }, nil)
-	second, _ := ordered(in, func(string) []string { return []string{id("g1"), id("g3")} }, memo)
+	first, memo, _ := ordered(in, func(string) []string { return []string{id("g3"), id("g1")} }, nil)
+	second, _, _ := ordered(in, func(string) []string { return []string{id("g1"), id("g3")} }, memo)
 	if diff := cmp.Diff([][]string{{"g1", "g3", "g0", "g2"}}, deviceNames(second)); diff != "" {
 		t.Errorf("devices (-want +got):\n%s", diff)
 	}
 	if second[0] == first[0] {
 		t.Error("the previous pod's copy was reused for other preferences")
+	}
+}
+
+// TestChoiceOf: a claim counts as taking Tessera's choice when every GPU it
+// holds on a node Tessera had preferences for is one of them; claims of
+// other drivers and of nodes without preferences do not count.
+func TestChoiceOf(t *testing.T) {
+	gpu := drainventory.TesseraDriver
+	claim := func(devices ...string) *resourceapi.ResourceClaim {
+		c := &resourceapi.ResourceClaim{Status: resourceapi.ResourceClaimStatus{Allocation: &resourceapi.AllocationResult{}}}
+		for _, d := range devices {
+			driver, name, _ := strings.Cut(d, ":")
+			c.Status.Allocation.Devices.Results = append(c.Status.Allocation.Devices.Results,
+				resourceapi.DeviceRequestAllocationResult{Driver: driver, Pool: "a", Device: name})
+		}
+		return c
+	}
+	preferred := map[string][]string{
+		"a": {drainventory.DeviceID(gpu, "a", "g4"), drainventory.DeviceID(gpu, "a", "g5")},
+		"b": nil,
+	}
+	tests := []struct {
+		name    string
+		claim   *resourceapi.ResourceClaim
+		want    string
+		counted bool
+	}{
+		{"preferred", claim(gpu+":g4", gpu+":g5"), choicePreferred, true},
+		{"one elsewhere", claim(gpu+":g4", gpu+":g0"), choiceOther, true},
+		{"another driver", claim("nic.example.com:n0"), "", false},
+		{"GPU and NIC", claim(gpu+":g5", "nic.example.com:n0"), choicePreferred, true},
+		{"unallocated", &resourceapi.ResourceClaim{}, "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, counted := choiceOf(tc.claim, preferred)
+			if got != tc.want || counted != tc.counted {
+				t.Errorf("choiceOf = %q, %v; want %q, %v", got, counted, tc.want, tc.counted)
+			}
+		})
+	}
+	if _, counted := choiceOf(claim(gpu+":g4"), map[string][]string{"b": {drainventory.DeviceID(gpu, "b", "g4")}}); counted {
+		t.Error("a claim on a node without preferences was counted")
 	}
 }

@@ -85,6 +85,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
+	registerMetrics()
 	m := newManager(h)
 	inner, err := dynamicresources.New(ctx, args, &handle{Handle: h, manager: m}, fts)
 	if err != nil {

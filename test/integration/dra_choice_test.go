@@ -207,6 +207,13 @@ func TestDRAAllocatesTesseraChoice(t *testing.T) {
 	take("mapped-four", four)
 	oneIsland("mapped nvidia.com/gpu: 4", four)
 	waitAllocatedGPUs(t, e.ctx, 13)
+	// Every GPU claim took Tessera's choice but the pinned one.
+	metrics := scrapeSchedulerMetrics(t)
+	for _, want := range []string{`tessera_scheduler_dra_device_choice_total{outcome="preferred"} 6`, `tessera_scheduler_dra_device_choice_total{outcome="other"} 1`} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "dra_device_choice"))
+		}
+	}
 }
 
 // shareClaim is a ResourceClaim for percent of one GPU of Tessera's class
