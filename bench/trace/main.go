@@ -62,6 +62,7 @@ type options struct {
 	cpuProfile string
 	summarize  bool
 	mode       string
+	nodeStride int
 }
 
 func parseFlags() (*options, error) {
@@ -82,7 +83,11 @@ func parseFlags() (*options, error) {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replays (not the control plane's start) to this file")
 	flag.StringVar(&o.mode, "mode", modeDevicePlugin, "how the nodes serve GPUs: "+strings.Join(modes, ", ")+
 		" (dra: Tessera's DRA driver's ResourceSlices, whole GPUs by a mapped nvidia.com/gpu, shares by ResourceClaims with a percent capacity, allocated by TesseraDynamicResources; dra-first-fit: the same with the in-tree DynamicResources)")
+	flag.IntVar(&o.nodeStride, "node-stride", 1, "replay on every n-th node of the node list only (its pods scale with it, as arrivals follow capacity): a smaller cluster for the costlier DRA modes")
 	flag.Parse()
+	if o.nodeStride < 1 {
+		return nil, fmt.Errorf("-node-stride %d: must be at least 1", o.nodeStride)
+	}
 	if !slices.Contains(modes, o.mode) {
 		return nil, fmt.Errorf("-mode %q: valid modes are %s", o.mode, strings.Join(modes, ", "))
 	}
@@ -211,6 +216,13 @@ func run() error {
 	nodes, err := readNodes(o.nodesPath)
 	if err != nil {
 		return err
+	}
+	if o.nodeStride > 1 {
+		var kept []traceNode
+		for i := 0; i < len(nodes); i += o.nodeStride {
+			kept = append(kept, nodes[i])
+		}
+		nodes = kept
 	}
 	// Read every pod list before the long part starts, so that a bad file
 	// fails at once.

@@ -194,9 +194,19 @@ func (pl *TesseraGPU) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.
 		rejections.WithLabelValues("invalid gpu request").Inc()
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "invalid gpu request: "+err.Error())
 	}
-	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, req)
+	// A pod whose GPUs are ResourceClaims is what its claims ask: the
+	// scorer (the fragmentation strategy's workload estimate) sees it so.
+	var claims *device.Request
 	if req.Empty() {
-		if claims := pl.claimRequest(pod); claims != nil {
+		claims = pl.claimRequest(pod)
+	}
+	observed := req
+	if claims != nil {
+		observed = claims
+	}
+	cpu, scoreWithoutGPUs := pl.scorer.preFilter(pod, observed)
+	if req.Empty() {
+		if claims != nil {
 			// The device choice on DRA nodes (TesseraDynamicResources)
 			// is only as good as the cache: wait for it, as GPU pods do.
 			pl.waiting.attempt(pod, pl.cache.Generation())
