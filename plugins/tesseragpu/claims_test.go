@@ -89,7 +89,9 @@ func withClaims(t *testing.T, strategy config.ScoringStrategyType, requests ...[
 // TestClaimRequest: how a pod's claims are sized as whole GPUs and shares.
 func TestClaimRequest(t *testing.T) {
 	gpu := drainventory.TesseraDriver
-	percent := func(p string) map[resourceapi.QualifiedName]string { return map[resourceapi.QualifiedName]string{"percent": p} }
+	percent := func(p string) map[resourceapi.QualifiedName]string {
+		return map[resourceapi.QualifiedName]string{"percent": p}
+	}
 	type sized struct {
 		Whole  int
 		Shares []int
