@@ -34,7 +34,7 @@ FUZZTIME  ?= 30s
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 DEMO_ARGS ?=
 
-.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load k8s-bins containerd-bins e2e-deps e2e-build old-kubelet e2e e2e-clean release fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-ci etcd clean $(BINARIES)
+.PHONY: help build demo test test-unit test-integration verify generate manifests images images-load k8s-bins containerd-bins e2e-deps e2e-build old-kubelet e2e e2e-clean release fuzz bench bench-short bench-micro bench-perf bench-machine bench-bound bench-config bench-trace bench-trace-dra bench-trace-ci etcd clean $(BINARIES)
 
 help: ## List the targets.
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -221,6 +221,18 @@ STRATEGIES ?= all
 # stay, so a campaign can be run a few traces or seeds at a time.
 bench-trace: ## Replay openb traces (TRACE=all|default|...) with the FGD paper's protocol; results in bench/results/trace.
 	$(GO) run ./bench/trace -traces $(TRACES) -trace $(TRACE) -seeds $(SEEDS) -strategies $(STRATEGIES) -keep -out bench/results/trace
+
+# The DRA comparison (docs/dra.md): the same replays with every node a DRA
+# node, allocated with Tessera's choice and by the allocator's first fit, on
+# every 4th node of the list: a DRA replay never binds, so every allocation
+# stays pending in the scheduler's DRA manager and each pod costs more than
+# the last (a full-size run had taken 3 minutes for its first 30 % of pods,
+# each tenth slower than the one before, when it was stopped).
+DRA_TRACES ?= default,multigpu50,gpushare40,gpuspec20
+bench-trace-dra: ## Replay openb traces on DRA nodes beside the device plugin (quarter-size cluster); results in bench/results/trace-dra.
+	for mode in device-plugin dra dra-first-fit; do \
+	  $(GO) run ./bench/trace -traces $(TRACES) -trace $(DRA_TRACES) -seeds 42-44 -strategies fragmentation -node-stride 4 \
+	    -mode $$mode -keep -out bench/results/trace-dra/$$mode || exit 1; done
 
 bench-trace-ci: ## Placement-quality guard: default trace, one seed; fails if online fragmentation leaves over 5.5% of GPUs unallocated.
 	@if [ -d "$(TRACES)/csv" ]; then \

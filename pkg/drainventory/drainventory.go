@@ -333,3 +333,63 @@ func pinnedTypes(expr string) []string {
 		}
 	}
 }
+
+// SelectedModels reads the GPU models a CEL selector allows, where it says
+// so in one of the plain forms a user writes for it, on a driver's model
+// attribute (Tessera's "model", NVIDIA's "productName"):
+//
+//	device.attributes["gpu.tessera.io"].model == "NVIDIA H100 80GB HBM3"
+//	device.attributes["gpu.nvidia.com"].productName in ["A100", "H100"]
+//
+// ok is false for any other expression: the allocator still applies it,
+// but Tessera does not know which models it allows.
+func SelectedModels(expr string) (models []string, ok bool) {
+	e := strings.TrimSpace(expr)
+	for _, d := range Drivers {
+		for _, attr := range []string{attrModel, attrProductName} {
+			for _, q := range []string{`"`, `'`} {
+				prefix := "device.attributes[" + q + d + q + "]." + attr
+				rest, found := strings.CutPrefix(e, prefix)
+				if !found {
+					continue
+				}
+				rest = strings.TrimSpace(rest)
+				switch {
+				case strings.HasPrefix(rest, "=="):
+					m, ok := celString(strings.TrimSpace(rest[2:]))
+					if !ok {
+						return nil, false
+					}
+					return []string{m}, true
+				case strings.HasPrefix(rest, "in"):
+					list := strings.TrimSpace(rest[2:])
+					if !strings.HasPrefix(list, "[") || !strings.HasSuffix(list, "]") {
+						return nil, false
+					}
+					for _, item := range strings.Split(list[1:len(list)-1], ",") {
+						m, ok := celString(strings.TrimSpace(item))
+						if !ok {
+							return nil, false
+						}
+						models = append(models, m)
+					}
+					return models, len(models) > 0
+				}
+				return nil, false
+			}
+		}
+	}
+	return nil, false
+}
+
+// celString reads a CEL string literal without escapes.
+func celString(s string) (string, bool) {
+	if len(s) < 2 || (s[0] != '"' && s[0] != '\'') || s[len(s)-1] != s[0] {
+		return "", false
+	}
+	v := s[1 : len(s)-1]
+	if strings.ContainsAny(v, `\"'`) {
+		return "", false
+	}
+	return v, true
+}

@@ -2,6 +2,7 @@ package drainventory
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -225,6 +226,29 @@ func TestIsGPUClass(t *testing.T) {
 	} {
 		if got := IsGPUClass(tc.class, "nvidia.com/gpu"); got != tc.want {
 			t.Errorf("IsGPUClass(%+v) = %v, want %v", tc.class, got, tc.want)
+		}
+	}
+}
+
+func TestSelectedModels(t *testing.T) {
+	tests := []struct {
+		expr string
+		want []string
+		ok   bool
+	}{
+		{`device.attributes["gpu.tessera.io"].model == "NVIDIA H100 80GB HBM3"`, []string{"NVIDIA H100 80GB HBM3"}, true},
+		{`device.attributes['gpu.nvidia.com'].productName in ['A100', "H100"]`, []string{"A100", "H100"}, true},
+		{` device.attributes["gpu.tessera.io"].model in ["T4"] `, []string{"T4"}, true},
+		{`device.attributes["gpu.tessera.io"].model != "T4"`, nil, false},
+		{`device.attributes["gpu.tessera.io"].model == "T4" || true`, nil, false},
+		{`device.attributes["gpu.tessera.io"].index == 0`, nil, false},
+		{`device.attributes["other.example.com"].model == "T4"`, nil, false},
+		{`device.attributes["gpu.tessera.io"].model in []`, nil, false},
+	}
+	for _, tc := range tests {
+		got, ok := SelectedModels(tc.expr)
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("SelectedModels(%s) = %q, %v; want %q, %v", tc.expr, got, ok, tc.want, tc.ok)
 		}
 	}
 }

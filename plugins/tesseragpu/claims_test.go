@@ -95,7 +95,13 @@ func TestClaimRequest(t *testing.T) {
 	type sized struct {
 		Whole  int
 		Shares []int
+		Models []string
 	}
+	model := func(r resourceapi.DeviceRequest, expr string) resourceapi.DeviceRequest {
+		r.Exactly.Selectors = append(r.Exactly.Selectors, resourceapi.DeviceSelector{CEL: &resourceapi.CELDeviceSelector{Expression: expr}})
+		return r
+	}
+	t4v100 := `device.attributes["gpu.tessera.io"].model in ["V100", "T4"]`
 	tests := []struct {
 		name   string
 		claims [][]resourceapi.DeviceRequest
@@ -113,6 +119,13 @@ func TestClaimRequest(t *testing.T) {
 		{"shares of two GPUs in one request", [][]resourceapi.DeviceRequest{{exact(gpu, 2, percent("30"))}}, nil},
 		{"another capacity", [][]resourceapi.DeviceRequest{{exact(gpu, 1, map[resourceapi.QualifiedName]string{"sm": "10"})}}, nil},
 		{"unknown class", [][]resourceapi.DeviceRequest{{exact("gone", 1, nil)}}, nil},
+		{"models", [][]resourceapi.DeviceRequest{{model(exact(gpu, 1, percent("30")), t4v100)}}, &sized{Shares: []int{30}, Models: []string{"T4", "V100"}}},
+		{"models of two selectors", [][]resourceapi.DeviceRequest{{model(model(exact(gpu, 2, nil), t4v100), `device.attributes["gpu.tessera.io"].model == "T4"`)}},
+			&sized{Whole: 2, Models: []string{"T4"}}},
+		{"the same models in two claims", [][]resourceapi.DeviceRequest{{model(exact(gpu, 1, nil), t4v100)}, {model(exact(gpu, 1, nil), t4v100)}},
+			&sized{Whole: 2, Models: []string{"T4", "V100"}}},
+		{"models in one claim only", [][]resourceapi.DeviceRequest{{model(exact(gpu, 1, nil), t4v100)}, {exact(gpu, 1, nil)}}, &sized{Whole: 2}},
+		{"a selector of another form", [][]resourceapi.DeviceRequest{{model(exact(gpu, 1, nil), `device.attributes["gpu.tessera.io"].model.startsWith("T")`)}}, &sized{Whole: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,7 +133,7 @@ func TestClaimRequest(t *testing.T) {
 			req := pl.claimRequest(pod)
 			var got *sized
 			if req != nil {
-				got = &sized{Whole: req.Whole, Shares: req.Shares}
+				got = &sized{Whole: req.Whole, Shares: req.Shares, Models: req.Models}
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("claimRequest (-want +got):\n%s", diff)

@@ -28,11 +28,11 @@ var _ tesseradra.Preferences = &TesseraGPU{}
 // It is nil for other pods, and the function returns nil for nodes Tessera
 // does not read from ResourceSlices or where the pod does not fit.
 func (pl *TesseraGPU) DeviceOrder(ctx context.Context, pod *v1.Pod) func(node string) []string {
-	req := pl.draRequest(pod)
+	req, claimOnly := pl.draRequest(pod)
 	if req == nil || !pl.synced() {
 		return nil
 	}
-	s := &cycleState{req: req, cpu: podCPU(pod), now: pl.now()}
+	s := &cycleState{req: req, cpu: podCPU(pod), now: pl.now(), claimOnly: claimOnly}
 	logger := klog.FromContext(ctx)
 	return func(node string) []string {
 		st := pl.cache.Slot(node).State()
@@ -63,20 +63,21 @@ func (pl *TesseraGPU) DeviceOrder(ctx context.Context, pod *v1.Pod) func(node st
 }
 
 // draRequest is the GPU request DRA serves for the pod: its claims' (see
-// claimRequest), or its GPU resources when a DeviceClass maps them all.
-func (pl *TesseraGPU) draRequest(pod *v1.Pod) *device.Request {
+// claimRequest; claimOnly is then set), or its GPU resources when a
+// DeviceClass maps them all.
+func (pl *TesseraGPU) draRequest(pod *v1.Pod) (req *device.Request, claimOnly bool) {
 	req, err := gpu.ParsePod(pod)
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	if req.Empty() {
-		return pl.claimRequest(pod)
+		return pl.claimRequest(pod), true
 	}
 	if !pl.draMapped(req) {
-		return nil
+		return nil, false
 	}
 	req.ComparisonOperators = pl.comparisonOperators
-	return req
+	return req, false
 }
 
 // ClaimPending counts the devices of an allocation DynamicResources made in

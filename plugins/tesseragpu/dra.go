@@ -116,7 +116,10 @@ func (pl *TesseraGPU) leftToDRA(s *cycleState, st *gpucache.NodeState, node stri
 // any claim is one Tessera cannot size (not generated yet, all devices of
 // a class, a prioritized list, capacity other than percent and memory,
 // several shared devices in one request): DynamicResources alone decides
-// those. Memory a share asks is left to the allocator.
+// those. Memory a share asks is left to the allocator. Models the requests'
+// CEL selectors allow in a plain form (drainventory.SelectedModels) are
+// the request's models, so that nodes and GPUs are judged as for a pod
+// naming them in tessera.io/gpu-models.
 func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 	if pl.draManager == nil || len(pod.Spec.ResourceClaims) == 0 {
 		return nil
@@ -127,6 +130,10 @@ func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 	}
 	whole := 0
 	var shares []device.ContainerDemand
+	// The models the GPU requests' selectors allow, where every request
+	// allows the same ones (device.Request has one list for the pod).
+	var models []string
+	modelsKnown, gpuRequests := true, 0
 	for _, rc := range pod.Spec.ResourceClaims {
 		name := rc.ResourceClaimName
 		if name == nil {
@@ -157,6 +164,13 @@ func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 			if r.Exactly.AllocationMode == resourceapi.DeviceAllocationModeAll {
 				return nil
 			}
+			m := selectedModels(r.Exactly.Selectors)
+			if gpuRequests == 0 {
+				models = m
+			} else if !slices.Equal(models, m) {
+				modelsKnown = false
+			}
+			gpuRequests++
 			n := int(r.Exactly.Count)
 			if n == 0 {
 				n = 1
@@ -181,11 +195,42 @@ func (pl *TesseraGPU) claimRequest(pod *v1.Pod) *device.Request {
 	if whole > 0 {
 		demands = append(demands, device.ContainerDemand{Name: "claims", Count: whole})
 	}
-	req, err := device.NewRequest(demands, nil, nil)
+	if !modelsKnown {
+		models = nil
+	}
+	req, err := device.NewRequest(demands, models, nil)
 	if err != nil {
 		return nil
 	}
 	return req
+}
+
+// selectedModels is the sorted set of models a request's selectors allow
+// (drainventory.SelectedModels; several selectors must all hold), nil when
+// they say nothing Tessera can read about models.
+func selectedModels(sels []resourceapi.DeviceSelector) []string {
+	var out []string
+	seen := false
+	for _, sel := range sels {
+		if sel.CEL == nil {
+			continue
+		}
+		m, ok := drainventory.SelectedModels(sel.CEL.Expression)
+		if !ok {
+			continue
+		}
+		slices.Sort(m)
+		if !seen {
+			out, seen = m, true
+			continue
+		}
+		out = slices.DeleteFunc(out, func(x string) bool { return !slices.Contains(m, x) })
+	}
+	if seen && len(out) == 0 {
+		// Selectors no model satisfies: leave it to the allocator.
+		return nil
+	}
+	return slices.Compact(out)
 }
 
 // requestedPercent is the percent of a device a request's capacity asks

@@ -356,7 +356,9 @@ func (pl *TesseraGPU) fit(s *cycleState, st *gpucache.NodeState) (gpucache.Fit, 
 		return gpucache.Fit{}, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reasonNoInventory)
 	}
 	if st.DRA {
-		if status := filterDRAState(st, s.req); status != nil {
+		// A claim's own selectors hold its models; a model list of the
+		// pod needs every GPU of the node to be of an allowed model.
+		if status := filterDRAState(st, s.req); status != nil && !s.claimOnly {
 			return gpucache.Fit{}, status
 		}
 	} else if st.Inv.Stale(s.now, pl.staleness) {
