@@ -19,6 +19,7 @@ package tesseradra
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -89,6 +90,12 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle, fts feature.Feat
 	m := newManager(h)
 	inner, err := dynamicresources.New(ctx, args, &handle{Handle: h, manager: m}, fts)
 	if err != nil {
+		if strings.Contains(err.Error(), "indexer conflict") {
+			// Both plugins index the profile's pods by claim under one
+			// name: the in-tree plugin was built first in this profile.
+			return nil, fmt.Errorf("%s and %s are both enabled in profile %q and would allocate every claim twice; disable %s: %w",
+				Name, names.DynamicResources, h.ProfileName(), names.DynamicResources, err)
+		}
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	dr, ok := inner.(*dynamicresources.DynamicResources)

@@ -267,3 +267,22 @@ func TestDRASharesByCapacity(t *testing.T) {
 	e.createPod("big", usingClaims("big"))
 	e.waitUnschedulable("big", "cannot allocate all claims")
 }
+
+// TestBothDRAPluginsRefused: a profile that enables TesseraDynamicResources
+// beside the in-tree DynamicResources (here by dropping the shipped
+// profile's multiPoint entry that disables it) does not start. Whichever of
+// the two the scheduler builds second fails: TesseraDynamicResources says
+// which to disable, DynamicResources names the pod index both add.
+func TestBothDRAPluginsRefused(t *testing.T) {
+	e := newEnv(t, localcluster.SchedulerOptions{})
+	s, err := e.c.StartScheduler(e.ctx, t.TempDir(), localcluster.SchedulerOptions{Plugins: map[string]any{
+		"multiPoint": map[string]any{"enabled": []any{map[string]any{"name": "TesseraDynamicResources"}}},
+	}})
+	if err == nil {
+		s.Stop()
+		t.Fatal("a profile with both DRA plugins started")
+	}
+	if !strings.Contains(err.Error(), "disable DynamicResources") && !strings.Contains(err.Error(), "indexer conflict: map[schedulerPodResourceClaim-tessera-scheduler") {
+		t.Errorf("error %q names neither the plugin to disable nor the index both add", err)
+	}
+}
