@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,6 +109,7 @@ func TestDRAAllocatesTesseraChoice(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	choicesBefore := map[string]float64{"preferred": deviceChoices(t, "preferred"), "other": deviceChoices(t, "other")}
 	held := map[string]string{}
 	take := func(owner string, devices []string) {
 		t.Helper()
@@ -207,13 +209,28 @@ func TestDRAAllocatesTesseraChoice(t *testing.T) {
 	take("mapped-four", four)
 	oneIsland("mapped nvidia.com/gpu: 4", four)
 	waitAllocatedGPUs(t, e.ctx, 13)
-	// Every GPU claim took Tessera's choice but the pinned one.
-	metrics := scrapeSchedulerMetrics(t)
-	for _, want := range []string{`tessera_scheduler_dra_device_choice_total{outcome="preferred"} 6`, `tessera_scheduler_dra_device_choice_total{outcome="other"} 1`} {
-		if !strings.Contains(metrics, want+"\n") {
-			t.Errorf("metrics lack %s:\n%s", want, grepLines(metrics, "dra_device_choice"))
+	// Every GPU claim took Tessera's choice but the pinned one. The
+	// counter is the process's: earlier tests' claims count too.
+	for outcome, want := range map[string]float64{"preferred": 6, "other": 1} {
+		if got := deviceChoices(t, outcome) - choicesBefore[outcome]; got != want {
+			t.Errorf("dra_device_choice_total{outcome=%q} grew by %v, want %v", outcome, got, want)
 		}
 	}
+}
+
+// deviceChoices reads tessera_scheduler_dra_device_choice_total{outcome}.
+func deviceChoices(t *testing.T, outcome string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^tessera_scheduler_dra_device_choice_total\{outcome="` + outcome + `"\} ([0-9.e+]+)$`)
+	m := re.FindStringSubmatch(scrapeSchedulerMetrics(t))
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // shareClaim is a ResourceClaim for percent of one GPU of Tessera's class
