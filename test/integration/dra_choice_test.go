@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -221,16 +220,7 @@ func TestDRAAllocatesTesseraChoice(t *testing.T) {
 // deviceChoices reads tessera_scheduler_dra_device_choice_total{outcome}.
 func deviceChoices(t *testing.T, outcome string) float64 {
 	t.Helper()
-	re := regexp.MustCompile(`(?m)^tessera_scheduler_dra_device_choice_total\{outcome="` + outcome + `"\} ([0-9.e+]+)$`)
-	m := re.FindStringSubmatch(scrapeSchedulerMetrics(t))
-	if m == nil {
-		return 0
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return metricValue(t, `tessera_scheduler_dra_device_choice_total{outcome="`+outcome+`"}`)
 }
 
 // shareClaim is a ResourceClaim for percent of one GPU of Tessera's class

@@ -79,7 +79,14 @@ func TestPreBindProfileRecordsAssignment(t *testing.T) {
 // prunedNodes reads tessera_scheduler_prefilter_pruned_nodes_total.
 func prunedNodes(t *testing.T) float64 {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^tessera_scheduler_prefilter_pruned_nodes_total ([0-9.e+]+)$`).FindStringSubmatch(scrapeSchedulerMetrics(t))
+	return metricValue(t, "tessera_scheduler_prefilter_pruned_nodes_total")
+}
+
+// metricValue reads one sample of the scheduler's metrics, named with its
+// labels as the exposition writes them; 0 when there is none yet.
+func metricValue(t *testing.T, sample string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` ([0-9.e+]+)$`).FindStringSubmatch(scrapeSchedulerMetrics(t))
 	if m == nil {
 		return 0
 	}
